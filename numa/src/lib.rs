@@ -1,0 +1,3 @@
+//! NUMA topology and machine-frame management (see DESIGN.md).
+#![no_std]
+extern crate alloc;
