@@ -88,19 +88,33 @@ pub const RESET_POLL_MISSES: u64 = 4096;
 
 /// Byte offsets of the header fields, relative to the region base.
 pub mod off {
+    /// Offset of `magic`.
     pub const MAGIC: usize = 0x00;
+    /// Offset of `version`.
     pub const VERSION: usize = 0x08;
+    /// Offset of `header_size`.
     pub const HEADER_SIZE: usize = 0x0c;
+    /// Offset of `first_pfn`.
     pub const FIRST_PFN: usize = 0x10;
+    /// Offset of `page_count`.
     pub const PAGE_COUNT: usize = 0x18;
+    /// Offset of `node_count`.
     pub const NODE_COUNT: usize = 0x20;
+    /// Offset of `counter_bytes`.
     pub const COUNTER_BYTES: usize = 0x24;
+    /// Offset of `region_base`.
     pub const REGION_BASE: usize = 0x28;
+    /// Offset of `region_size`.
     pub const REGION_SIZE: usize = 0x30;
+    /// Offset of `reset_request`.
     pub const RESET_REQUEST: usize = 0x38;
+    /// Offset of `reset_done`.
     pub const RESET_DONE: usize = 0x3c;
+    /// Offset of `misses_total`.
     pub const MISSES_TOTAL: usize = 0x40;
+    /// Offset of `line_size`.
     pub const LINE_SIZE: usize = 0x48;
+    /// Offset of `page_shift`.
     pub const PAGE_SHIFT: usize = 0x4c;
 }
 
@@ -235,19 +249,33 @@ impl CounterLayout {
 /// The header fields, decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Header {
+    /// [`MAGIC`] when the plugin set the region up.
     pub magic: u64,
+    /// [`VERSION`].
     pub version: u32,
+    /// Offset of the counter array.
     pub header_size: u32,
+    /// First counted page frame number.
     pub first_pfn: u64,
+    /// Number of counted pages.
     pub page_count: u64,
+    /// Number of nodes.
     pub node_count: u32,
+    /// Bytes per counter (4).
     pub counter_bytes: u32,
+    /// Physical address of the region.
     pub region_base: u64,
+    /// Region size in bytes.
     pub region_size: u64,
+    /// Whole-array reset generation requested by the reader.
     pub reset_request: u32,
+    /// Last reset generation completed by the writer.
     pub reset_done: u32,
+    /// Misses counted since the last reset (approximate).
     pub misses_total: u64,
+    /// Modelled cache line size in bytes.
     pub line_size: u32,
+    /// log2 of the counted page size (12).
     pub page_shift: u32,
 }
 
@@ -259,6 +287,7 @@ fn get<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
 
 impl Header {
     /// Bytes the encoded header occupies (the rest of the 4 KiB is zero).
+    /// Offset of `encoded_len`.
     pub const ENCODED_LEN: usize = 0x50;
 
     /// Encode into the first [`Header::ENCODED_LEN`] bytes of `b`.
