@@ -1,0 +1,333 @@
+//! numa-sim: a ccNUMA cost model for QEMU system emulation (TCG plugin).
+//!
+//! QEMU's NUMA is topology only: every access costs the same. This plugin
+//! gives each vCPU a private cache (1 MiB, 64 B lines, 8-way LRU by default),
+//! charges each miss a latency from the distance between the CPU's node and
+//! the line's home node (300 ns local, 900 ns at distance 20 by default), and
+//! a base cost per instruction, giving every CPU a *simulated time*. Like the
+//! FLASH machine under Disco it counts misses per (4 KiB page, requesting
+//! node) in a counter region of machine memory whose layout is
+//! `numa::counters` (shared with the monitor through the file that backs the
+//! last node's RAM). At exit it writes a JSON report and prints a summary.
+//!
+//! Guest markers: a `HINT #0x7a` instruction (a NOP on real hardware)
+//! snapshots all CPUs as the start of a region of interest and `HINT #0x7b`
+//! ends it; the report has the per-CPU deltas of every such interval.
+//!
+//! Fast-plugin practice: raw `extern "C"` callbacks, per-vCPU state indexed by
+//! `vcpu_index` and touched only by that vCPU's thread, instruction counts by
+//! an inline scoreboard add per TB, node classification by address range, and
+//! a one-line filter (an access to the same virtual line as the CPU's
+//! previous access is a hit in an LRU cache, so the physical address lookup
+//! is skipped). Not modelled: instruction fetches, coherence invalidations,
+//! write-backs, prefetching (see `cache.rs`).
+
+pub mod cache;
+pub mod config;
+#[path = "../../../numa/src/counters.rs"]
+#[allow(dead_code)]
+pub mod counters;
+pub mod region;
+pub mod report;
+
+use cache::Cache;
+use config::Config;
+use qemu_plugin_sys::*;
+use region::Region;
+use report::{CpuStats, Report, Roi};
+use std::cell::{Cell, UnsafeCell};
+use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, OnceLock};
+
+/// Most nodes a machine may have.
+pub const MAX_NODES: usize = 8;
+/// `HINT #0x7a` / `HINT #0x7b`: begin / end of a region of interest.
+pub const ROI_BEGIN_INSN: u32 = 0xd503_201f | (0x7a << 5);
+pub const ROI_END_INSN: u32 = 0xd503_201f | (0x7b << 5);
+
+/// Per-vCPU state. The `Cell`/`UnsafeCell` fields are touched only by the
+/// vCPU's own thread; the atomics are read by anyone (snapshots, report).
+#[repr(align(128))]
+struct Cpu {
+    node: u32,
+    last_vline: Cell<u64>,
+    unpolled: Cell<u64>,
+    cache: UnsafeCell<Cache>,
+    accesses: AtomicU64,
+    misses: [AtomicU64; MAX_NODES],
+    stall_ps: AtomicU64,
+}
+
+// SAFETY: see the struct comment: a vCPU index is run by one thread at a time.
+unsafe impl Sync for Cpu {}
+
+struct Sim {
+    cfg: Config,
+    line_shift: u32,
+    ram_base: u64,
+    ram_size: u64,
+    /// End address of each node's RAM, in order.
+    node_end: Vec<u64>,
+    /// Latency in ps, `[cpu node][home node]`.
+    lat: [[u64; MAX_NODES]; MAX_NODES],
+    cpus: Vec<Cpu>,
+    insns: qemu_plugin_u64,
+    region: Region,
+    /// Open region-of-interest snapshots and finished intervals.
+    roi: Mutex<(Option<(u32, Vec<CpuStats>)>, Vec<Roi>)>,
+}
+
+// SAFETY: the scoreboard handle is only used through QEMU's thread-safe API.
+unsafe impl Sync for Sim {}
+unsafe impl Send for Sim {}
+
+static SIM: OnceLock<Sim> = OnceLock::new();
+
+impl Sim {
+    #[inline]
+    fn access(&self, cpu: &Cpu, pa: u64) {
+        if pa.wrapping_sub(self.ram_base) >= self.ram_size {
+            return; // device or outside RAM
+        }
+        let mut home = 0;
+        while pa >= self.node_end[home] {
+            home += 1;
+        }
+        // SAFETY: only this vCPU's thread reaches its own cache.
+        let hit = unsafe { (*cpu.cache.get()).access(pa >> self.line_shift) };
+        cpu.accesses.store(cpu.accesses.load(Relaxed) + 1, Relaxed);
+        if hit {
+            return;
+        }
+        let m = &cpu.misses[home];
+        m.store(m.load(Relaxed) + 1, Relaxed);
+        cpu.stall_ps.store(cpu.stall_ps.load(Relaxed) + self.lat[cpu.node as usize][home], Relaxed);
+        self.region.count(pa >> 12, cpu.node);
+        let u = cpu.unpolled.get() + 1;
+        if u > region::POLL_MASK {
+            self.region.poll(u);
+            cpu.unpolled.set(0);
+        } else {
+            cpu.unpolled.set(u);
+        }
+    }
+
+    fn snapshot(&self) -> Vec<CpuStats> {
+        let n = self.cfg.nodes();
+        self.cpus
+            .iter()
+            .enumerate()
+            .map(|(i, c)| CpuStats {
+                node: c.node,
+                // SAFETY: reading a scoreboard entry through QEMU's API.
+                insns: unsafe { qemu_plugin_u64_get(self.insns, i as c_uint) },
+                accesses: c.accesses.load(Relaxed),
+                misses: c.misses[..n].iter().map(|m| m.load(Relaxed)).collect(),
+                stall_ps: c.stall_ps.load(Relaxed),
+            })
+            .collect()
+    }
+
+    fn config_json(&self) -> String {
+        let c = &self.cfg;
+        format!(
+            "{{\"ram_base\":\"{:#x}\",\"node_mem\":{:?},\"node_cpus\":{:?},\"dist\":{:?},\"cache\":{},\"assoc\":{},\"line\":{},\"local_ns\":{},\"remote_ns\":{},\"insn_ns\":{},\"filter\":{}}}",
+            c.ram_base, c.node_mem, c.node_cpus, c.dist, c.cache_size, c.assoc, c.line,
+            c.local_ps as f64 / 1000.0, c.remote_ps as f64 / 1000.0, c.insn_ps as f64 / 1000.0, c.filter
+        )
+    }
+}
+
+fn outs(s: &str) {
+    if let Ok(c) = CString::new(s) {
+        // SAFETY: NUL-terminated string, copied by QEMU.
+        unsafe { qemu_plugin_outs(c.as_ptr()) };
+    }
+}
+
+unsafe extern "C" fn mem_cb(vcpu: c_uint, info: qemu_plugin_meminfo_t, vaddr: u64, _: *mut c_void) {
+    let Some(sim) = SIM.get() else { return };
+    let Some(cpu) = sim.cpus.get(vcpu as usize) else { return };
+    let vline = vaddr >> sim.line_shift;
+    if sim.cfg.filter {
+        if cpu.last_vline.get() == vline {
+            return;
+        }
+        cpu.last_vline.set(vline);
+    }
+    // SAFETY: `info` is valid for the duration of this callback.
+    let hw = unsafe { qemu_plugin_get_hwaddr(info, vaddr) };
+    if hw.is_null() {
+        return;
+    }
+    // SAFETY: `hw` was just returned by QEMU for this access.
+    let pa = unsafe { qemu_plugin_hwaddr_phys_addr(hw) };
+    sim.access(cpu, pa);
+}
+
+unsafe extern "C" fn marker_cb(vcpu: c_uint, userdata: *mut c_void) {
+    let Some(sim) = SIM.get() else { return };
+    let snap = sim.snapshot();
+    let mut g = sim.roi.lock().unwrap_or_else(|e| e.into_inner());
+    if userdata as usize == 1 {
+        g.0 = Some((vcpu, snap));
+    } else if let Some((begin_vcpu, before)) = g.0.take() {
+        let cpus = snap.iter().zip(&before).map(|(a, b)| a.since(b)).collect();
+        g.1.push(Roi { begin_vcpu, end_vcpu: vcpu, cpus });
+    }
+}
+
+unsafe extern "C" fn tb_trans_cb(_id: qemu_plugin_id_t, tb: *mut qemu_plugin_tb) {
+    let Some(sim) = SIM.get() else { return };
+    // SAFETY: `tb` and its instructions are valid during translation.
+    unsafe {
+        let n = qemu_plugin_tb_n_insns(tb);
+        qemu_plugin_register_vcpu_tb_exec_inline_per_vcpu(tb, qemu_plugin_op::QEMU_PLUGIN_INLINE_ADD_U64, sim.insns, n as u64);
+        for i in 0..n {
+            let insn = qemu_plugin_tb_get_insn(tb, i);
+            qemu_plugin_register_vcpu_mem_cb(
+                insn,
+                Some(mem_cb),
+                qemu_plugin_cb_flags::QEMU_PLUGIN_CB_NO_REGS,
+                qemu_plugin_mem_rw::QEMU_PLUGIN_MEM_RW,
+                std::ptr::null_mut(),
+            );
+            if qemu_plugin_insn_size(insn) == 4 {
+                let mut w = [0u8; 4];
+                qemu_plugin_insn_data(insn, w.as_mut_ptr().cast(), 4);
+                let kind = match u32::from_le_bytes(w) {
+                    ROI_BEGIN_INSN => 1usize,
+                    ROI_END_INSN => 2,
+                    _ => 0,
+                };
+                if kind != 0 {
+                    qemu_plugin_register_vcpu_insn_exec_cb(
+                        insn,
+                        Some(marker_cb),
+                        qemu_plugin_cb_flags::QEMU_PLUGIN_CB_NO_REGS,
+                        kind as *mut c_void,
+                    );
+                }
+            }
+        }
+    }
+}
+
+unsafe extern "C" fn flush_cb(_id: qemu_plugin_id_t) {
+    if let Some(sim) = SIM.get() {
+        sim.region.poll(0);
+    }
+}
+
+unsafe extern "C" fn exit_cb(_id: qemu_plugin_id_t, _: *mut c_void) {
+    let Some(sim) = SIM.get() else { return };
+    let cpus = sim.snapshot();
+    let rois = sim.roi.lock().map(|g| g.1.clone()).unwrap_or_default();
+    let l = sim.region.layout;
+    let top = report::top_pages(sim.region.counters(), sim.cfg.nodes(), l.first_pfn, sim.cfg.top, |pfn| {
+        sim.node_end.iter().position(|&e| pfn << 12 < e).unwrap_or(0)
+    });
+    let r = Report {
+        config_json: sim.config_json(),
+        nodes: sim.cfg.nodes(),
+        insn_ps: sim.cfg.insn_ps,
+        cpus: &cpus,
+        rois: &rois,
+        top: &top,
+        region_base: l.region_base,
+        region_size: l.region_size,
+        shared_file: sim.cfg.shm.as_deref(),
+    };
+    outs(&r.summary());
+    if let Some(path) = &sim.cfg.out {
+        if let Err(e) = std::fs::write(path, r.json()) {
+            outs(&format!("numa-sim: cannot write {path}: {e}\n"));
+        }
+    }
+}
+
+fn setup(argc: c_int, argv: *const *const c_char, max_vcpus: usize) -> Result<Sim, String> {
+    let args: Vec<String> = (0..argc as usize)
+        // SAFETY: QEMU passes argc valid NUL-terminated strings.
+        .map(|i| unsafe { CStr::from_ptr(*argv.add(i)) }.to_string_lossy().into_owned())
+        .collect();
+    let cfg = Config::parse(args.iter().map(|s| s.as_str()))?;
+    let nodes = cfg.nodes();
+    let layout = counters::CounterLayout::for_machine(cfg.ram_base, cfg.ram_end(), nodes as u32)
+        .ok_or("machine too small for the counter region")?;
+    let shm_off = layout.region_base.checked_sub(cfg.node_base(cfg.shm_node)).ok_or("counter region is not in shm_node's RAM")?;
+    let region = Region::open(layout, cfg.shm.as_deref(), shm_off, cfg.line)?;
+    let mut lat = [[0; MAX_NODES]; MAX_NODES];
+    for (i, row) in lat.iter_mut().enumerate().take(nodes) {
+        for (j, l) in row.iter_mut().enumerate().take(nodes) {
+            *l = cfg.latency_ps(i, j);
+        }
+    }
+    let cpu_nodes = cfg.cpu_nodes();
+    let sets = (cfg.cache_size / cfg.line as u64 / cfg.assoc as u64) as usize;
+    let cpus = (0..max_vcpus.max(cpu_nodes.len()))
+        .map(|i| Cpu {
+            node: cpu_nodes.get(i).copied().unwrap_or(0),
+            last_vline: Cell::new(u64::MAX),
+            unpolled: Cell::new(0),
+            cache: UnsafeCell::new(Cache::new(sets, cfg.assoc as usize)),
+            accesses: AtomicU64::new(0),
+            misses: Default::default(),
+            stall_ps: AtomicU64::new(0),
+        })
+        .collect();
+    // SAFETY: a scoreboard of one u64 per vCPU, never freed.
+    let insns = unsafe { qemu_plugin_u64 { score: qemu_plugin_scoreboard_new(8), offset: 0 } };
+    Ok(Sim {
+        line_shift: cfg.line.trailing_zeros(),
+        ram_base: cfg.ram_base,
+        ram_size: cfg.ram_end() - cfg.ram_base,
+        node_end: (1..=nodes).map(|i| cfg.node_base(i)).collect(),
+        lat,
+        cpus,
+        insns,
+        region,
+        roi: Mutex::new((None, Vec::new())),
+        cfg,
+    })
+}
+
+#[no_mangle]
+pub static qemu_plugin_version: c_int = QEMU_PLUGIN_VERSION as c_int;
+
+/// # Safety
+/// Called by QEMU once, with a valid `info` and `argc` argument strings.
+#[no_mangle]
+pub unsafe extern "C" fn qemu_plugin_install(
+    id: qemu_plugin_id_t,
+    info: *const qemu_info_t,
+    argc: c_int,
+    argv: *const *const c_char,
+) -> c_int {
+    // SAFETY: `info` is valid during install.
+    let info = unsafe { &*info };
+    if !info.system_emulation {
+        outs("numa-sim: needs system emulation\n");
+        return -1;
+    }
+    // SAFETY: system_emulation is set, so the `system` member is the live one.
+    let max_vcpus = unsafe { info.__bindgen_anon_1.system.max_vcpus }.max(1) as usize;
+    let sim = match setup(argc, argv, max_vcpus) {
+        Ok(s) => s,
+        Err(e) => {
+            outs(&format!("numa-sim: {e}\n"));
+            return -1;
+        }
+    };
+    if SIM.set(sim).is_err() {
+        return -1;
+    }
+    // SAFETY: registering plain extern "C" callbacks with our plugin id.
+    unsafe {
+        qemu_plugin_register_vcpu_tb_trans_cb(id, Some(tb_trans_cb));
+        qemu_plugin_register_flush_cb(id, Some(flush_cb));
+        qemu_plugin_register_atexit_cb(id, Some(exit_cb), std::ptr::null_mut());
+    }
+    0
+}

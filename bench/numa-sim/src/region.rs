@@ -1,0 +1,134 @@
+//! The counter region: where the per-(page, node) miss counters live.
+//!
+//! With `shm=FILE` it is a shared mapping of the file that backs the last
+//! node's RAM (`memory-backend-file,share=on`), at the offset the layout in
+//! `numa::counters` puts it, so the guest-side reader (the monitor) sees the
+//! counters in machine memory. Without it, a private anonymous mapping of the
+//! same layout (the report still works; nobody in the guest can read it).
+
+use crate::counters::{off, CounterLayout, Header, HEADER_SIZE, RESET_POLL_MISSES};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+pub struct Region {
+    base: *mut u8,
+    pub layout: CounterLayout,
+    reset_lock: Mutex<()>,
+}
+
+// SAFETY: the mapping lives as long as the process; every access to it after
+// `open` goes through atomics (or through `reset`, serialised by the lock).
+unsafe impl Sync for Region {}
+unsafe impl Send for Region {}
+
+impl Region {
+    /// Map the region (from `file` at `file_offset`, or anonymous), zero it
+    /// and write the header.
+    pub fn open(layout: CounterLayout, file: Option<&str>, file_offset: u64, line: u32) -> Result<Self, String> {
+        let len = layout.region_size as usize;
+        let base = match file {
+            Some(path) => {
+                let cpath = std::ffi::CString::new(path).map_err(|e| e.to_string())?;
+                // SAFETY: plain libc calls on a NUL-terminated path; the fd is
+                // closed once mapped (the mapping keeps the file alive).
+                unsafe {
+                    let fd = libc::open(cpath.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+                    if fd < 0 {
+                        return Err(format!("open {path}: {}", std::io::Error::last_os_error()));
+                    }
+                    let mut st: libc::stat = std::mem::zeroed();
+                    if libc::fstat(fd, &mut st) != 0 || (st.st_size as u64) < file_offset + len as u64 {
+                        libc::close(fd);
+                        return Err(format!(
+                            "{path} is smaller than the counter region end ({:#x}): does it back the last node?",
+                            file_offset + len as u64
+                        ));
+                    }
+                    let p = libc::mmap(
+                        std::ptr::null_mut(),
+                        len,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                        libc::MAP_SHARED,
+                        fd,
+                        file_offset as libc::off_t,
+                    );
+                    libc::close(fd);
+                    p
+                }
+            }
+            // SAFETY: anonymous private mapping, no aliasing.
+            None => unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                    -1,
+                    0,
+                )
+            },
+        };
+        if base == libc::MAP_FAILED {
+            return Err(format!("mmap counter region: {}", std::io::Error::last_os_error()));
+        }
+        let base = base as *mut u8;
+        // SAFETY: `base` maps `len` writable bytes; no vCPU runs yet.
+        unsafe {
+            std::ptr::write_bytes(base, 0, len);
+            let hdr = std::slice::from_raw_parts_mut(base, Header::ENCODED_LEN);
+            layout.header(line).encode(hdr);
+        }
+        Ok(Self { base, layout, reset_lock: Mutex::new(()) })
+    }
+
+    fn counter(&self, idx: u64) -> &AtomicU32 {
+        // SAFETY: callers pass idx < counter_count(); the array lies inside
+        // the mapping and is 4-byte aligned (HEADER_SIZE is 4096).
+        unsafe { &*(self.base.add((HEADER_SIZE + idx * 4) as usize) as *const AtomicU32) }
+    }
+
+    fn u32_at(&self, o: usize) -> &AtomicU32 {
+        // SAFETY: header offsets are inside the first page and aligned.
+        unsafe { &*(self.base.add(o) as *const AtomicU32) }
+    }
+
+    fn u64_at(&self, o: usize) -> &AtomicU64 {
+        // SAFETY: as above, 8-byte aligned offsets.
+        unsafe { &*(self.base.add(o) as *const AtomicU64) }
+    }
+
+    /// Count one miss on page `pfn` by a CPU of `node` (saturating).
+    #[inline]
+    pub fn count(&self, pfn: u64, node: u32) {
+        if let Some(i) = self.layout.counter_index(pfn, node) {
+            let c = self.counter(i);
+            if c.fetch_add(1, Relaxed) == u32::MAX {
+                c.store(u32::MAX, Relaxed);
+            }
+        }
+    }
+
+    /// Called every [`RESET_POLL_MISSES`] misses of a CPU (and at flushes):
+    /// publish the miss total and serve a pending whole-array reset.
+    pub fn poll(&self, new_misses: u64) {
+        let total = self.u64_at(off::MISSES_TOTAL);
+        total.fetch_add(new_misses, Relaxed);
+        let req = self.u32_at(off::RESET_REQUEST).load(Relaxed);
+        if req == self.u32_at(off::RESET_DONE).load(Relaxed) {
+            return;
+        }
+        let Ok(_g) = self.reset_lock.try_lock() else { return };
+        for i in 0..self.layout.counter_count() {
+            self.counter(i).store(0, Relaxed);
+        }
+        total.store(0, Relaxed);
+        self.u32_at(off::RESET_DONE).store(req, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Current counters, page-major.
+    pub fn counters(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..self.layout.counter_count()).map(|i| self.counter(i).load(Relaxed))
+    }
+}
+
+pub const POLL_MASK: u64 = RESET_POLL_MISSES - 1;

@@ -1,0 +1,259 @@
+//! The end-of-run report: a JSON file and a human summary, from plain data.
+
+use std::fmt::Write;
+
+/// Totals of one CPU at one instant.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CpuStats {
+    pub node: u32,
+    pub insns: u64,
+    /// Accesses that reached the cache model (after the same-line filter).
+    pub accesses: u64,
+    /// Misses by home node of the line.
+    pub misses: Vec<u64>,
+    /// Total miss latency, ps.
+    pub stall_ps: u64,
+}
+
+impl CpuStats {
+    pub fn local(&self) -> u64 {
+        self.misses.get(self.node as usize).copied().unwrap_or(0)
+    }
+    pub fn total_misses(&self) -> u64 {
+        self.misses.iter().sum()
+    }
+    pub fn sim_ps(&self, insn_ps: u64) -> u64 {
+        self.insns * insn_ps + self.stall_ps
+    }
+    /// `self - before`, field by field.
+    pub fn since(&self, before: &CpuStats) -> CpuStats {
+        CpuStats {
+            node: self.node,
+            insns: self.insns - before.insns,
+            accesses: self.accesses - before.accesses,
+            misses: self.misses.iter().zip(&before.misses).map(|(a, b)| a - b).collect(),
+            stall_ps: self.stall_ps - before.stall_ps,
+        }
+    }
+}
+
+/// A page with its per-(requesting-)node miss counts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HotPage {
+    pub pfn: u64,
+    pub home: usize,
+    pub counts: Vec<u32>,
+}
+
+/// A measured interval between two guest markers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Roi {
+    pub begin_vcpu: u32,
+    pub end_vcpu: u32,
+    pub cpus: Vec<CpuStats>,
+}
+
+/// Per requesting node: (local misses, remote misses).
+pub fn node_split(cpus: &[CpuStats], nodes: usize) -> Vec<(u64, u64)> {
+    let mut v = vec![(0, 0); nodes];
+    for c in cpus {
+        let l = c.local();
+        v[c.node as usize].0 += l;
+        v[c.node as usize].1 += c.total_misses() - l;
+    }
+    v
+}
+
+fn pct(a: u64, b: u64) -> f64 {
+    if b == 0 { 0.0 } else { 100.0 * a as f64 / b as f64 }
+}
+
+fn json_cpus(s: &mut String, cpus: &[CpuStats], insn_ps: u64) {
+    s.push('[');
+    for (i, c) in cpus.iter().enumerate() {
+        let total = c.total_misses();
+        let _ = write!(
+            s,
+            "{}{{\"cpu\":{i},\"node\":{},\"insns\":{},\"accesses\":{},\"misses\":{:?},\"local_misses\":{},\"remote_misses\":{},\"local_pct\":{:.3},\"stall_ns\":{},\"sim_ns\":{}}}",
+            if i > 0 { "," } else { "" },
+            c.node, c.insns, c.accesses, c.misses, c.local(), total - c.local(),
+            pct(c.local(), total), c.stall_ps / 1000, c.sim_ps(insn_ps) / 1000
+        );
+    }
+    s.push(']');
+}
+
+fn json_nodes(s: &mut String, cpus: &[CpuStats], nodes: usize) {
+    s.push('[');
+    for (n, (l, r)) in node_split(cpus, nodes).into_iter().enumerate() {
+        let _ = write!(
+            s,
+            "{}{{\"node\":{n},\"local_misses\":{l},\"remote_misses\":{r},\"local_pct\":{:.3}}}",
+            if n > 0 { "," } else { "" },
+            pct(l, l + r)
+        );
+    }
+    s.push(']');
+}
+
+/// Everything the report needs.
+pub struct Report<'a> {
+    pub config_json: String,
+    pub nodes: usize,
+    pub insn_ps: u64,
+    pub cpus: &'a [CpuStats],
+    pub rois: &'a [Roi],
+    pub top: &'a [HotPage],
+    pub region_base: u64,
+    pub region_size: u64,
+    pub shared_file: Option<&'a str>,
+}
+
+impl Report<'_> {
+    pub fn json(&self) -> String {
+        let mut s = String::new();
+        let _ = write!(s, "{{\"config\":{},\"nodes\":", self.config_json);
+        json_nodes(&mut s, self.cpus, self.nodes);
+        s.push_str(",\"cpus\":");
+        json_cpus(&mut s, self.cpus, self.insn_ps);
+        s.push_str(",\"roi\":[");
+        for (i, r) in self.rois.iter().enumerate() {
+            let _ = write!(
+                s,
+                "{}{{\"begin_vcpu\":{},\"end_vcpu\":{},\"nodes\":",
+                if i > 0 { "," } else { "" },
+                r.begin_vcpu,
+                r.end_vcpu
+            );
+            json_nodes(&mut s, &r.cpus, self.nodes);
+            s.push_str(",\"cpus\":");
+            json_cpus(&mut s, &r.cpus, self.insn_ps);
+            s.push('}');
+        }
+        s.push_str("],\"top_pages\":[");
+        for (i, p) in self.top.iter().enumerate() {
+            let _ = write!(
+                s,
+                "{}{{\"pfn\":{},\"addr\":\"{:#x}\",\"home\":{},\"counts\":{:?}}}",
+                if i > 0 { "," } else { "" },
+                p.pfn,
+                p.pfn << 12,
+                p.home,
+                p.counts
+            );
+        }
+        let _ = write!(
+            s,
+            "],\"counters\":{{\"region_base\":\"{:#x}\",\"region_size\":{},\"shared_file\":{}}}}}\n",
+            self.region_base,
+            self.region_size,
+            match self.shared_file {
+                Some(f) => format!("{f:?}"),
+                None => "null".into(),
+            }
+        );
+        s
+    }
+
+    pub fn summary(&self) -> String {
+        let mut s = String::from("numa-sim: ccNUMA cost model summary\n");
+        let nodes = |s: &mut String, cpus: &[CpuStats]| {
+            for (n, (l, r)) in node_split(cpus, self.nodes).into_iter().enumerate() {
+                let _ = writeln!(s, "  node {n}: local misses {l:>12}  remote {r:>12}  local {:6.2}%", pct(l, l + r));
+            }
+            for (i, c) in cpus.iter().enumerate() {
+                let _ = writeln!(
+                    s,
+                    "  cpu {i} (node {}): insns {:>13}  misses {:>11}  sim time {:>10.3} ms",
+                    c.node,
+                    c.insns,
+                    c.total_misses(),
+                    c.sim_ps(self.insn_ps) as f64 / 1e9
+                );
+            }
+        };
+        nodes(&mut s, self.cpus);
+        for (i, r) in self.rois.iter().enumerate() {
+            let _ = writeln!(s, " region of interest {i} (vcpu {} -> {}):", r.begin_vcpu, r.end_vcpu);
+            nodes(&mut s, &r.cpus);
+        }
+        let _ = writeln!(s, " top {} pages (miss counts per requesting node):", self.top.len());
+        for p in self.top {
+            let _ = writeln!(s, "  {:#014x} home {} counts {:?}", p.pfn << 12, p.home, p.counts);
+        }
+        s
+    }
+}
+
+/// The `n` pages with the most misses (summed over nodes), hottest first.
+/// `counters` is the region's array: `page * nodes + node`.
+pub fn top_pages(
+    counters: impl Iterator<Item = u32>,
+    nodes: usize,
+    first_pfn: u64,
+    n: usize,
+    home: impl Fn(u64) -> usize,
+) -> Vec<HotPage> {
+    let mut best: Vec<(u64, u64, Vec<u32>)> = Vec::new(); // sorted by sum, descending
+    let mut cur = vec![0u32; nodes];
+    for (i, c) in counters.enumerate() {
+        cur[i % nodes] = c;
+        if i % nodes != nodes - 1 {
+            continue;
+        }
+        let sum: u64 = cur.iter().map(|&x| x as u64).sum();
+        if sum > 0 && (best.len() < n || sum > best[best.len() - 1].0) {
+            let pos = best.partition_point(|b| b.0 >= sum);
+            best.insert(pos, (sum, (i / nodes) as u64, cur.clone()));
+            best.truncate(n);
+        }
+    }
+    best.into_iter()
+        .map(|(_, page, counts)| HotPage { pfn: first_pfn + page, home: home(first_pfn + page), counts })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_and_delta() {
+        let a = CpuStats { node: 0, insns: 10, accesses: 5, misses: vec![1, 9], stall_ps: 100 };
+        let b = CpuStats { node: 1, insns: 10, accesses: 5, misses: vec![2, 2], stall_ps: 100 };
+        assert_eq!(node_split(&[a.clone(), b], 2), vec![(1, 9), (2, 2)]);
+        let z = CpuStats { node: 0, insns: 0, accesses: 0, misses: vec![0, 0], stall_ps: 0 };
+        assert_eq!(a.since(&z), a);
+        assert_eq!(a.sim_ps(1000), 10_100);
+    }
+
+    #[test]
+    fn top() {
+        // 4 pages x 2 nodes.
+        let c = [0u32, 0, 5, 1, 0, 9, 3, 3];
+        let t = top_pages(c.into_iter(), 2, 0x40000, 2, |p| (p & 1) as usize);
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0], HotPage { pfn: 0x40002, home: 0, counts: vec![0, 9] });
+        assert_eq!(t[1], HotPage { pfn: 0x40001, home: 1, counts: vec![5, 1] });
+    }
+
+    #[test]
+    fn json_is_well_formed_enough() {
+        let cpus = [CpuStats { node: 0, insns: 1, accesses: 1, misses: vec![1, 0], stall_ps: 300_000 }];
+        let r = Report {
+            config_json: "{}".into(),
+            nodes: 2,
+            insn_ps: 1000,
+            cpus: &cpus,
+            rois: &[],
+            top: &[],
+            region_base: 0xbfa00000,
+            region_size: 6 << 20,
+            shared_file: Some("/dev/shm/x"),
+        };
+        let j = r.json();
+        assert_eq!(j.matches('{').count(), j.matches('}').count());
+        assert!(j.contains("\"sim_ns\":301"));
+        assert!(r.summary().contains("local 100.00%"));
+    }
+}
