@@ -1,1 +1,209 @@
-fn main() {}
+//! `cargo xtask`: the project's one entry point for setting up the host,
+//! building the monitor and guest images, booting them in QEMU, testing and
+//! benchmarking. Plain Rust instead of shell scripts so it is checked,
+//! tested and the same on every machine.
+
+mod bench;
+mod boot;
+mod bundle;
+mod debs;
+mod exec;
+mod image;
+mod initramfs;
+mod machine;
+mod qemu;
+mod setup;
+mod tests;
+mod topology;
+mod util;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(name = "cargo xtask", about = "Set up, build, boot, test and benchmark the Disco-style monitor")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Install what is missing (Rust target, QEMU 10, guest kernel and busybox); fast when done.
+    Setup,
+    /// Build the monitor image and the guest initramfs without booting.
+    Build,
+    /// Boot the monitor (or, with --native, the guest kernel alone) on a QEMU NUMA machine.
+    Run(RunArgs),
+    /// Host unit tests, then QEMU integration tests; ends with "N passed, N failed".
+    Test(TestArgs),
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCmd,
+    },
+    /// List the machine topologies in qemu-configs/.
+    Machines,
+}
+
+#[derive(Args, Debug, Clone, PartialEq)]
+struct RunArgs {
+    /// Machine topology: a file stem in qemu-configs/ (or a path to a .toml).
+    #[arg(long, short, default_value = "numa2")]
+    machine: String,
+    /// Run CMD in the guest (sh), print its output, exit 0 iff it exits 0; no terminal input.
+    #[arg(long, short, value_name = "CMD")]
+    exec: Option<String>,
+    /// With --exec: give up after SECS seconds.
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    timeout: u64,
+    /// Boot the same kernel and initramfs directly, without the monitor.
+    #[arg(long)]
+    native: bool,
+    /// With --exec: do not copy the console to the terminal (it still goes to the log).
+    #[arg(long, short)]
+    quiet: bool,
+    /// vCPUs of the guest VM (under the monitor).
+    #[arg(long, default_value_t = 1)]
+    vcpus: u32,
+    /// Memory of the guest VM in MiB (under the monitor).
+    #[arg(long, default_value_t = 512, value_name = "MIB")]
+    memory: u64,
+    /// Extra guest kernel arguments.
+    #[arg(long, default_value = "", value_name = "ARGS")]
+    append: String,
+}
+
+#[derive(Args, Debug)]
+struct TestArgs {
+    /// Run the integration tests on the native kernel instead of the monitor (checks the harness).
+    #[arg(long)]
+    native: bool,
+    /// Only run tests whose name contains this.
+    #[arg(long, value_name = "SUBSTR")]
+    only: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCmd {
+    /// Time from QEMU start to DISCO-READY, native vs under the monitor.
+    Boot {
+        /// Boots of each kind (alternating).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long, short, default_value = "numa2")]
+        machine: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.cmd) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cmd: Cmd) -> Result<u8> {
+    match cmd {
+        Cmd::Setup => {
+            setup::host()?;
+            let g = debs::ensure()?;
+            eprintln!("setup: ok (guest kernel {}, {})", g.release, util::rel(&g.kernel));
+            Ok(0)
+        }
+        Cmd::Build => {
+            let mut env = boot::Env::prepare()?;
+            let img = env.monitor()?;
+            println!("{}\n{}", util::rel(&img), util::rel(&env.base_initrd));
+            Ok(0)
+        }
+        Cmd::Run(a) => run(a),
+        Cmd::Test(a) => tests::main(a.native, a.only.as_deref()),
+        Cmd::Bench { what: BenchCmd::Boot { runs, machine } } => bench::boot(&machine, runs).map(|_| 0),
+        Cmd::Machines => {
+            for m in machine::check_all()? {
+                println!("{:8} {}", m.name, m.description);
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn to_boot(a: &RunArgs) -> Result<boot::Boot> {
+    Ok(boot::Boot {
+        machine: machine::load(&a.machine)?,
+        native: a.native,
+        native_like_vm: false,
+        exec: a.exec.clone(),
+        vm: boot::VmShape { vcpus: a.vcpus, memory_mib: a.memory, append: a.append.clone() },
+        tag: if a.native { "run-native".into() } else { "run".into() },
+    })
+}
+
+fn run(a: RunArgs) -> Result<u8> {
+    let b = to_boot(&a)?;
+    let mut env = boot::Env::prepare()?;
+    let cmd = b.command(&mut env, a.exec.is_none())?;
+    if a.exec.is_none() {
+        let code = qemu::interactive(cmd)?;
+        return Ok(code.clamp(0, 255) as u8);
+    }
+    let session = qemu::Session::spawn(cmd, &b.tag, !a.quiet)?;
+    let out = exec::run(session, boot::VM_NAME, Duration::from_secs(a.timeout))?;
+    for l in &out.output {
+        println!("{l}");
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod cli_tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("xtask").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn run_defaults() {
+        let Cmd::Run(a) = parse(&["run"]).cmd else { panic!() };
+        assert_eq!((a.machine.as_str(), a.exec, a.timeout, a.native, a.vcpus, a.memory), ("numa2", None, 300, false, 1, 512));
+    }
+
+    #[test]
+    fn run_exec_options() {
+        let Cmd::Run(a) = parse(&["run", "--machine", "numa4", "--exec", "uname -r; echo x", "--timeout", "60", "--native"]).cmd else {
+            panic!()
+        };
+        assert_eq!(a.exec.as_deref(), Some("uname -r; echo x"));
+        assert_eq!((a.machine.as_str(), a.timeout, a.native), ("numa4", 60, true));
+        let b = to_boot(&a).unwrap();
+        assert_eq!(b.machine.nodes, 4);
+        assert_eq!(b.tag, "run-native");
+        assert!(b.bootargs().starts_with(boot::BASE_BOOTARGS));
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        let bad = |args: &[&str]| Cli::try_parse_from(std::iter::once("xtask").chain(args.iter().copied())).is_err();
+        assert!(bad(&["run", "--timeout", "soon"]));
+        assert!(bad(&["run", "--exec"]));
+        assert!(bad(&["run", "--bogus"]));
+        assert!(bad(&["bench", "boot", "--runs", "-1"]));
+        let a = RunArgs { machine: "numa9".into(), ..match parse(&["run"]).cmd { Cmd::Run(a) => a, _ => panic!() } };
+        let e = to_boot(&a).unwrap_err().to_string();
+        assert!(e.contains("unknown machine `numa9`") && e.contains("numa2, numa4"), "{e}");
+    }
+
+    #[test]
+    fn bench_and_test_parse() {
+        assert!(matches!(parse(&["bench", "boot", "--runs", "5"]).cmd, Cmd::Bench { what: BenchCmd::Boot { runs: 5, .. } }));
+        assert!(matches!(parse(&["test", "--native", "--only", "topology"]).cmd, Cmd::Test(TestArgs { native: true, .. })));
+    }
+}

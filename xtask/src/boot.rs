@@ -1,0 +1,122 @@
+//! From "boot this guest on that machine" to a QEMU command line.
+//!
+//! [`Env`] does the slow once-per-invocation work (setup, guest packages,
+//! base initramfs, monitor build); [`Boot`] describes one run. Under the
+//! monitor QEMU gets `-kernel monitor.img -initrd bundle.dtb`; with
+//! `native` it boots the same kernel and initramfs directly, which checks
+//! the harness and gives the baseline for benchmarks.
+
+use crate::bundle::{Bundle, Vm};
+use crate::debs::Guest;
+use crate::machine::Machine;
+use crate::util::{cache_dir, write_if_changed};
+use crate::{debs, image, initramfs, qemu, setup};
+use anyhow::Result;
+use std::path::PathBuf;
+use std::process::Command;
+
+/// Kernel arguments every guest gets: console on the PL011, warnings only
+/// (keeps exec output clean), and reboot (= end of run) on panic.
+pub const BASE_BOOTARGS: &str = "console=ttyAMA0 loglevel=4 panic=-1";
+
+/// Prepared inputs shared by every boot of one xtask invocation.
+pub struct Env {
+    pub guest: Guest,
+    pub base_initrd: PathBuf,
+    monitor: Option<PathBuf>,
+}
+
+impl Env {
+    /// Runs setup and builds the guest side (the monitor is built lazily).
+    pub fn prepare() -> Result<Env> {
+        setup::host()?;
+        let guest = debs::ensure()?;
+        let base_initrd = initramfs::base(&guest.busybox)?;
+        Ok(Env { guest, base_initrd, monitor: None })
+    }
+
+    /// The monitor image, built on first use.
+    pub fn monitor(&mut self) -> Result<PathBuf> {
+        if self.monitor.is_none() {
+            self.monitor = Some(image::build_monitor()?);
+        }
+        Ok(self.monitor.clone().expect("just built"))
+    }
+}
+
+/// The single VM the default bundle runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmShape {
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    /// Extra kernel arguments after [`BASE_BOOTARGS`].
+    pub append: String,
+}
+
+impl Default for VmShape {
+    fn default() -> Self {
+        VmShape { vcpus: 1, memory_mib: 512, append: String::new() }
+    }
+}
+
+pub const VM_NAME: &str = "vm0";
+
+/// One run: where, what, how.
+#[derive(Debug, Clone)]
+pub struct Boot {
+    pub machine: Machine,
+    pub native: bool,
+    /// Natively, restrict the kernel to the VM's CPUs and memory
+    /// (`maxcpus=`, `mem=`) so it sees what the VM would.
+    pub native_like_vm: bool,
+    pub exec: Option<String>,
+    pub vm: VmShape,
+    /// Names the log and per-run files.
+    pub tag: String,
+}
+
+impl Boot {
+    pub fn bootargs(&self) -> String {
+        let mut a = BASE_BOOTARGS.to_string();
+        if self.native && self.native_like_vm {
+            a.push_str(&format!(" maxcpus={} mem={}M", self.vm.vcpus, self.vm.memory_mib));
+        }
+        if !self.vm.append.is_empty() {
+            a.push(' ');
+            a.push_str(&self.vm.append);
+        }
+        a
+    }
+
+    /// Builds the payload files and returns the QEMU command (console not
+    /// yet wired: see [`qemu::interactive_console`] / [`qemu::captured_console`]).
+    pub fn command(&self, env: &mut Env, interactive: bool) -> Result<Command> {
+        let initrd = initramfs::with_exec(&env.base_initrd, self.exec.as_deref(), &self.tag)?;
+        let mut cmd = Command::new(qemu::QEMU);
+        cmd.args(self.machine.qemu_args());
+        if self.native {
+            cmd.arg("-kernel").arg(&env.guest.kernel);
+            cmd.arg("-initrd").arg(&initrd);
+            cmd.arg("-append").arg(self.bootargs());
+        } else {
+            let monitor = env.monitor()?;
+            let bundle = Bundle {
+                images: vec![("kernel".into(), std::fs::read(&env.guest.kernel)?), ("initrd".into(), std::fs::read(&initrd)?)],
+                vms: vec![Vm {
+                    name: VM_NAME.into(),
+                    vcpus: self.vm.vcpus,
+                    memory_size: self.vm.memory_mib << 20,
+                    kernel: "kernel".into(),
+                    initrd: Some("initrd".into()),
+                    bootargs: self.bootargs(),
+                }],
+            };
+            let path = cache_dir("bundle")?.join(format!("{}.dtb", self.tag));
+            write_if_changed(&path, &bundle.to_dtb()?)?;
+            cmd.arg("-kernel").arg(monitor);
+            cmd.arg("-initrd").arg(path);
+        }
+        cmd.args(if interactive { qemu::interactive_console() } else { qemu::captured_console() });
+        Ok(cmd)
+    }
+}

@@ -1,0 +1,178 @@
+//! The boot bundle: everything the monitor runs, in one flattened device tree.
+//!
+//! QEMU can hand the monitor exactly two blobs (`-kernel` and `-initrd`). The
+//! monitor is the kernel; the bundle travels as the initrd, and QEMU writes
+//! its location into the host DTB (`/chosen/linux,initrd-start` and
+//! `linux,initrd-end`). An FDT was chosen because the monitor already parses
+//! FDTs (the `fdt` crate) and the format is self-describing and versioned.
+//!
+//! # Format v1
+//!
+//! ```dts
+//! / {
+//!     compatible = "disco,bundle-v1";
+//!     images {                       // any node names; each holds one blob
+//!         kernel { data = [..]; };   // raw bytes (here: Debian's arm64 Image)
+//!         initrd { data = [..]; };   // raw bytes (here: a newc cpio archive)
+//!     };
+//!     vms {
+//!         vm@0 {
+//!             name = "vm0";                    // string: console prefix, logs
+//!             vcpus = <1>;                     // u32
+//!             memory-size = /bits/ 64 <BYTES>; // u64 big-endian, 2 MiB multiple
+//!             kernel = "kernel";               // string: names a node in /images
+//!             initrd = "initrd";               // string, optional: names a node in /images
+//!             bootargs = "console=ttyAMA0";    // string: the guest's /chosen/bootargs
+//!         };
+//!         // vm@1 ... in boot order
+//!     };
+//! };
+//! ```
+//!
+//! Property data in an FDT is 4-byte aligned only: the monitor copies images
+//! to where the guest needs them (an arm64 Image wants 2 MiB alignment).
+//! Several VMs may name the same image: it is stored once.
+
+use anyhow::{bail, Result};
+use vm_fdt::FdtWriter;
+
+pub const COMPATIBLE: &str = "disco,bundle-v1";
+
+/// One VM of the manifest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Vm {
+    pub name: String,
+    pub vcpus: u32,
+    pub memory_size: u64,
+    pub kernel: String,
+    pub initrd: Option<String>,
+    pub bootargs: String,
+}
+
+/// Named images plus the VMs that use them.
+#[derive(Debug, Default)]
+pub struct Bundle {
+    pub images: Vec<(String, Vec<u8>)>,
+    pub vms: Vec<Vm>,
+}
+
+/// FDT node names: 1-31 of `[A-Za-z0-9,._+-]`.
+fn valid_node_name(n: &str) -> bool {
+    (1..=31).contains(&n.len()) && n.chars().all(|c| c.is_ascii_alphanumeric() || ",._+-".contains(c))
+}
+
+impl Bundle {
+    /// Checks references and sizes, then writes the FDT.
+    pub fn to_dtb(&self) -> Result<Vec<u8>> {
+        if self.vms.is_empty() {
+            bail!("bundle: no VMs");
+        }
+        for (name, _) in &self.images {
+            if !valid_node_name(name) {
+                bail!("bundle: image name `{name}` is not a valid node name");
+            }
+        }
+        let has = |n: &str| self.images.iter().any(|(i, _)| i == n);
+        for vm in &self.vms {
+            if vm.vcpus == 0 {
+                bail!("bundle: VM {} has no vCPUs", vm.name);
+            }
+            if vm.memory_size == 0 || vm.memory_size % (2 << 20) != 0 {
+                bail!("bundle: VM {} memory {} is not a positive multiple of 2 MiB", vm.name, vm.memory_size);
+            }
+            for img in std::iter::once(&vm.kernel).chain(vm.initrd.as_ref()) {
+                if !has(img) {
+                    bail!("bundle: VM {} names image `{img}`, which is not in the bundle", vm.name);
+                }
+            }
+        }
+        let mut w = FdtWriter::new()?;
+        let root = w.begin_node("")?;
+        w.property_string("compatible", COMPATIBLE)?;
+        let images = w.begin_node("images")?;
+        for (name, data) in &self.images {
+            let n = w.begin_node(name)?;
+            w.property("data", data)?;
+            w.end_node(n)?;
+        }
+        w.end_node(images)?;
+        let vms = w.begin_node("vms")?;
+        for (i, vm) in self.vms.iter().enumerate() {
+            let n = w.begin_node(&format!("vm@{i}"))?;
+            w.property_string("name", &vm.name)?;
+            w.property_u32("vcpus", vm.vcpus)?;
+            w.property_u64("memory-size", vm.memory_size)?;
+            w.property_string("kernel", &vm.kernel)?;
+            if let Some(initrd) = &vm.initrd {
+                w.property_string("initrd", initrd)?;
+            }
+            w.property_string("bootargs", &vm.bootargs)?;
+            w.end_node(n)?;
+        }
+        w.end_node(vms)?;
+        w.end_node(root)?;
+        Ok(w.finish()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Bundle {
+        Bundle {
+            images: vec![("kernel".into(), vec![1, 2, 3, 4, 5]), ("initrd".into(), b"070701".to_vec())],
+            vms: vec![
+                Vm {
+                    name: "vm0".into(),
+                    vcpus: 2,
+                    memory_size: 512 << 20,
+                    kernel: "kernel".into(),
+                    initrd: Some("initrd".into()),
+                    bootargs: "console=ttyAMA0".into(),
+                },
+                Vm {
+                    name: "vm1".into(),
+                    vcpus: 1,
+                    memory_size: 6 << 30,
+                    kernel: "kernel".into(),
+                    initrd: None,
+                    bootargs: String::new(),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn round_trip_through_fdt_crate() {
+        let blob = sample().to_dtb().unwrap();
+        let fdt = fdt::Fdt::new(&blob).unwrap();
+        let root = fdt.find_node("/").unwrap();
+        assert_eq!(root.property("compatible").unwrap().as_str(), Some(COMPATIBLE));
+        let k = fdt.find_node("/images/kernel").unwrap();
+        assert_eq!(k.property("data").unwrap().value, &[1, 2, 3, 4, 5]);
+        let i = fdt.find_node("/images/initrd").unwrap();
+        assert_eq!(i.property("data").unwrap().value, b"070701");
+        let vm0 = fdt.find_node("/vms/vm@0").unwrap();
+        assert_eq!(vm0.property("name").unwrap().as_str(), Some("vm0"));
+        assert_eq!(vm0.property("vcpus").unwrap().value, &2u32.to_be_bytes());
+        assert_eq!(vm0.property("memory-size").unwrap().value, &(512u64 << 20).to_be_bytes());
+        assert_eq!(vm0.property("kernel").unwrap().as_str(), Some("kernel"));
+        assert_eq!(vm0.property("initrd").unwrap().as_str(), Some("initrd"));
+        assert_eq!(vm0.property("bootargs").unwrap().as_str(), Some("console=ttyAMA0"));
+        let vm1 = fdt.find_node("/vms/vm@1").unwrap();
+        assert_eq!(vm1.property("memory-size").unwrap().as_usize(), Some(6 << 30));
+        assert!(vm1.property("initrd").is_none());
+        assert_eq!(fdt.find_node("/vms").unwrap().children().count(), 2);
+    }
+
+    #[test]
+    fn rejects_dangling_image_names() {
+        let mut b = sample();
+        b.vms[0].initrd = Some("nope".into());
+        assert!(b.to_dtb().unwrap_err().to_string().contains("`nope`"));
+        let mut b = sample();
+        b.vms[1].memory_size = 3 << 20;
+        assert!(b.to_dtb().is_err());
+    }
+}

@@ -1,0 +1,133 @@
+//! Guest packages: Debian's arm64 kernel and busybox-static, unmodified.
+//!
+//! They are fetched with `apt-get download` (no installation, no root) into
+//! `.cache/debs/` and unpacked with `dpkg-deb -x`, so the guest runs exactly
+//! what Debian ships. Once unpacked, the check is a directory listing: fast.
+
+use crate::setup::{apt_get, apt_update};
+use crate::util::{cache_dir, output, rel, run};
+use anyhow::{anyhow, bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// What the guest side is built from.
+#[derive(Debug, Clone)]
+pub struct Guest {
+    /// Uncompressed arm64 `Image` (Debian names it `vmlinuz-*` anyway).
+    pub kernel: PathBuf,
+    /// `uname -r` of that kernel: the name of its `/lib/modules` directory.
+    pub release: String,
+    /// Statically linked arm64 busybox.
+    pub busybox: PathBuf,
+}
+
+/// Makes sure both packages are unpacked; downloads only what is missing.
+pub fn ensure() -> Result<Guest> {
+    let kdir = cache_dir("kernel")?;
+    if find_kernel(&kdir).is_err() {
+        let pkg = kernel_package()?;
+        eprintln!("setup: downloading guest kernel {pkg}:arm64 ...");
+        unpack(&fetch(&pkg)?, &kdir)?;
+    }
+    let (kernel, release) = find_kernel(&kdir)?;
+    let bdir = cache_dir("busybox")?;
+    let busybox = bdir.join("bin/busybox");
+    if !busybox.is_file() {
+        eprintln!("setup: downloading guest userland busybox-static:arm64 ...");
+        unpack(&fetch("busybox-static")?, &bdir)?;
+        if !busybox.is_file() {
+            bail!("busybox-static:arm64 did not contain bin/busybox");
+        }
+    }
+    Ok(Guest { kernel, release, busybox })
+}
+
+/// The versioned image package behind the `linux-image-arm64` metapackage.
+fn kernel_package() -> Result<String> {
+    let text = output(Command::new("apt-cache").args(["depends", "linux-image-arm64:arm64"]))?;
+    parse_depends(&text).ok_or_else(|| anyhow!("`apt-cache depends linux-image-arm64:arm64` names no linux-image-*-arm64 package:\n{text}"))
+}
+
+/// Finds `linux-image-<release>-arm64` in `apt-cache depends` output.
+pub fn parse_depends(text: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        let dep = l.trim().trim_start_matches('|').strip_prefix("Depends:")?.trim();
+        let name = dep.trim_matches(|c| c == '<' || c == '>').split(':').next()?;
+        (name.starts_with("linux-image-") && name != "linux-image-arm64").then(|| name.to_string())
+    })
+}
+
+/// `apt-get download PKG:arm64` into `.cache/debs`, with one `apt-get update`
+/// and retry when the lists are stale (a superseded version 404s).
+fn fetch(pkg: &str) -> Result<PathBuf> {
+    let dir = cache_dir("debs")?;
+    let download = || {
+        // Root downloads normally drop to the _apt user, who cannot write
+        // here; keep root instead of loosening the directory's permissions.
+        run(apt_get()
+            .current_dir(&dir)
+            .args(["-o", "APT::Sandbox::User=root", "download"])
+            .arg(format!("{pkg}:arm64")))
+    };
+    if download().is_err() {
+        apt_update()?;
+        download()?;
+    }
+    newest_deb(&dir, pkg)
+}
+
+fn newest_deb(dir: &Path, pkg: &str) -> Result<PathBuf> {
+    let prefix = format!("{pkg}_");
+    std::fs::read_dir(dir)?
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.starts_with(&prefix) && n.ends_with("_arm64.deb")
+        })
+        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+        .map(|e| e.path())
+        .ok_or_else(|| anyhow!("apt-get download left no {pkg}_*_arm64.deb in {}", rel(dir)))
+}
+
+/// Unpacks into a fresh sibling directory, then swaps it in: an interrupted
+/// unpack never looks complete.
+fn unpack(deb: &Path, dest: &Path) -> Result<()> {
+    let tmp = dest.with_extension("unpacking");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&tmp))?;
+    let _ = std::fs::remove_dir_all(dest);
+    std::fs::rename(&tmp, dest).with_context(|| format!("moving {} into place", rel(&tmp)))
+}
+
+/// `(Image path, release)` from an unpacked kernel package.
+fn find_kernel(dir: &Path) -> Result<(PathBuf, String)> {
+    let boot = dir.join("boot");
+    let image = std::fs::read_dir(&boot)
+        .ok()
+        .and_then(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-")))
+        })
+        .ok_or_else(|| anyhow!("no boot/vmlinuz-* in {}", rel(dir)))?;
+    // bookworm ships /lib/modules, later releases /usr/lib/modules.
+    let release = ["lib/modules", "usr/lib/modules"]
+        .iter()
+        .filter_map(|m| std::fs::read_dir(dir.join(m)).ok())
+        .find_map(|mut d| d.next().and_then(|e| e.ok()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .ok_or_else(|| anyhow!("no lib/modules/<release> in {}", rel(dir)))?;
+    Ok((image, release))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn depends_parsing() {
+        let t = "linux-image-arm64:arm64\n  Depends: linux-image-6.1.0-56-arm64:arm64\n";
+        assert_eq!(super::parse_depends(t).as_deref(), Some("linux-image-6.1.0-56-arm64"));
+        assert_eq!(super::parse_depends("x\n  Depends: <linux-image-6.1.0-9-arm64>\n").as_deref(), Some("linux-image-6.1.0-9-arm64"));
+        assert_eq!(super::parse_depends("nothing"), None);
+    }
+}

@@ -1,0 +1,232 @@
+//! `cargo xtask test`: host unit tests, then QEMU integration tests.
+//!
+//! Each test is bounded by a timeout and logs to `.cache/logs/`; a failure
+//! prints its reason and the log's tail, and the run ends with one summary
+//! line `N passed, N failed` (exit status 1 on any failure). The same tests
+//! run on the native kernel with `--native`: that checks the harness itself
+//! while the monitor cannot boot guests yet. The default run includes one
+//! native boot as a canary, so an environment fault is not blamed on the
+//! monitor.
+
+use crate::boot::{Boot, Env, VmShape, VM_NAME};
+use crate::exec::{self, Watcher, TAIL_LINES};
+use crate::qemu::{code, Event, Session};
+use crate::topology::{self, Parser};
+use crate::util::{cache_dir, rel, root};
+use crate::machine;
+use anyhow::{anyhow, bail, Context, Result};
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TOPOLOGY_TIMEOUT: Duration = Duration::from_secs(180);
+const GUEST_TIMEOUT: Duration = Duration::from_secs(300);
+/// MemTotal may fall short of the VM's memory by this fraction (kernel image, reservations).
+const MEM_TOLERANCE: f64 = 0.05;
+/// An address that is neither guest RAM nor a guest device: see DESIGN.md.
+const WILD_ADDRESS: &str = "0x0a800000";
+
+type TestFn = fn(&mut Env, bool) -> Result<()>;
+
+struct Test {
+    name: String,
+    native: bool,
+    run: TestFn,
+}
+
+pub fn main(native: bool, only: Option<&str>) -> Result<u8> {
+    let mut results: Vec<(String, Result<()>)> = Vec::new();
+    let wanted = |n: &str| only.is_none_or(|o| n.contains(o));
+    let mut env = match Env::prepare() {
+        Ok(e) => e,
+        Err(e) => {
+            println!("test setup ... FAILED\n{e:#}\n0 passed, 1 failed");
+            return Ok(1);
+        }
+    };
+    if wanted("host-unit") {
+        results.push(timed("host-unit", host_unit));
+    }
+    for t in integration(native).into_iter().filter(|t| wanted(&t.name)) {
+        let r = timed(&t.name, || (t.run)(&mut env, t.native));
+        results.push(r);
+    }
+    let failed: Vec<&str> = results.iter().filter(|r| r.1.is_err()).map(|r| r.0.as_str()).collect();
+    if !failed.is_empty() {
+        println!("failed: {}", failed.join(", "));
+    }
+    println!("{} passed, {} failed", results.len() - failed.len(), failed.len());
+    Ok(u8::from(!failed.is_empty()))
+}
+
+fn integration(native: bool) -> Vec<Test> {
+    let t = |name: &str, native: bool, run: TestFn| Test {
+        name: if native { format!("{name}-native") } else { name.to_string() },
+        native,
+        run,
+    };
+    let mut v = Vec::new();
+    if !native {
+        // Canary: the guest and harness work without the monitor.
+        v.push(t("guest-boot", true, guest_boot));
+    }
+    v.push(t("topology-numa2", native, |e, n| topology_test(e, n, "numa2")));
+    v.push(t("topology-numa4", native, |e, n| topology_test(e, n, "numa4")));
+    v.push(t("guest-boot", native, guest_boot));
+    v.push(t("wild-access", native, wild_access));
+    v
+}
+
+/// Runs one test, printing `test NAME ... ok (N s)` or the failure.
+fn timed(name: &str, f: impl FnOnce() -> Result<()>) -> (String, Result<()>) {
+    print!("test {name} ... ");
+    let _ = std::io::stdout().flush();
+    let t0 = Instant::now();
+    let r = f();
+    let secs = t0.elapsed().as_secs_f64();
+    match &r {
+        Ok(()) => println!("ok ({secs:.1} s)"),
+        Err(e) => println!("FAILED ({secs:.1} s)\n{}", indent(&format!("{e:#}"))),
+    }
+    (name.to_string(), r)
+}
+
+fn indent(s: &str) -> String {
+    s.lines().map(|l| format!("    {l}\n")).collect()
+}
+
+/// `cargo test` over every crate that builds for the host.
+fn host_unit() -> Result<()> {
+    let log_path = cache_dir("logs")?.join(format!("host-unit-{}.log", crate::util::timestamp()));
+    let log = std::fs::File::create(&log_path)?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(root())
+        .args(["test", "--workspace", "--exclude", "monitor"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .status()
+        .context("cannot run cargo test")?;
+    if !status.success() {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n  | ");
+        bail!("cargo test failed ({status})\nlog: {}\nlast {TAIL_LINES} lines:\n  | {tail}", rel(&log_path));
+    }
+    Ok(())
+}
+
+fn boot(machine: &str, native: bool, exec: &str, tag: &str) -> Result<Boot> {
+    Ok(Boot {
+        machine: machine::load(machine)?,
+        native,
+        native_like_vm: true,
+        exec: Some(exec.to_string()),
+        vm: VmShape::default(),
+        tag: format!("test-{tag}{}", if native { "-native" } else { "" }),
+    })
+}
+
+/// (a) The monitor's topology report equals the QEMU configuration. The
+/// monitor prints it before any guest runs, so QEMU is stopped as soon as
+/// the report is complete. Natively the guest tool prints it.
+fn topology_test(env: &mut Env, native: bool, name: &str) -> Result<()> {
+    let mut b = boot(name, native, "disco-numactl", &format!("topology-{name}"))?;
+    b.native_like_vm = false; // the whole machine, not the VM's share
+    let mut s = Session::spawn(b.command(env, false)?, &b.tag, false)?;
+    let deadline = s.started + TOPOLOGY_TIMEOUT;
+    let mut parser = Parser::default();
+    let mut watch = Watcher::new(VM_NAME);
+    let failure = loop {
+        match s.next(deadline) {
+            Event::Line(l) => {
+                parser.feed(&l);
+                watch.feed(&l);
+                if parser.done() {
+                    break None;
+                }
+                if let Some(f) = watch.fatal.take() {
+                    break Some(f);
+                }
+            }
+            Event::Exit(st) => break Some(format!("QEMU exited (status {}) before a complete topology report", code(st))),
+            Event::Timeout => break Some(format!("no complete topology report within {}s", TOPOLOGY_TIMEOUT.as_secs())),
+        }
+    };
+    s.kill();
+    let result = match failure {
+        Some(f) => Err(anyhow!(f)),
+        None => topology::check(&parser.report, &b.machine),
+    };
+    result.map_err(|e| anyhow!("{e}\nlog: {}\nlast {TAIL_LINES} lines:\n{}", rel(&s.log_path), s.tail(TAIL_LINES)))
+}
+
+/// Boots with `--exec SCRIPT` and returns the command's output lines.
+fn exec_lines(env: &mut Env, b: &Boot) -> Result<Vec<String>> {
+    let s = Session::spawn(b.command(env, false)?, &b.tag, false)?;
+    Ok(exec::run(s, VM_NAME, GUEST_TIMEOUT)?.output)
+}
+
+/// The value after `key` on the first output line starting with it.
+fn field<'a>(lines: &'a [String], key: &str) -> Result<&'a str> {
+    lines
+        .iter()
+        .find_map(|l| l.strip_prefix(key))
+        .map(str::trim)
+        .ok_or_else(|| anyhow!("no `{key}` line in the guest output:\n{}", indent(&lines.join("\n"))))
+}
+
+/// (b) A Debian guest boots, sees its memory, and computes correctly.
+fn guest_boot(env: &mut Env, native: bool) -> Result<()> {
+    let n = 200_000;
+    let script = format!(
+        "echo \"uname=$(uname -r)\"\ngrep MemTotal /proc/meminfo\nseq 1 {n} > /tmp/seq && echo \"md5=$(md5sum < /tmp/seq)\""
+    );
+    let b = boot("numa2", native, &script, "guest-boot")?;
+    let out = exec_lines(env, &b)?;
+    let mut errs = Vec::new();
+    let release = field(&out, "uname=")?;
+    if release != env.guest.release {
+        errs.push(format!("uname -r is `{release}`, the Debian kernel is `{}`", env.guest.release));
+    }
+    let kb: u64 = field(&out, "MemTotal:")?.trim_end_matches("kB").trim().parse().context("MemTotal is not a number")?;
+    let want = b.vm.memory_mib * 1024;
+    let off = (kb as f64 - want as f64).abs() / want as f64;
+    if off > MEM_TOLERANCE {
+        errs.push(format!("MemTotal {kb} kB is {:.1}% off the VM's {want} kB (tolerance {:.0}%)", off * 100.0, MEM_TOLERANCE * 100.0));
+    }
+    let guest_md5 = field(&out, "md5=")?.split_whitespace().next().unwrap_or_default().to_string();
+    let data: String = (1..=n).map(|i| format!("{i}\n")).collect();
+    let host_md5 = host_md5(data.as_bytes())?;
+    if guest_md5 != host_md5 {
+        errs.push(format!("md5 of `seq 1 {n}`: guest {guest_md5}, host {host_md5}"));
+    }
+    if !errs.is_empty() {
+        bail!("{}\nguest output:\n{}", errs.join("\n"), indent(&out.join("\n")));
+    }
+    Ok(())
+}
+
+fn host_md5(data: &[u8]) -> Result<String> {
+    let mut child = Command::new("md5sum").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().context("md5sum")?;
+    child.stdin.take().expect("piped").write_all(data)?;
+    let out = child.wait_with_output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_string())
+}
+
+/// (c) A load from an address with nothing behind it kills only the process
+/// (SIGBUS: shell status 135); the guest carries on.
+fn wild_access(env: &mut Env, native: bool) -> Result<()> {
+    let script = format!("devmem {WILD_ADDRESS} 32\necho \"devmem-status=$?\"\necho wild-access-survived");
+    let b = boot("numa2", native, &script, "wild-access")?;
+    let out = exec_lines(env, &b)?;
+    let status = field(&out, "devmem-status=")?;
+    if status != "135" {
+        bail!("devmem {WILD_ADDRESS} ended with status {status}, expected 135 (SIGBUS)\nguest output:\n{}", indent(&out.join("\n")));
+    }
+    if !out.iter().any(|l| l == "wild-access-survived") {
+        bail!("the command after the wild access did not run\nguest output:\n{}", indent(&out.join("\n")));
+    }
+    Ok(())
+}

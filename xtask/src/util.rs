@@ -1,0 +1,135 @@
+//! Small shared helpers: where things live, running commands, time stamps.
+//!
+//! Everything xtask produces goes under `<repo>/.cache` (gitignored) or
+//! `<repo>/target`, so a `git clean -fdX` gets a fresh tree and nothing is
+//! ever written outside the repository except by `setup` (apt).
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The repository root: xtask always lives in `<root>/xtask`, so this holds
+/// however `cargo xtask` was started (any working directory).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the repository root")
+        .to_path_buf()
+}
+
+/// `<root>/.cache/<sub>`, created on demand.
+pub fn cache_dir(sub: &str) -> Result<PathBuf> {
+    let dir = root().join(".cache").join(sub);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// A path relative to the repository root when possible: shorter messages.
+pub fn rel(path: &Path) -> String {
+    path.strip_prefix(root()).unwrap_or(path).display().to_string()
+}
+
+/// One command line as a user would type it (for messages and logs).
+pub fn show(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        let a = a.to_string_lossy();
+        if a.is_empty() || a.contains(|c: char| c.is_whitespace() || "'\"$;&|<>()*?".contains(c)) {
+            s.push_str(&format!(" '{}'", a.replace('\'', r"'\''")));
+        } else {
+            s.push(' ');
+            s.push_str(&a);
+        }
+    }
+    s
+}
+
+/// Runs a command with inherited output; fails naming the command.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .stdin(Stdio::null())
+        .status()
+        .with_context(|| format!("cannot start `{}`", show(cmd)))?;
+    if !status.success() {
+        bail!("`{}` failed ({status})", show(cmd));
+    }
+    Ok(())
+}
+
+/// Runs a command and returns its stdout; stderr is included in the error.
+pub fn output(cmd: &mut Command) -> Result<String> {
+    let Output { status, stdout, stderr } = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot start `{}`", show(cmd)))?;
+    if !status.success() {
+        bail!(
+            "`{}` failed ({status}): {}",
+            show(cmd),
+            String::from_utf8_lossy(&stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&stdout).into_owned())
+}
+
+/// Whether a program is on PATH (no `which` dependency).
+pub fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+/// UTC time stamp `YYYYmmdd-HHMMSS` for log names (no date crate needed).
+pub fn timestamp() -> String {
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let (days, rem) = ((secs / 86400) as i64, secs % 86400);
+    // Civil-from-days (H. Hinnant), valid for the whole Unix era.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// Writes `data` to `path` only when the content differs, so timestamps (and
+/// anything keyed on them) stay put when nothing changed.
+pub fn write_if_changed(path: &Path, data: &[u8]) -> Result<bool> {
+    if std::fs::read(path).map(|old| old == data).unwrap_or(false) {
+        return Ok(false);
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, data).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamp_shape() {
+        let t = timestamp();
+        assert_eq!(t.len(), 15, "{t}");
+        assert_eq!(&t[8..9], "-");
+        assert!(t.starts_with("20"));
+    }
+
+    #[test]
+    fn show_quotes_what_needs_it() {
+        let mut c = Command::new("sh");
+        c.args(["-c", "echo hi", "plain"]);
+        assert_eq!(show(&c), "sh -c 'echo hi' plain");
+    }
+}
