@@ -1,1 +1,32 @@
-#![no_std] #![no_main] #[panic_handler] fn p(_: &core::panic::PanicInfo) -> ! { loop {} }
+//! The monitor: boots at EL2 on an aarch64 NUMA machine and runs Linux
+//! guests (see DESIGN.md for the data flow).
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+mod arch;
+mod boot;
+mod console;
+mod manifest;
+mod memory;
+mod run;
+mod trap;
+mod virq;
+mod vm;
+mod vpsci;
+
+use core::sync::atomic::{AtomicU32, Ordering};
+
+/// INTID of the console UART's interrupt (from the host DTB).
+static CONSOLE_INTID: AtomicU32 = AtomicU32::new(0);
+
+pub fn console_intid() -> u32 {
+    CONSOLE_INTID.load(Ordering::Relaxed)
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    console::print_emergency(format_args!("\nMONITOR PANIC on cpu{}: {info}\n", arch::cpu::index()));
+    arch::psci::system_off()
+}

@@ -1,0 +1,108 @@
+//! Per-CPU EL2 configuration: the traps and controls every physical CPU runs
+//! guests with, and the per-CPU block that TPIDR_EL2 points at.
+
+use super::{vcpu::VcpuRegs, MAX_CPUS};
+use aarch64_cpu::{
+    asm::barrier,
+    registers::{
+        Readable, Writeable, CNTHCTL_EL2, CNTVOFF_EL2, CPTR_EL2, HCR_EL2, ICC_SRE_EL2, ICH_HCR_EL2,
+        MDCR_EL2, MIDR_EL1, MPIDR_EL1, TPIDR_EL2,
+    },
+};
+use tock_registers::{register_bitfields, LocalRegisterCopy};
+
+register_bitfields! {u64,
+    /// CPTR_EL2 with HCR_EL2.E2H == 0 (Arm ARM D19.2.30).
+    pub Cptr [
+        TCPAC OFFSET(31) NUMBITS(1) [],
+        TAM OFFSET(30) NUMBITS(1) [],
+        TTA OFFSET(20) NUMBITS(1) [],
+        RES1_13 OFFSET(13) NUMBITS(1) [],
+        TSM OFFSET(12) NUMBITS(1) [],
+        TFP OFFSET(10) NUMBITS(1) [],
+        RES1_9 OFFSET(9) NUMBITS(1) [],
+        TZ OFFSET(8) NUMBITS(1) [],
+        RES1_0_7 OFFSET(0) NUMBITS(8) []
+    ]
+}
+
+/// What TPIDR_EL2 points at. `regs` must stay the first field: vectors.S
+/// loads it to find where to save a guest's registers.
+#[repr(C)]
+pub struct PerCpu {
+    pub regs: *mut VcpuRegs,
+    pub index: usize,
+}
+
+static mut PER_CPU: [PerCpu; MAX_CPUS] =
+    [const { PerCpu { regs: core::ptr::null_mut(), index: 0 } }; MAX_CPUS];
+
+/// Configures EL2 on the calling CPU for running guests.
+pub fn init(index: usize) {
+    assert!(index < MAX_CPUS, "CPU index {index} beyond MAX_CPUS");
+    // SAFETY: each CPU writes only its own slot, once, before anything reads it.
+    unsafe {
+        let slot = &raw mut PER_CPU[index];
+        (*slot).index = index;
+        TPIDR_EL2.set(slot as u64);
+    }
+    HCR_EL2.write(
+        HCR_EL2::VM::Enable
+            + HCR_EL2::SWIO::SET
+            + HCR_EL2::FMO::EnableVirtualFIQ
+            + HCR_EL2::IMO::EnableVirtualIRQ
+            + HCR_EL2::AMO::SET
+            + HCR_EL2::FB::SET
+            + HCR_EL2::BSU::InnerShareable
+            + HCR_EL2::TWI::SET
+            + HCR_EL2::TSC::EnableTrapEl1SmcToEl2
+            + HCR_EL2::TID3::SET
+            + HCR_EL2::RW::EL1IsAarch64
+            + HCR_EL2::API::DisableTrapPointerAuthInstToEl2
+            + HCR_EL2::APK::DisableTrapPointerAuthKeyRegsToEl2,
+    );
+    // FP/SIMD is the guest's; SVE and SME are hidden from guests (idregs.rs)
+    // and trap, so their wider state never needs switching.
+    let cptr: LocalRegisterCopy<u64, Cptr::Register> = LocalRegisterCopy::new(0);
+    let mut cptr = cptr;
+    cptr.write(Cptr::RES1_13::SET + Cptr::RES1_9::SET + Cptr::RES1_0_7.val(0xff) + Cptr::TZ::SET + Cptr::TSM::SET);
+    CPTR_EL2.set(cptr.get());
+    // Guests may read the physical counter; the physical timer is the monitor's.
+    CNTHCTL_EL2.write(CNTHCTL_EL2::EL1PCTEN::SET);
+    CNTVOFF_EL2.set(0);
+    // No debug or PMU traps; all PMU counters stay with EL1.
+    let hpmn = MDCR_EL2.read(MDCR_EL2::HPMN);
+    MDCR_EL2.write(MDCR_EL2::HPMN.val(hpmn));
+    // VPIDR_EL2: guests see the machine's MIDR (aarch64-cpu lacks this register).
+    // SAFETY: sets the MIDR value EL1 reads; no other effect.
+    unsafe { core::arch::asm!("msr vpidr_el2, {0}", in(reg) MIDR_EL1.get()) };
+    // The GICv3 system-register interface for EL2 and the guest's virtual one.
+    ICC_SRE_EL2.set(ICC_SRE_EL2.get() | 0b1001); // SRE | Enable
+    barrier::isb(barrier::SY);
+    ICH_HCR_EL2.write(ICH_HCR_EL2::En::SET);
+    barrier::isb(barrier::SY);
+}
+
+/// The calling CPU's logical index.
+pub fn index() -> usize {
+    // SAFETY: TPIDR_EL2 was set by init() to this CPU's PerCpu slot.
+    unsafe { (*(TPIDR_EL2.get() as *const PerCpu)).index }
+}
+
+/// The calling CPU's affinity (MPIDR_EL1 without the non-affinity bits).
+pub fn mpidr() -> u64 {
+    MPIDR_EL1.get() & 0xff_00ff_ffff
+}
+
+/// Waits for an interrupt with interrupts masked: returns when one is pending.
+pub fn wait_for_interrupt() {
+    aarch64_cpu::asm::barrier::dsb(barrier::SY);
+    aarch64_cpu::asm::wfi();
+}
+
+/// Stops this CPU for good.
+pub fn halt() -> ! {
+    loop {
+        aarch64_cpu::asm::wfi();
+    }
+}

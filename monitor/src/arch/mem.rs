@@ -1,0 +1,46 @@
+//! Access to machine memory, which the monitor sees identity-mapped.
+
+use core::arch::asm;
+
+/// Cache line size the maintenance loops step by (the architectural minimum
+/// is read from CTR_EL0 on real hardware; 64 bytes is what Arm cores use).
+const LINE: u64 = 64;
+
+/// A mutable view of machine memory `[pa, pa + len)`.
+///
+/// # Safety
+/// The range must be RAM the caller owns (allocated frames or a reserved
+/// boot region) and not aliased by another live reference.
+pub unsafe fn slice_mut(pa: u64, len: usize) -> &'static mut [u8] {
+    // SAFETY: the caller guarantees ownership; RAM is identity-mapped.
+    unsafe { core::slice::from_raw_parts_mut(pa as *mut u8, len) }
+}
+
+/// A read-only view of machine memory `[pa, pa + len)`.
+///
+/// # Safety
+/// The range must be mapped RAM that nobody writes while the view lives.
+pub unsafe fn slice(pa: u64, len: usize) -> &'static [u8] {
+    // SAFETY: as above.
+    unsafe { core::slice::from_raw_parts(pa as *const u8, len) }
+}
+
+/// Fills one 4 KiB frame with zeroes.
+pub fn zero_frame(pa: u64) {
+    // SAFETY: frames handed out by the allocators are RAM owned by the caller.
+    unsafe { core::ptr::write_bytes(pa as *mut u8, 0, 4096) };
+}
+
+/// Cleans data caches to the point of coherency and invalidates the
+/// instruction cache for `[pa, pa + len)`, so a guest starting with its MMU
+/// and caches off sees what the monitor wrote.
+pub fn clean_for_guest(pa: u64, len: u64) {
+    let mut line = pa & !(LINE - 1);
+    while line < pa + len {
+        // SAFETY: cache maintenance by address on mapped RAM has no other effect.
+        unsafe { asm!("dc cvac, {0}", "ic ivau, {0}", in(reg) line) };
+        line += LINE;
+    }
+    // SAFETY: barriers only.
+    unsafe { asm!("dsb ish", "isb") };
+}

@@ -1,0 +1,143 @@
+//! The console: monitor log lines and every VM's output on the machine's
+//! one UART, each guest line prefixed with its VM's name; input goes to the
+//! VM that has the focus.
+
+use crate::arch::{cpu, pl011::Pl011, timer};
+use alloc::{string::String, vec::Vec};
+use core::fmt::{self, Write};
+use spin::Mutex;
+
+static UART: Mutex<Option<Pl011>> = Mutex::new(None);
+
+struct Writer<'a>(&'a Pl011);
+
+impl Write for Writer<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for byte in s.bytes() {
+            if byte == b'\n' {
+                self.0.write_byte(b'\r');
+            }
+            self.0.write_byte(byte);
+        }
+        Ok(())
+    }
+}
+
+/// Starts the console on the PL011 at `base` and routes `log` to it.
+pub fn init(base: u64) {
+    // SAFETY: `base` is the machine's UART from the host DTB; only the
+    // console uses it.
+    *UART.lock() = Some(unsafe { Pl011::new(base) });
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(log::LevelFilter::Info);
+}
+
+/// Prints formatted text as it is, without a prefix.
+pub fn print(args: fmt::Arguments) {
+    if let Some(uart) = UART.lock().as_ref() {
+        let _ = Writer(uart).write_fmt(args);
+    }
+}
+
+#[macro_export]
+macro_rules! println {
+    ($($arg:tt)*) => { $crate::console::print(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// Prints without taking the lock: for the panic handler, which may have
+/// interrupted a holder of it.
+pub fn print_emergency(args: fmt::Arguments) {
+    // SAFETY: forcing the lock only risks interleaved output, which is
+    // acceptable when the monitor is going down.
+    unsafe { UART.force_unlock() };
+    print(args);
+}
+
+/// Bytes typed on the console since the last call.
+pub fn take_input() -> Vec<u8> {
+    let mut input = Vec::new();
+    if let Some(uart) = UART.lock().as_ref() {
+        while let Some(byte) = uart.read_byte() {
+            input.push(byte);
+        }
+    }
+    input
+}
+
+pub fn enable_input_interrupt() {
+    if let Some(uart) = UART.lock().as_ref() {
+        uart.enable_rx_interrupt();
+    }
+}
+
+/// One VM's console output: printed as it comes (so prompts and echoed
+/// keys show at once), with the VM's name at the start of every line, and
+/// collected into lines for watchers (e.g. the kernel-panic detector).
+pub struct GuestLines {
+    line: String,
+    at_line_start: bool,
+}
+
+impl Default for GuestLines {
+    fn default() -> Self {
+        Self { line: String::new(), at_line_start: true }
+    }
+}
+
+impl GuestLines {
+    /// Prints output bytes; calls `on_line` with each completed line.
+    pub fn push(&mut self, vm: &str, bytes: &[u8], mut on_line: impl FnMut(&str)) {
+        let guard = UART.lock();
+        let Some(uart) = guard.as_ref() else { return };
+        let mut out = Writer(uart);
+        for &byte in bytes {
+            if self.at_line_start {
+                let _ = write!(out, "[{vm}] ");
+                self.at_line_start = false;
+            }
+            match byte {
+                b'\n' => {
+                    let _ = out.write_str("\n");
+                    on_line(&self.line);
+                    self.line.clear();
+                    self.at_line_start = true;
+                }
+                b'\r' => {}
+                _ => {
+                    uart.write_byte(byte);
+                    if self.line.len() < 512 {
+                        self.line.push(if byte.is_ascii() { byte as char } else { '?' });
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct Logger;
+static LOGGER: Logger = Logger;
+
+impl log::Log for Logger {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record) {
+        let ms = timer::ticks_to_ms(timer::now());
+        let level = match record.level() {
+            log::Level::Error => "error: ",
+            log::Level::Warn => "warning: ",
+            log::Level::Info => "",
+            _ => "debug: ",
+        };
+        print(format_args!(
+            "disco: [{:>5}.{:03} cpu{}] {level}{}\n",
+            ms / 1000,
+            ms % 1000,
+            cpu::index(),
+            record.args()
+        ));
+    }
+
+    fn flush(&self) {}
+}

@@ -1,0 +1,71 @@
+//! The boot bundle: the VMs to run and their images, in one flattened
+//! device tree that xtask writes (format: xtask/src/bundle.rs) and QEMU
+//! loads as the initrd. A DTB because the monitor already parses DTBs
+//! safely; everything in it is checked before use.
+
+use alloc::{format, string::String, vec::Vec};
+use fdt::{node::FdtNode, Fdt};
+
+/// One VM as the bundle describes it.
+pub struct VmSpec {
+    pub name: String,
+    pub vcpus: usize,
+    pub memory: u64,
+    pub kernel: &'static [u8],
+    pub initrd: Option<&'static [u8]>,
+    pub bootargs: String,
+}
+
+/// Parses the bundle at `blob`, which lives (reserved) for the whole run.
+pub fn parse(blob: &'static [u8]) -> Result<Vec<VmSpec>, String> {
+    let fdt = Fdt::new(blob).map_err(|e| format!("boot bundle is not a valid DTB: {e:?}"))?;
+    let root = fdt.find_node("/").ok_or("boot bundle has no root node")?;
+    let compatible = root.property("compatible").and_then(|p| p.as_str());
+    if compatible != Some("disco,bundle-v1") {
+        return Err(format!("boot bundle compatible is {compatible:?}, expected \"disco,bundle-v1\""));
+    }
+    let vms = fdt.find_node("/vms").ok_or("boot bundle has no /vms node")?;
+    let specs: Vec<VmSpec> = vms.children().map(|vm| parse_vm(&fdt, vm)).collect::<Result<_, _>>()?;
+    if specs.is_empty() {
+        return Err("boot bundle lists no VMs".into());
+    }
+    Ok(specs)
+}
+
+fn parse_vm(fdt: &Fdt<'static>, vm: FdtNode<'_, 'static>) -> Result<VmSpec, String> {
+    let node = vm.name;
+    let string = |key: &str| -> Result<String, String> {
+        vm.property(key)
+            .and_then(|p| p.as_str())
+            .map(String::from)
+            .ok_or_else(|| format!("bundle: {node}: missing or non-string `{key}`"))
+    };
+    let number = |key: &str| -> Result<u64, String> {
+        vm.property(key)
+            .and_then(|p| p.as_usize())
+            .map(|v| v as u64)
+            .ok_or_else(|| format!("bundle: {node}: missing or bad `{key}`"))
+    };
+    let image = |name: &str| -> Result<&'static [u8], String> {
+        fdt.find_node(&format!("/images/{name}"))
+            .and_then(|n| n.property("data"))
+            .map(|p| p.value)
+            .ok_or_else(|| format!("bundle: {node}: image `{name}` not found"))
+    };
+    let name = string("name")?;
+    let vcpus = number("vcpus")? as usize;
+    if vcpus == 0 {
+        return Err(format!("bundle: {node}: vcpus must be at least 1"));
+    }
+    let memory = number("memory-size")?;
+    if memory < (16 << 20) || memory % 4096 != 0 {
+        return Err(format!("bundle: {node}: memory-size {memory:#x} must be >= 16 MiB and page aligned"));
+    }
+    let kernel = image(&string("kernel")?)?;
+    let initrd = match vm.property("initrd").and_then(|p| p.as_str()) {
+        Some(name) => Some(image(name)?),
+        None => None,
+    };
+    let bootargs = string("bootargs").unwrap_or_default();
+    Ok(VmSpec { name, vcpus, memory, kernel, initrd, bootargs })
+}

@@ -1,0 +1,226 @@
+//! Guest exits: decodes why a vCPU stopped and hands the event to its owner
+//! (virtual device, PSCI, vGIC, scheduler). Nothing a guest does here may
+//! panic the monitor: bad accesses become guest-visible exceptions.
+
+use crate::{
+    arch::{
+        cpu,
+        esr::{ec, inject, DataAbort, Esr, SysRegAccess},
+        gicv3::{self, intid},
+        idregs,
+        vcpu::Exit,
+    },
+    console, virq,
+    vm::{End, Vm, GICD_BASE, GICD_SIZE, GICR_BASE, UART_BASE, UART_INTID, UART_SIZE},
+    vpsci,
+};
+use aarch64_cpu::registers::{Readable, ESR_EL2, FAR_EL2, HPFAR_EL2};
+use vdev::mmio::{MmioDevice, MmioError};
+
+/// ICC_SGI1R_EL1: op0 3, op1 0, CRn 12, CRm 11, op2 5.
+const ICC_SGI1R_EL1: u64 = SysRegAccess::encoding(3, 0, 12, 11, 5);
+/// Linux's panic banner: the console line that marks a guest kernel panic.
+const PANIC_BANNER: &str = "Kernel panic - not syncing";
+
+/// Handles one exit of `vm`'s vCPU `vcpu`; returns how the VM ended, if it did.
+pub fn handle(vm: &mut Vm, vcpu: usize, exit: Exit) -> Option<End> {
+    match exit {
+        Exit::Sync => sync(vm, vcpu, Esr(ESR_EL2.get())),
+        Exit::Irq | Exit::Fiq => {
+            irq(vm, vcpu);
+            None
+        }
+        Exit::SError => Some(End::Crashed("SError from the guest".into())),
+        Exit::AArch32 => Some(End::Crashed("the guest entered AArch32, which is not supported".into())),
+    }
+}
+
+fn sync(vm: &mut Vm, vcpu: usize, esr: Esr) -> Option<End> {
+    match esr.class() {
+        ec::WFX => {
+            vm.vcpus[vcpu].regs.pc += 4;
+            if !esr.is_wfe() {
+                idle(vm, vcpu);
+            }
+            None
+        }
+        ec::HVC64 => vpsci::call(vm, vcpu),
+        ec::SMC64 => {
+            // A trapped SMC returns to the instruction after it; the PSCI
+            // conduit the guest DTB names is HVC, but SMC works the same.
+            vm.vcpus[vcpu].regs.pc += 4;
+            vpsci::call(vm, vcpu)
+        }
+        ec::SYSREG => {
+            sysreg(vm, vcpu, esr.sysreg());
+            None
+        }
+        ec::DABT_LOWER => data_abort(vm, vcpu, esr),
+        ec::IABT_LOWER => {
+            let ipa = fault_ipa();
+            log::warn!("{}: instruction fetch from {ipa:#x} (not RAM): external abort injected", vm.name);
+            let regs = &mut vm.vcpus[vcpu].regs;
+            regs.inject_sync(inject::instruction_sea(regs.at_el0()), FAR_EL2.get());
+            None
+        }
+        _ => {
+            let regs = &mut vm.vcpus[vcpu].regs;
+            log::warn!(
+                "{}: unhandled {} trap (ESR {:#x}) at pc {:#x}: undefined instruction injected",
+                vm.name,
+                esr.class_name(),
+                esr.0,
+                regs.pc
+            );
+            regs.inject_sync(inject::undefined(), 0);
+            None
+        }
+    }
+}
+
+/// WFI: the vCPU has nothing to do until an interrupt. With one vCPU per
+/// CPU the CPU itself waits; any physical interrupt ends the wait and is
+/// handled on the way back into the guest.
+fn idle(vm: &mut Vm, vcpu: usize) {
+    virq::sync(vm, vcpu);
+    if !vm.vgic.has_pending(vcpu) && !virq::lr_pending(vm, vcpu) {
+        cpu::wait_for_interrupt();
+    }
+}
+
+/// Physical interrupts taken while the guest ran.
+fn irq(vm: &mut Vm, vcpu: usize) {
+    while let Some(id) = gicv3::ack() {
+        match id {
+            intid::VIRT_TIMER => virq::vtimer_fired(vm, vcpu),
+            intid::MAINTENANCE => {} // list registers are refilled before re-entry
+            id if id == crate::console_intid() => {
+                for byte in console::take_input() {
+                    vm.uart.push_rx(byte);
+                }
+                vm.vgic.set_spi_level(UART_INTID, vm.uart.irq_level());
+            }
+            other => log::warn!("unexpected physical interrupt {other}"),
+        }
+        gicv3::eoi(id);
+    }
+}
+
+fn sysreg(vm: &mut Vm, vcpu: usize, access: SysRegAccess) {
+    let regs = &mut vm.vcpus[vcpu].regs;
+    if idregs::is_id_space(access.op0, access.op1, access.crn, access.crm) && access.read {
+        regs.set_reg(access.rt, idregs::guest_value(access.crm, access.op2));
+    } else if access.id() == ICC_SGI1R_EL1 && !access.read {
+        let value = regs.reg(access.rt);
+        vm.vgic.write_sgi1r(vcpu, value);
+    } else {
+        log::warn!(
+            "{}: {} of system register op0={} op1={} CRn={} CRm={} op2={} at pc {:#x}: undefined instruction injected",
+            vm.name,
+            if access.read { "read" } else { "write" },
+            access.op0,
+            access.op1,
+            access.crn,
+            access.crm,
+            access.op2,
+            regs.pc
+        );
+        regs.inject_sync(inject::undefined(), 0);
+        return;
+    }
+    vm.vcpus[vcpu].regs.pc += 4;
+}
+
+/// The faulting guest-physical address of a stage-2 abort.
+fn fault_ipa() -> u64 {
+    (HPFAR_EL2.get() & 0x0fff_ffff_fff0) << 8 | (FAR_EL2.get() & 0xfff)
+}
+
+fn data_abort(vm: &mut Vm, vcpu: usize, esr: Esr) -> Option<End> {
+    let ipa = fault_ipa();
+    // Only translation faults (DFSC 0b0001LL) are MMIO; RAM is always mapped.
+    let translation_fault = esr.fault_status() & 0b11_1100 == 0b00_0100;
+    if vm.is_ram(ipa) {
+        return Some(End::Crashed(alloc::format!(
+            "stage-2 fault on guest RAM at {ipa:#x} (ESR {:#x})",
+            esr.0
+        )));
+    }
+    let result = match (translation_fault, esr.data_abort()) {
+        (true, Some(access)) => mmio(vm, vcpu, ipa, access),
+        _ => Err(MmioError::Unmapped),
+    };
+    let regs = &mut vm.vcpus[vcpu].regs;
+    match result {
+        Ok(()) => regs.pc += 4,
+        Err(error) => {
+            log::warn!(
+                "{}: {} access to guest-physical {ipa:#x} at pc {:#x} ({error:?}): external abort injected",
+                vm.name,
+                if esr.iss() & (1 << 6) != 0 { "write" } else { "read" },
+                regs.pc
+            );
+            let write = esr.iss() & (1 << 6) != 0;
+            regs.inject_sync(inject::data_sea(regs.at_el0(), write), FAR_EL2.get());
+        }
+    }
+    vm.end.take()
+}
+
+/// Emulates one load or store to a virtual device.
+fn mmio(vm: &mut Vm, vcpu: usize, ipa: u64, access: DataAbort) -> Result<(), MmioError> {
+    let regs = &mut vm.vcpus[vcpu].regs;
+    let value = regs.reg(access.reg);
+    let gicr_end = GICR_BASE + vm.gicr_size();
+    let read = match ipa {
+        a if (GICD_BASE..GICD_BASE + GICD_SIZE).contains(&a) => {
+            perform(&mut vm.vgic.distributor(), a - GICD_BASE, access, value)?
+        }
+        a if (GICR_BASE..gicr_end).contains(&a) => {
+            perform(&mut vm.vgic.redistributors(), a - GICR_BASE, access, value)?
+        }
+        a if (UART_BASE..UART_BASE + UART_SIZE).contains(&a) => {
+            let read = perform(&mut vm.uart, a - UART_BASE, access, value)?;
+            uart_changed(vm);
+            read
+        }
+        _ => return Err(MmioError::Unmapped),
+    };
+    if let Some(mut value) = read {
+        let bits = access.size as u32 * 8;
+        if access.sign_extend && bits < 64 {
+            let shift = 64 - bits;
+            value = (((value << shift) as i64) >> shift) as u64;
+        }
+        if !access.reg64 {
+            value &= 0xffff_ffff;
+        }
+        vm.vcpus[vcpu].regs.set_reg(access.reg, value);
+    }
+    Ok(())
+}
+
+/// Performs the access on `device`; returns the value read, for loads.
+fn perform(device: &mut impl MmioDevice, offset: u64, access: DataAbort, value: u64) -> Result<Option<u64>, MmioError> {
+    if access.write {
+        let mask = if access.size == 8 { u64::MAX } else { (1u64 << (access.size * 8)) - 1 };
+        device.write(offset, access.size, value & mask).map(|()| None)
+    } else {
+        device.read(offset, access.size).map(Some)
+    }
+}
+
+/// After a UART access: print what the guest wrote, update its interrupt
+/// line, and watch the output for the kernel's panic banner.
+fn uart_changed(vm: &mut Vm) {
+    let output = vm.uart.take_tx();
+    if !output.is_empty() {
+        let Vm { name, console, end, .. } = vm;
+        console.push(name, &output, |line| {
+            if let Some(at) = line.find(PANIC_BANNER) {
+                *end = Some(End::Crashed(alloc::format!("guest kernel panic: {}", &line[at..])));
+            }
+        });
+    }
+    vm.vgic.set_spi_level(UART_INTID, vm.uart.irq_level());
+}

@@ -1,0 +1,195 @@
+//! A virtual machine: its guest-physical memory (stage 2), its virtual
+//! devices and its vCPUs, built from a bundle VmSpec.
+//!
+//! Guest-physical map (the QEMU `virt` layout, so the stock kernel needs
+//! nothing special): GICD 0x0800_0000, GICR 0x080a_0000 (0x20000 per vCPU),
+//! PL011 0x0900_0000 (SPI 1), RAM from 0x4000_0000.
+
+use crate::{
+    arch::{gicv3, mem, stage2::{Stage2, PAGE_SIZE}, vcpu::VcpuRegs},
+    console::GuestLines,
+    manifest::VmSpec,
+    memory,
+};
+use alloc::{format, string::String, vec, vec::Vec};
+use numa::NodeId;
+use vdev::{fdt::GuestFdtConfig, pl011::Pl011, vgic::VGic};
+
+pub const GICD_BASE: u64 = 0x0800_0000;
+pub const GICD_SIZE: u64 = 0x1_0000;
+pub const GICR_BASE: u64 = 0x080a_0000;
+pub const UART_BASE: u64 = 0x0900_0000;
+pub const UART_SIZE: u64 = 0x1000;
+pub const UART_SPI: u32 = 1;
+pub const UART_INTID: u32 = 32 + UART_SPI;
+pub const RAM_BASE: u64 = 0x4000_0000;
+/// SPIs the virtual distributor offers.
+const SPIS: u32 = 32;
+const MIB2: u64 = 2 << 20;
+
+/// Why a VM stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    PoweredOff,
+    Reset,
+    Crashed(String),
+}
+
+pub struct Vcpu {
+    pub regs: VcpuRegs,
+    pub mpidr: u64,
+    /// The INTID each list register holds while this vCPU runs.
+    pub lr_intid: [Option<u32>; 16],
+}
+
+pub struct Vm {
+    pub name: String,
+    pub home: NodeId,
+    pub stage2: Stage2,
+    pub ram_size: u64,
+    pub vgic: VGic,
+    pub uart: Pl011,
+    pub console: GuestLines,
+    pub vcpus: Vec<Vcpu>,
+    /// Frames this VM holds, per node (guest memory and page tables).
+    pub frames: Vec<usize>,
+    pub end: Option<End>,
+}
+
+impl Vm {
+    /// Builds VM number `id` from `spec`: memory on `home` (or the nearest
+    /// node with room), kernel, initrd and device tree loaded.
+    pub fn create(id: usize, spec: &VmSpec, home: NodeId, nodes: usize) -> Result<Vm, String> {
+        let mut frames = vec![0usize; nodes];
+        let mut take = |frames: &mut Vec<usize>| -> Option<u64> {
+            let (pa, node) = memory::alloc_frame(home)?;
+            frames[node] += 1;
+            Some(pa)
+        };
+        let root = take(&mut frames).ok_or("out of memory for the stage-2 root")?;
+        let mut stage2 = Stage2::new(root, id as u16 + 1);
+        let mut data_frames = vec![0usize; nodes];
+        let mut short = false;
+        let mapped = stage2.walk(
+            RAM_BASE,
+            RAM_BASE + spec.memory,
+            Some(&mut || take(&mut frames)),
+            &mut |_, mut pte| match take(&mut data_frames) {
+                Some(pa) => pte.set_ram(pa),
+                None => short = true,
+            },
+        );
+        for (total, data) in frames.iter_mut().zip(&data_frames) {
+            *total += data;
+        }
+        let mpidrs: Vec<u64> = (0..spec.vcpus as u64).map(|i| (i / 16) << 8 | (i % 16)).collect();
+        let mut vm = Vm {
+            name: spec.name.clone(),
+            home,
+            stage2,
+            ram_size: spec.memory,
+            vgic: VGic::new(&mpidrs, SPIS),
+            uart: Pl011::new(),
+            console: GuestLines::default(),
+            vcpus: Vec::new(),
+            frames,
+            end: None,
+        };
+        if mapped.is_err() || short {
+            vm.destroy();
+            return Err(format!("not enough free memory for {} MiB", spec.memory >> 20));
+        }
+        let entry = match vm.load(spec, &mpidrs) {
+            Ok(entry) => entry,
+            Err(e) => {
+                vm.destroy();
+                return Err(e);
+            }
+        };
+        vm.vcpus = mpidrs
+            .iter()
+            .map(|&mpidr| Vcpu { regs: VcpuRegs::boot(0, 0), mpidr, lr_intid: [None; 16] })
+            .collect();
+        vm.vcpus[0].regs = VcpuRegs::boot(entry.0, entry.1);
+        Ok(vm)
+    }
+
+    /// Copies kernel, initrd and the guest DTB into guest memory; returns
+    /// the kernel entry point and the DTB address.
+    fn load(&mut self, spec: &VmSpec, mpidrs: &[u64]) -> Result<(u64, u64), String> {
+        let kernel = spec.kernel;
+        let header = |offset: usize| -> u64 {
+            kernel.get(offset..offset + 8).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap()))
+        };
+        if kernel.len() < 64 || &kernel[56..60] != b"ARM\x64" {
+            return Err("kernel is not an arm64 Image (no ARM\\x64 magic)".into());
+        }
+        let (text_offset, image_size) = match header(16) {
+            0 => (0x80000, kernel.len() as u64),
+            size => (header(8), size),
+        };
+        let entry = RAM_BASE + text_offset;
+        let ram_end = RAM_BASE + self.ram_size;
+        let dtb = (ram_end - MIB2) & !(MIB2 - 1);
+        let initrd = spec.initrd.map(|data| ((dtb - data.len() as u64) & !(PAGE_SIZE - 1), data));
+        let low = initrd.map_or(dtb, |(start, _)| start);
+        if entry + image_size.max(kernel.len() as u64) > low {
+            return Err(format!("{} MiB is too small for kernel and initrd", self.ram_size >> 20));
+        }
+        self.write(entry, kernel)?;
+        if let Some((start, data)) = initrd {
+            self.write(start, data)?;
+        }
+        let blob = vdev::fdt::build_guest_fdt(&GuestFdtConfig {
+            memory: &[(RAM_BASE, self.ram_size)],
+            vcpu_mpidrs: mpidrs,
+            bootargs: &spec.bootargs,
+            initrd: initrd.map(|(start, data)| (start, start + data.len() as u64)),
+            gicd_base: GICD_BASE,
+            gicr_base: GICR_BASE,
+            uart_base: UART_BASE,
+            uart_spi: UART_SPI,
+        })
+        .map_err(|e| format!("building the guest device tree: {e:?}"))?;
+        if blob.len() as u64 > MIB2 {
+            return Err("guest device tree larger than 2 MiB".into());
+        }
+        self.write(dtb, &blob)?;
+        Ok((entry, dtb))
+    }
+
+    /// Copies `data` into guest memory at `ipa`, page by page through stage 2.
+    pub fn write(&mut self, ipa: u64, data: &[u8]) -> Result<(), String> {
+        let mut done = 0usize;
+        while done < data.len() {
+            let at = ipa + done as u64;
+            let pa = self.stage2.translate(at).ok_or_else(|| format!("guest address {at:#x} is not RAM"))?;
+            let chunk = ((PAGE_SIZE - (at % PAGE_SIZE)) as usize).min(data.len() - done);
+            // SAFETY: `pa` is a frame of this VM's memory, which only it uses.
+            unsafe { mem::slice_mut(pa, chunk) }.copy_from_slice(&data[done..done + chunk]);
+            mem::clean_for_guest(pa, chunk as u64);
+            done += chunk;
+        }
+        Ok(())
+    }
+
+    /// Is `ipa` guest RAM?
+    pub fn is_ram(&self, ipa: u64) -> bool {
+        (RAM_BASE..RAM_BASE + self.ram_size).contains(&ipa)
+    }
+
+    /// Returns every frame to its node.
+    pub fn destroy(self) {
+        self.stage2.destroy(&mut |pa| memory::free_frame(pa));
+    }
+
+    /// The redistributor region size for this VM's vCPUs.
+    pub fn gicr_size(&self) -> u64 {
+        self.vcpus.len() as u64 * vdev::vgic::GICR_FRAME_SIZE
+    }
+
+    /// How many list registers the vGIC may use on this CPU.
+    pub fn list_registers() -> usize {
+        gicv3::lr::count().min(16)
+    }
+}
