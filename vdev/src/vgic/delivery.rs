@@ -1,0 +1,119 @@
+//! Interrupt sources and delivery: what the monitor drives, and which
+//! interrupt a vCPU's list registers should get next.
+
+use super::affinity::{affinity, GICD_IROUTER_IRM};
+use super::irq_bank::SPI_BASE;
+use super::regs::GICD_CTLR_ENABLE_GRP1;
+use super::sgi1r::Sgi1r;
+use super::{VGic, Virq};
+
+impl VGic {
+    /// A level-sensitive SPI line changed (e.g. the PL011 line). Pending
+    /// while high (level semantics); a rising edge latches it pending if
+    /// the guest configured it edge-triggered. Non-SPI INTIDs are ignored.
+    pub fn set_spi_level(&mut self, intid: u32, level: bool) {
+        if self.spis.contains(intid) {
+            self.spis.set_line(intid, level);
+        } else {
+            log::debug!("vgic: set_spi_level of non-SPI INTID {intid}");
+        }
+    }
+
+    /// Edge-style pending for a PPI (or SGI) of one vCPU (e.g. the virtual
+    /// timer, INTID 27) or an SPI (`vcpu` is then ignored).
+    pub fn set_pending(&mut self, vcpu: usize, intid: u32) {
+        if intid < SPI_BASE {
+            if let Some(cpu) = self.cpus.get_mut(vcpu) {
+                cpu.bank.set_pending(intid);
+            }
+        } else {
+            self.spis.set_pending(intid);
+        }
+    }
+
+    /// A guest write of ICC_SGI1R_EL1 by vCPU `source` (value as written:
+    /// TargetList, Aff1/2/3, RS, IRM, INTID); marks the SGI pending on each
+    /// target vCPU and returns the bitmask of target vCPU indexes (indexes
+    /// above 63 are marked pending but not reported).
+    pub fn write_sgi1r(&mut self, source: usize, value: u64) -> u64 {
+        let sgi = Sgi1r::decode(value);
+        let mut targets = 0u64;
+        for (i, cpu) in self.cpus.iter_mut().enumerate() {
+            let hit = if sgi.irm {
+                i != source
+            } else {
+                sgi.targets(cpu.mpidr)
+            };
+            if hit {
+                cpu.bank.set_pending(sgi.intid);
+                if i < 64 {
+                    targets |= 1 << i;
+                }
+            }
+        }
+        targets
+    }
+
+    /// Whether SPI `intid` is routed to a vCPU with affinity `mpidr`.
+    fn routed(&self, intid: u32, mpidr: u64) -> bool {
+        let route = self
+            .irouter
+            .get((intid - SPI_BASE) as usize)
+            .copied()
+            .unwrap_or(0);
+        route & GICD_IROUTER_IRM != 0 || affinity(route) == mpidr
+    }
+
+    /// The best deliverable interrupt for `vcpu`: (priority, INTID).
+    fn best(&self, vcpu: usize) -> Option<(u8, u32)> {
+        if self.ctlr & GICD_CTLR_ENABLE_GRP1 == 0 {
+            return None;
+        }
+        let cpu = self.cpus.get(vcpu)?;
+        let private = cpu.bank.best(|_| true);
+        let shared = self.spis.best(|intid| self.routed(intid, cpu.mpidr));
+        match (private, shared) {
+            (Some(p), Some(s)) => Some(p.min(s)),
+            (p, s) => p.or(s),
+        }
+    }
+
+    /// The next interrupt to place in a list register of `vcpu`: the
+    /// highest priority (lowest value, then lowest INTID) interrupt that is
+    /// pending, enabled, Group 1 with GICD_CTLR.EnableGrp1 set, routed to
+    /// this vCPU (SGI/PPI: its own; SPI: GICD_IROUTER affinity equals the
+    /// vCPU's MPIDR, or IRM=1) and neither active nor already in flight.
+    /// Marks it in flight on that vCPU and clears its pending latch (level
+    /// lines stay asserted).
+    pub fn take_pending(&mut self, vcpu: usize) -> Option<Virq> {
+        let (priority, intid) = self.best(vcpu)?;
+        if intid < SPI_BASE {
+            self.cpus[vcpu].bank.take(intid);
+        } else {
+            self.spis.take(intid);
+            self.spi_owner[(intid - SPI_BASE) as usize] = vcpu;
+        }
+        Some(Virq { intid, priority })
+    }
+
+    /// The guest finished `intid` on `vcpu` (its list register went
+    /// invalid): no longer in flight; a level line still high makes it
+    /// pending again. Ignored if `intid` is not in flight on `vcpu`.
+    pub fn complete(&mut self, vcpu: usize, intid: u32) {
+        if intid < SPI_BASE {
+            if let Some(cpu) = self.cpus.get_mut(vcpu) {
+                cpu.bank.complete(intid);
+            }
+        } else if self.spis.is_in_flight(intid)
+            && self.spi_owner[(intid - SPI_BASE) as usize] == vcpu
+        {
+            self.spis.complete(intid);
+        }
+    }
+
+    /// True if [`VGic::take_pending`] would return something (for WFI
+    /// decisions), without changing state.
+    pub fn has_pending(&self, vcpu: usize) -> bool {
+        self.best(vcpu).is_some()
+    }
+}
