@@ -13,16 +13,29 @@ use object::{elf, Endianness};
 use std::path::PathBuf;
 use std::process::Command;
 
+/// Set to an ELF path to boot that instead of building the monitor (a
+/// bisect, or a test fixture that checks the harness's monitor path).
+pub const ELF_OVERRIDE: &str = "XTASK_MONITOR_ELF";
+
 /// Builds `monitor` (release, bare-metal target) and writes `monitor.img`
 /// next to the ELF; returns the image path.
 pub fn build_monitor() -> Result<PathBuf> {
-    eprintln!("build: monitor ({MONITOR_TARGET}, release) ...");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    run(Command::new(cargo)
-        .current_dir(root())
-        .args(["build", "--quiet", "-p", "monitor", "--release", "--target", MONITOR_TARGET]))?;
     let dir = root().join("target").join(MONITOR_TARGET).join("release");
-    let elf = dir.join("monitor");
+    let elf = match std::env::var_os(ELF_OVERRIDE) {
+        Some(p) => {
+            eprintln!("build: using {} from ${ELF_OVERRIDE} instead of building the monitor", PathBuf::from(&p).display());
+            std::fs::create_dir_all(&dir)?;
+            PathBuf::from(p)
+        }
+        None => {
+            eprintln!("build: monitor ({MONITOR_TARGET}, release) ...");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            run(Command::new(cargo)
+                .current_dir(root())
+                .args(["build", "--quiet", "-p", "monitor", "--release", "--target", MONITOR_TARGET]))?;
+            dir.join("monitor")
+        }
+    };
     let data = std::fs::read(&elf).with_context(|| format!("reading {}", rel(&elf)))?;
     let flat = flatten(&data).with_context(|| format!("converting {} to a flat image", rel(&elf)))?;
     if !has_image_header(&flat) {

@@ -11,6 +11,9 @@ mod exec;
 mod image;
 mod initramfs;
 mod machine;
+mod numasim;
+mod numasim_bench;
+mod numasim_json;
 mod qemu;
 mod setup;
 mod tests;
@@ -74,6 +77,9 @@ struct RunArgs {
     /// Extra guest kernel arguments.
     #[arg(long, default_value = "", value_name = "ARGS")]
     append: String,
+    /// Load the ccNUMA cost-model plugin (bench/numa-sim); PARAMS: k=v,... of cache, assoc, line, local_ns, remote_ns, insn_ns, top, filter.
+    #[arg(long, value_name = "PARAMS", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+    numa_sim: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -96,6 +102,10 @@ enum BenchCmd {
         #[arg(long, short, default_value = "numa2")]
         machine: String,
     },
+    /// Linux NUMA balancing off vs on under numa-sim: simulated time and local-miss %.
+    Autonuma(numasim_bench::AutonumaArgs),
+    /// The numa-sim plugin's slowdown of a native Linux boot.
+    NumaSimCost(numasim_bench::CostArgs),
 }
 
 fn main() -> ExitCode {
@@ -126,6 +136,8 @@ fn dispatch(cmd: Cmd) -> Result<u8> {
         Cmd::Run(a) => run(a),
         Cmd::Test(a) => tests::main(a.native, a.only.as_deref()),
         Cmd::Bench { what: BenchCmd::Boot { runs, machine } } => bench::boot(&machine, runs).map(|_| 0),
+        Cmd::Bench { what: BenchCmd::Autonuma(a) } => numasim_bench::autonuma_cmd(a),
+        Cmd::Bench { what: BenchCmd::NumaSimCost(a) } => numasim_bench::cost_cmd(a),
         Cmd::Machines => {
             for m in machine::check_all()? {
                 println!("{:8} {}", m.name, m.description);
@@ -150,6 +162,7 @@ fn run(a: RunArgs) -> Result<u8> {
     let b = to_boot(&a)?;
     let mut env = boot::Env::prepare()?;
     let cmd = b.command(&mut env, a.exec.is_none())?;
+    let (cmd, _numa_sim) = numasim::for_run(&b, cmd, a.numa_sim.as_deref())?;
     if a.exec.is_none() {
         let code = qemu::interactive(cmd)?;
         return Ok(code.clamp(0, 255) as u8);

@@ -24,11 +24,10 @@
 
 pub mod cache;
 pub mod config;
-#[path = "../../../numa/src/counters.rs"]
-#[allow(dead_code)]
-pub mod counters;
 pub mod region;
 pub mod report;
+
+pub use numa::counters;
 
 use cache::Cache;
 use config::Config;
