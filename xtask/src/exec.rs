@@ -58,7 +58,8 @@ impl Watcher {
         if line.contains("MONITOR PANIC") {
             self.fatal.get_or_insert_with(|| format!("the monitor panicked: {line}"));
         }
-        if line.contains("disco: vm ") && line.contains("ended: crashed") {
+        // The monitor logs `disco: [   1.234 cpu0] error: vm vm0 ended: crashed: ...`.
+        if line.contains("disco:") && line.contains("ended: crashed") {
             self.fatal.get_or_insert_with(|| format!("the VM crashed: {line}"));
         }
         let (has_prefix, text) = self.split(line);
@@ -199,7 +200,9 @@ mod tests {
         assert!(w.fatal.unwrap().contains("panicked"));
         let w = feed(&["disco: vm vm0 ended: crashed (unhandled EL1 sync exception)"]);
         assert!(w.fatal.unwrap().contains("crashed"));
-        let w = feed(&["disco: vm vm0 ended: powered off"]);
+        let w = feed(&["disco: [    3.120 cpu1] error: vm vm0 ended: crashed: stage-2 fault at 0x0"]);
+        assert!(w.fatal.unwrap().contains("crashed"));
+        let w = feed(&["disco: [    9.000 cpu0] vm vm0 ended: powered off"]);
         assert!(w.fatal.is_none());
     }
 

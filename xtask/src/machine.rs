@@ -110,7 +110,7 @@ pub fn parse(name: &str, file: &str, text: &str) -> Result<Machine> {
         ));
     }
     let mib = *raw.memory_per_node_mib.get_ref();
-    if mib < 64 || mib % 2 != 0 {
+    if mib < 64 || !mib.is_multiple_of(2) {
         return Err(err(
             raw.memory_per_node_mib.span(),
             "memory-per-node-mib",

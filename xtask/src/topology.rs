@@ -178,6 +178,26 @@ mod tests {
         assert!(check(&p.report, &machine()).is_err());
     }
 
+    /// The monitor's own log format (numa::Hardware through its logger).
+    #[test]
+    fn monitor_log_format() {
+        let text = "disco: [    0.010 cpu0] available: 2 nodes (0-1)
+disco: [    0.010 cpu0] node 0 cpus: 0 1
+disco: [    0.010 cpu0] node 0 size: 1024 MB
+disco: [    0.010 cpu0] node 0 free: 1000 MB
+disco: [    0.010 cpu0] node 1 cpus: 2 3
+disco: [    0.010 cpu0] node 1 size: 1024 MB
+disco: [    0.010 cpu0] node 1 free: 1023 MB
+disco: [    0.011 cpu1] cpu 1: online
+disco: [    0.010 cpu0] node distances:
+disco: [    0.010 cpu0] node   0   1 
+disco: [    0.010 cpu0]   0:  10  20 
+disco: [    0.010 cpu0]   1:  20  10 ";
+        let p = parse(text);
+        assert!(p.done());
+        check(&p.report, &machine()).unwrap();
+    }
+
     #[test]
     fn incomplete_is_not_done() {
         let p = parse(&NUMA2.lines().take(10).collect::<Vec<_>>().join("\n"));
