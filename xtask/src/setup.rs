@@ -129,7 +129,8 @@ pub fn apt_update() -> Result<()> {
 /// apt-get that never asks a question (CI has no stdin).
 pub fn apt_get() -> Command {
     let mut c = Command::new("apt-get");
-    c.env("DEBIAN_FRONTEND", "noninteractive").args(["-q", "-o", "Dpkg::Use-Pty=0"]);
+    // Wait for a concurrent apt/dpkg instead of failing on its lock.
+    c.env("DEBIAN_FRONTEND", "noninteractive").args(["-q", "-o", "Dpkg::Use-Pty=0", "-o", "DPkg::Lock::Timeout=300"]);
     c
 }
 
