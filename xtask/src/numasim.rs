@@ -160,6 +160,9 @@ pub struct Sim {
     plugin_arg: String,
     machine: Machine,
     tag: String,
+    /// Print a summary of the report when dropped (`run --exec`, whose
+    /// QEMU stderr with the plugin's own summary only goes to the log).
+    announce: bool,
 }
 
 impl Sim {
@@ -184,7 +187,7 @@ impl Sim {
         if args.iter().any(|a| a.contains(',') && !a.ends_with(".so")) {
             bail!("numa-sim arguments may not contain commas: {args:?}");
         }
-        Ok(Sim { shm, report, plugin_arg: args.join(","), machine: m.clone(), tag: tag.into() })
+        Ok(Sim { shm, report, plugin_arg: args.join(","), machine: m.clone(), tag: tag.into(), announce: false })
     }
 
     /// Rewrites a QEMU command from [`Boot::command`]: the last node's RAM
@@ -266,8 +269,39 @@ impl Sim {
     }
 }
 
+/// A few lines from a report: per node local/remote misses, per CPU
+/// simulated time, the hottest pages.
+pub fn summary(r: &Json) -> String {
+    let mut s = String::new();
+    let num = |v: &Json, k: &str| v.get(k).and_then(Json::num).unwrap_or(0.0);
+    for n in r.get("nodes").map(Json::items).unwrap_or_default() {
+        s += &format!(
+            "numa-sim: node {}: {:.0} local, {:.0} remote misses ({:.2}% local)\n",
+            num(n, "node"), num(n, "local_misses"), num(n, "remote_misses"), num(n, "local_pct")
+        );
+    }
+    for c in r.get("cpus").map(Json::items).unwrap_or_default() {
+        s += &format!("numa-sim: cpu {} (node {}): {:.3} ms simulated\n", num(c, "cpu"), num(c, "node"), num(c, "sim_ns") / 1e6);
+    }
+    for p in r.get("top_pages").map(Json::items).unwrap_or_default().iter().take(5) {
+        let counts: Vec<String> = p.get("counts").map(Json::items).unwrap_or_default().iter().map(|c| format!("{:.0}", c.num().unwrap_or(0.0))).collect();
+        let addr = match p.get("addr") {
+            Some(Json::Str(a)) => a.clone(),
+            _ => "?".into(),
+        };
+        s += &format!("numa-sim: hot page {addr} (home node {}): misses per node [{}]\n", num(p, "home"), counts.join(", "));
+    }
+    s
+}
+
 impl Drop for Sim {
     fn drop(&mut self) {
+        if self.announce {
+            match self.read_report() {
+                Ok(r) => eprint!("{}", summary(&r)),
+                Err(e) => eprintln!("numa-sim: {e:#}"),
+            }
+        }
         let _ = std::fs::remove_file(&self.shm);
     }
 }
@@ -276,7 +310,8 @@ impl Drop for Sim {
 /// command. Keep the returned [`Sim`] alive until QEMU has exited.
 pub fn for_run(b: &Boot, cmd: Command, params: Option<&str>) -> Result<(Command, Option<Sim>)> {
     let Some(params) = params else { return Ok((cmd, None)) };
-    let sim = Sim::new(&b.machine, params, &b.tag)?;
+    let mut sim = Sim::new(&b.machine, params, &b.tag)?;
+    sim.announce = b.exec.is_some();
     let payload = if b.native { Some(payload()?) } else { None };
     let cmd = sim.wrap(&cmd, b.native, payload.as_deref())?;
     eprintln!("numa-sim: report at QEMU exit in {}; counters in {}", rel(&sim.report), sim.shm.display());
@@ -320,6 +355,7 @@ mod tests {
             plugin_arg: "p.so,mem=1024M/1024M".into(),
             machine: m,
             tag: "t".into(),
+            announce: false,
         };
         let w = sim.wrap(&cmd, true, None).unwrap();
         let a: Vec<String> = w.get_args().map(|a| a.to_string_lossy().into_owned()).collect();

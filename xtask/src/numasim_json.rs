@@ -40,6 +40,14 @@ impl Json {
         }
     }
 
+    /// The elements of an array (empty for anything else).
+    pub fn items(&self) -> &[Json] {
+        match self {
+            Json::Arr(a) => a,
+            _ => &[],
+        }
+    }
+
     pub fn num(&self) -> Option<f64> {
         match self {
             Json::Num(n) => Some(*n),
