@@ -27,6 +27,23 @@
 //! backends start zeroed). When the magic is present the monitor must never
 //! hand the region to a guest or to itself.
 //!
+//! What the monitor does, step by step:
+//! 1. From its `Topology`: `ram_start` = lowest node memory address,
+//!    `ram_end` = highest node memory end, `nodes` = node count; then
+//!    `let l = CounterLayout::for_machine(ram_start, ram_end, nodes)`.
+//! 2. Map `[l.region_base, l.region_end())` as normal memory (the plugin
+//!    writes the host side of the same RAM; TCG has no cache to bypass),
+//!    decode the first [`Header::ENCODED_LEN`] bytes with [`Header::decode`]
+//!    and call [`CounterLayout::check`].
+//! 3. `Ok`: remove the region from the last node's frame allocator before
+//!    anything is allocated (it is 2 MiB aligned). `Err(NoMagic)`: no plugin;
+//!    the memory is ordinary RAM. Any other error: warn and still exclude.
+//! 4. To report: [`CounterLayout::hottest`] with a volatile `u32` read of
+//!    `region_base + HEADER_SIZE + 4 * i`; to reset: bump `reset_request`.
+//!
+//! Natively (no monitor) xtask boots Linux with `mem=` set to
+//! `region_base - ram_start`, so Linux never touches the region.
+//!
 //! # Format (all fields little-endian, naturally aligned)
 //!
 //! | offset | size | field | written by |
@@ -85,6 +102,19 @@ pub const PAGE_SIZE: u64 = 1 << PAGE_SHIFT;
 pub const REGION_ALIGN: u64 = 2 << 20;
 /// The writer looks at `reset_request` at least this often (in misses).
 pub const RESET_POLL_MISSES: u64 = 4096;
+/// Most nodes a counter region describes.
+pub const MAX_COUNTED_NODES: usize = 8;
+
+/// One page's per-node miss counts, as a reader reports them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PageCounts {
+    /// Page frame number.
+    pub pfn: u64,
+    /// Sum of `counts`.
+    pub total: u64,
+    /// Misses by CPUs of each node (entries past `node_count` are 0).
+    pub counts: [u32; MAX_COUNTED_NODES],
+}
 
 /// Byte offsets of the header fields, relative to the region base.
 pub mod off {
@@ -154,7 +184,7 @@ impl CounterLayout {
     /// of that span is counted, and the region sits at the end of RAM.
     /// Returns `None` if the region would not fit in RAM.
     pub fn for_machine(ram_start: u64, ram_end: u64, node_count: u32) -> Option<Self> {
-        if node_count == 0 || ram_end <= ram_start || ram_start % PAGE_SIZE != 0 {
+        if node_count == 0 || node_count as usize > MAX_COUNTED_NODES || ram_end <= ram_start || ram_start % PAGE_SIZE != 0 {
             return None;
         }
         let first_pfn = ram_start >> PAGE_SHIFT;
@@ -198,6 +228,41 @@ impl CounterLayout {
     pub fn index_to_page(&self, idx: u64) -> (u64, u32) {
         let n = self.node_count as u64;
         (self.first_pfn + idx / n, (idx % n) as u32)
+    }
+
+    /// Physical address of the counter of `(pfn, node)`.
+    pub fn counter_phys(&self, pfn: u64, node: u32) -> Option<u64> {
+        Some(self.region_base + self.counter_offset(pfn, node)?)
+    }
+
+    /// The hottest pages (by misses summed over nodes), hottest first, into
+    /// `out`; returns how many it filled. `read(i)` returns counter `i` of
+    /// the array (for the monitor: a volatile read of machine memory at
+    /// `region_base + HEADER_SIZE + 4 * i`). Pages without misses are skipped.
+    pub fn hottest(&self, read: impl Fn(u64) -> u32, out: &mut [PageCounts]) -> usize {
+        let n = self.node_count as u64;
+        let mut filled = 0;
+        for page in 0..self.page_count {
+            let mut p = PageCounts { pfn: self.first_pfn + page, ..PageCounts::default() };
+            for node in 0..n {
+                let c = read(page * n + node);
+                p.counts[node as usize] = c;
+                p.total += c as u64;
+            }
+            if p.total == 0 || (filled == out.len() && out.last().is_none_or(|l| l.total >= p.total)) {
+                continue;
+            }
+            let mut at = filled.min(out.len() - 1);
+            if filled < out.len() {
+                filled += 1;
+            }
+            while at > 0 && out[at - 1].total < p.total {
+                out[at] = out[at - 1];
+                at -= 1;
+            }
+            out[at] = p;
+        }
+        filled
     }
 
     /// Does `[addr, addr + len)` overlap the region?
@@ -390,9 +455,30 @@ mod tests {
     }
 
     #[test]
+    fn hottest_pages() {
+        let l = CounterLayout::for_machine(G, 3 * G, 2).unwrap();
+        // Pages 0..4 with (node0, node1) counts; everything else zero.
+        let c = [(1, 0), (0, 0), (5, 7), (3, 3), (0, 2)];
+        let read = |i: u64| {
+            let (page, node) = ((i / 2) as usize, i % 2);
+            c.get(page).map_or(0, |&(a, b)| if node == 0 { a } else { b })
+        };
+        let mut out = [PageCounts::default(); 3];
+        assert_eq!(l.hottest(read, &mut out), 3);
+        assert_eq!((out[0].pfn, out[0].total, out[0].counts[..2].to_vec()), (0x40002, 12, vec![5, 7]));
+        assert_eq!((out[1].pfn, out[1].total), (0x40003, 6));
+        assert_eq!((out[2].pfn, out[2].total), (0x40004, 2));
+        let mut many = [PageCounts::default(); 10];
+        assert_eq!(l.hottest(read, &mut many), 4);
+        assert_eq!(many[3].pfn, 0x40000);
+        assert_eq!(l.counter_phys(0x40001, 1), Some(l.region_base + HEADER_SIZE + 12));
+    }
+
+    #[test]
     fn rejects_bad_machines() {
         assert_eq!(CounterLayout::for_machine(G, G, 2), None);
         assert_eq!(CounterLayout::for_machine(G, 2 * G, 0), None);
+        assert_eq!(CounterLayout::for_machine(G, 2 * G, 9), None);
         // Too small to hold its own counters.
         assert_eq!(CounterLayout::for_machine(G, G + (1 << 20), 1), None);
     }

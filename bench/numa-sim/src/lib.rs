@@ -39,8 +39,8 @@ use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, OnceLock};
 
-/// Most nodes a machine may have.
-pub const MAX_NODES: usize = 8;
+/// Most nodes a machine may have (the counter region's limit).
+pub const MAX_NODES: usize = counters::MAX_COUNTED_NODES;
 /// `HINT #0x7a` / `HINT #0x7b`: begin / end of a region of interest.
 pub const ROI_BEGIN_INSN: u32 = 0xd503_201f | (0x7a << 5);
 pub const ROI_END_INSN: u32 = 0xd503_201f | (0x7b << 5);

@@ -132,3 +132,37 @@ impl Region {
 }
 
 pub const POLL_MASK: u64 = RESET_POLL_MISSES - 1;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::counters::{off, CounterLayout, Header};
+    use std::sync::atomic::Ordering::Relaxed;
+
+    #[test]
+    fn private_region_counts_saturates_and_resets() {
+        let g = 1u64 << 30;
+        let l = CounterLayout::for_machine(g, 3 * g, 2).unwrap();
+        let r = Region::open(l, None, 0, 64).unwrap();
+        // SAFETY (test): reading the header bytes of our own mapping.
+        let hdr = unsafe { std::slice::from_raw_parts(r.base, Header::ENCODED_LEN) };
+        assert_eq!(l.check(&Header::decode(hdr).unwrap()), Ok(()));
+        r.count(0x40001, 1);
+        r.count(0x40001, 1);
+        r.count(0x3ffff, 0); // below RAM: ignored
+        let i = l.counter_index(0x40001, 1).unwrap();
+        assert_eq!(r.counters().nth(i as usize), Some(2));
+        assert_eq!(r.counters().map(u64::from).sum::<u64>(), 2);
+        r.counter(0).store(u32::MAX, Relaxed);
+        r.count(0x40000, 0);
+        assert_eq!(r.counter(0).load(Relaxed), u32::MAX);
+        // The reader asks for a whole-array reset; the next poll serves it.
+        r.u32_at(off::RESET_REQUEST).store(5, Relaxed);
+        r.poll(4096);
+        assert_eq!(r.u32_at(off::RESET_DONE).load(Relaxed), 5);
+        assert_eq!(r.counters().map(u64::from).sum::<u64>(), 0);
+        assert_eq!(r.u64_at(off::MISSES_TOTAL).load(Relaxed), 0);
+        r.poll(4096);
+        assert_eq!(r.u64_at(off::MISSES_TOTAL).load(Relaxed), 4096);
+    }
+}
