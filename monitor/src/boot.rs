@@ -104,7 +104,7 @@ fn start_secondaries(topology: &Topology) {
             log::warn!("CPU {} (MPIDR {:#x}) beyond MAX_CPUS, left off", cpu.index, cpu.mpidr);
             continue;
         }
-        match psci::cpu_on(cpu.mpidr, secondary_entry as usize as u64, cpu.index as u64) {
+        match psci::cpu_on(cpu.mpidr, secondary_entry as *const () as u64, cpu.index as u64) {
             Ok(()) => expected += 1,
             Err(code) => log::error!("PSCI CPU_ON for CPU {} failed: {code}", cpu.index),
         }

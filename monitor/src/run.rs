@@ -24,6 +24,13 @@ static JOBS: [Mutex<Option<Job>>; MAX_CPUS] = [const { Mutex::new(None) }; MAX_C
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static BASELINE: Once<Vec<u64>> = Once::new();
 static NODES: AtomicUsize = AtomicUsize::new(1);
+/// The NUMA node of each logical CPU.
+static CPU_NODE: Once<Vec<NodeId>> = Once::new();
+
+/// The node of the calling CPU: where first-touch allocations go.
+pub fn current_node() -> NodeId {
+    CPU_NODE.get().and_then(|nodes| nodes.get(arch::cpu::index()).copied()).unwrap_or(0)
+}
 
 /// Starts every VM of the bundle; the boot CPU runs VM 0 itself.
 pub fn run(topology: &Topology, specs: Vec<VmSpec>) -> Result<(), String> {
@@ -36,6 +43,11 @@ pub fn run(topology: &Topology, specs: Vec<VmSpec>) -> Result<(), String> {
         return Err(format!("VM {}: {} vCPUs requested; this monitor runs 1 vCPU per VM", spec.name, spec.vcpus));
     }
     NODES.store(topology.node_count(), Ordering::Relaxed);
+    CPU_NODE.call_once(|| {
+        let mut nodes = alloc::vec![0; cpus.iter().map(|c| c.index + 1).max().unwrap_or(1)];
+        cpus.iter().for_each(|c| nodes[c.index] = c.node);
+        nodes
+    });
     BASELINE.call_once(memory::free_bytes);
     LIVE.store(specs.len(), Ordering::Release);
     for (id, spec) in specs.iter().enumerate() {

@@ -38,8 +38,10 @@ pub fn handle(vm: &mut Vm, vcpu: usize, exit: Exit) -> Option<End> {
 fn sync(vm: &mut Vm, vcpu: usize, esr: Esr) -> Option<End> {
     match esr.class() {
         ec::WFX => {
+            // WFE, WFIT and WFET complete at once: allowed by the
+            // architecture, and their deadlines are the guest's to keep.
             vm.vcpus[vcpu].regs.pc += 4;
-            if !esr.is_wfe() {
+            if esr.is_plain_wfi() {
                 idle(vm, vcpu);
             }
             None
@@ -56,6 +58,10 @@ fn sync(vm: &mut Vm, vcpu: usize, esr: Esr) -> Option<End> {
             None
         }
         ec::DABT_LOWER => data_abort(vm, vcpu, esr),
+        ec::IABT_LOWER if vm.is_ram(fault_ipa()) => {
+            let translation_fault = esr.fault_status() & 0b11_1100 == 0b00_0100;
+            first_touch(vm, fault_ipa(), translation_fault, esr)
+        }
         ec::IABT_LOWER => {
             let ipa = fault_ipa();
             log::warn!("{}: instruction fetch from {ipa:#x} (not RAM): external abort injected", vm.name);
@@ -141,10 +147,7 @@ fn data_abort(vm: &mut Vm, vcpu: usize, esr: Esr) -> Option<End> {
     // Only translation faults (DFSC 0b0001LL) are MMIO; RAM is always mapped.
     let translation_fault = esr.fault_status() & 0b11_1100 == 0b00_0100;
     if vm.is_ram(ipa) {
-        return Some(End::Crashed(alloc::format!(
-            "stage-2 fault on guest RAM at {ipa:#x} (ESR {:#x})",
-            esr.0
-        )));
+        return first_touch(vm, ipa, translation_fault, esr);
     }
     let result = match (translation_fault, esr.data_abort()) {
         (true, Some(access)) => mmio(vm, vcpu, ipa, access),
@@ -165,6 +168,19 @@ fn data_abort(vm: &mut Vm, vcpu: usize, esr: Esr) -> Option<End> {
         }
     }
     vm.end.take()
+}
+
+/// A stage-2 translation fault on guest RAM: back the page on the node of
+/// the CPU the vCPU runs on, and let the guest retry the access.
+fn first_touch(vm: &mut Vm, ipa: u64, translation_fault: bool, esr: Esr) -> Option<End> {
+    if !translation_fault {
+        return Some(End::Crashed(alloc::format!("stage-2 fault on guest RAM at {ipa:#x} (ESR {:#x})", esr.0)));
+    }
+    let node = crate::run::current_node();
+    match vm.touch(ipa, node) {
+        Some(_) => None,
+        None => Some(End::Crashed(alloc::format!("out of machine memory backing guest page {ipa:#x}"))),
+    }
 }
 
 /// Emulates one load or store to a virtual device.

@@ -60,33 +60,14 @@ impl Vm {
     /// Builds VM number `id` from `spec`: memory on `home` (or the nearest
     /// node with room), kernel, initrd and device tree loaded.
     pub fn create(id: usize, spec: &VmSpec, home: NodeId, nodes: usize) -> Result<Vm, String> {
+        let (root, node) = memory::alloc_frame(home).ok_or("out of memory for the stage-2 root")?;
         let mut frames = vec![0usize; nodes];
-        let mut take = |frames: &mut Vec<usize>| -> Option<u64> {
-            let (pa, node) = memory::alloc_frame(home)?;
-            frames[node] += 1;
-            Some(pa)
-        };
-        let root = take(&mut frames).ok_or("out of memory for the stage-2 root")?;
-        let mut stage2 = Stage2::new(root, id as u16 + 1);
-        let mut data_frames = vec![0usize; nodes];
-        let mut short = false;
-        let mapped = stage2.walk(
-            RAM_BASE,
-            RAM_BASE + spec.memory,
-            Some(&mut || take(&mut frames)),
-            &mut |_, mut pte| match take(&mut data_frames) {
-                Some(pa) => pte.set_ram(pa),
-                None => short = true,
-            },
-        );
-        for (total, data) in frames.iter_mut().zip(&data_frames) {
-            *total += data;
-        }
+        frames[node] += 1;
         let mpidrs: Vec<u64> = (0..spec.vcpus as u64).map(|i| (i / 16) << 8 | (i % 16)).collect();
         let mut vm = Vm {
             name: spec.name.clone(),
             home,
-            stage2,
+            stage2: Stage2::new(root, id as u16 + 1),
             ram_size: spec.memory,
             vgic: VGic::new(&mpidrs, SPIS),
             uart: Pl011::new(),
@@ -95,10 +76,6 @@ impl Vm {
             frames,
             end: None,
         };
-        if mapped.is_err() || short {
-            vm.destroy();
-            return Err(format!("not enough free memory for {} MiB", spec.memory >> 20));
-        }
         let entry = match vm.load(spec, &mpidrs) {
             Ok(entry) => entry,
             Err(e) => {
@@ -112,6 +89,34 @@ impl Vm {
             .collect();
         vm.vcpus[0].regs = VcpuRegs::boot(entry.0, entry.1);
         Ok(vm)
+    }
+
+    /// Backs the guest page at `ipa` with a zeroed frame from `node` (or the
+    /// nearest node with one): Disco's first-touch placement. Returns the
+    /// frame, or None when the machine is out of memory.
+    pub fn touch(&mut self, ipa: u64, node: NodeId) -> Option<u64> {
+        let page = ipa & !(PAGE_SIZE - 1);
+        if let Some(pa) = self.stage2.translate(page) {
+            return Some(pa);
+        }
+        let (data, data_node) = memory::alloc_frame(node)?;
+        let Vm { stage2, frames, .. } = self;
+        let mut mapped = false;
+        let mut new_table = || {
+            let (pa, from) = memory::alloc_frame(node)?;
+            frames[from] += 1;
+            Some(pa)
+        };
+        let _ = stage2.walk(page, page + 1, Some(&mut new_table), &mut |_, mut pte| {
+            pte.set_ram(data);
+            mapped = true;
+        });
+        if !mapped {
+            memory::free_frame(data);
+            return None;
+        }
+        self.frames[data_node] += 1;
+        Some(data)
     }
 
     /// Copies kernel, initrd and the guest DTB into guest memory; returns
@@ -163,7 +168,13 @@ impl Vm {
         let mut done = 0usize;
         while done < data.len() {
             let at = ipa + done as u64;
-            let pa = self.stage2.translate(at).ok_or_else(|| format!("guest address {at:#x} is not RAM"))?;
+            if !self.is_ram(at) {
+                return Err(format!("guest address {at:#x} is not RAM"));
+            }
+            let pa = match self.stage2.translate(at) {
+                Some(pa) => pa,
+                None => self.touch(at, self.home).ok_or("out of memory")? | (at % PAGE_SIZE),
+            };
             let chunk = ((PAGE_SIZE - (at % PAGE_SIZE)) as usize).min(data.len() - done);
             // SAFETY: `pa` is a frame of this VM's memory, which only it uses.
             unsafe { mem::slice_mut(pa, chunk) }.copy_from_slice(&data[done..done + chunk]);

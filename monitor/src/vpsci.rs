@@ -6,7 +6,6 @@ use crate::vm::{End, Vm};
 
 pub const PSCI_VERSION: u32 = 0x8400_0000;
 pub const CPU_SUSPEND: u32 = 0x8400_0001;
-pub const CPU_OFF: u32 = 0x8400_0002;
 pub const CPU_ON: u32 = 0x8400_0003;
 pub const AFFINITY_INFO: u32 = 0x8400_0004;
 pub const MIGRATE_INFO_TYPE: u32 = 0x8400_0006;

@@ -28,11 +28,6 @@ impl Esr {
     pub fn iss(self) -> u64 {
         self.0 & 0x1ff_ffff
     }
-    /// IL: the trapped instruction was 32 bits long.
-    pub fn il32(self) -> bool {
-        self.0 & (1 << 25) != 0
-    }
-
     pub fn class_name(self) -> &'static str {
         match self.class() {
             ec::UNKNOWN => "unknown",
@@ -72,9 +67,10 @@ impl Esr {
         self.iss() & 0x3f
     }
 
-    /// WFI (false) or WFE (true).
-    pub fn is_wfe(self) -> bool {
-        self.iss() & 1 != 0
+    /// A plain WFI (not WFE, WFIT or WFET): the only form that waits for
+    /// an interrupt with no deadline of its own.
+    pub fn is_plain_wfi(self) -> bool {
+        self.iss() & 0b11 == 0
     }
 
     /// The trapped system register access of an EC 0x18 exception.

@@ -59,7 +59,6 @@ const PRIORITY: u8 = 0xa0;
 /// INTIDs of the private interrupts the monitor uses.
 pub mod intid {
     pub const MAINTENANCE: u32 = 25;
-    pub const HYP_TIMER: u32 = 26;
     pub const VIRT_TIMER: u32 = 27;
     /// First INTID that is not spurious.
     pub const SPURIOUS: u32 = 1020;
@@ -173,24 +172,11 @@ pub fn eoi(intid: u32) {
     unsafe { asm!("msr ICC_EOIR1_EL1, {0}", "isb", in(reg) intid as u64) };
 }
 
-/// Sends SGI `sgi` to the CPU with affinity `mpidr`.
-pub fn send_sgi(sgi: u32, mpidr: u64) {
-    let aff1 = (mpidr >> 8) & 0xff;
-    let aff2 = (mpidr >> 16) & 0xff;
-    let aff3 = (mpidr >> 32) & 0xff;
-    let target_list = 1u64 << (mpidr & 0xf);
-    let rs = (mpidr & 0xff) >> 4;
-    let value = aff3 << 48 | aff2 << 32 | (sgi as u64) << 24 | rs << 44 | aff1 << 16 | target_list;
-    // SAFETY: generating an SGI has no effect beyond the interrupt.
-    unsafe { asm!("msr ICC_SGI1R_EL1, {0}", "isb", in(reg) value) };
-}
-
 /// The virtual CPU interface's list registers (ICH_LR<n>_EL2).
 pub mod lr {
     use super::*;
 
     pub const STATE_PENDING: u64 = 0b01 << 62;
-    pub const STATE_ACTIVE: u64 = 0b10 << 62;
     const STATE_MASK: u64 = 0b11 << 62;
     const GROUP1: u64 = 1 << 60;
 
@@ -207,10 +193,6 @@ pub mod lr {
     /// The state bits of a list-register value; 0 means the slot is free.
     pub fn state(value: u64) -> u64 {
         value & STATE_MASK
-    }
-
-    pub fn intid(value: u64) -> u32 {
-        value as u32
     }
 
     pub fn read(n: usize) -> u64 {

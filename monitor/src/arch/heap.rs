@@ -19,7 +19,3 @@ pub fn init() {
     unsafe { HEAP.lock().init(&raw mut HEAP_SPACE as *mut u8, HEAP_SIZE) };
 }
 
-/// Bytes of heap in use, for statistics.
-pub fn used() -> usize {
-    HEAP.lock().used()
-}

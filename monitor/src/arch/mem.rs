@@ -25,10 +25,29 @@ pub unsafe fn slice(pa: u64, len: usize) -> &'static [u8] {
     unsafe { core::slice::from_raw_parts(pa as *const u8, len) }
 }
 
-/// Fills one 4 KiB frame with zeroes.
+/// Fills one 4 KiB frame with zeroes, a cache block at a time with DC ZVA
+/// (one instruction per block, where a store loop needs dozens).
 pub fn zero_frame(pa: u64) {
-    // SAFETY: frames handed out by the allocators are RAM owned by the caller.
-    unsafe { core::ptr::write_bytes(pa as *mut u8, 0, 4096) };
+    let block = zva_block_size();
+    if block == 0 {
+        // SAFETY: frames handed out by the allocators are RAM owned by the caller.
+        unsafe { core::ptr::write_bytes(pa as *mut u8, 0, 4096) };
+        return;
+    }
+    let mut at = pa;
+    while at < pa + 4096 {
+        // SAFETY: as above; `at` stays inside the frame (block divides 4096).
+        unsafe { asm!("dc zva, {0}", in(reg) at) };
+        at += block;
+    }
+}
+
+/// DC ZVA's block size in bytes, or 0 where DC ZVA is prohibited.
+fn zva_block_size() -> u64 {
+    let dczid: u64;
+    // SAFETY: reading DCZID_EL0 has no side effects.
+    unsafe { asm!("mrs {0}, dczid_el0", out(reg) dczid) };
+    if dczid & (1 << 4) != 0 { 0 } else { 4 << (dczid & 0xf) }
 }
 
 /// Cleans data caches to the point of coherency and invalidates the

@@ -5,7 +5,6 @@ use core::arch::asm;
 
 pub const CPU_ON: u64 = 0xc400_0003;
 pub const SYSTEM_OFF: u64 = 0x8400_0008;
-pub const SYSTEM_RESET: u64 = 0x8400_0009;
 
 fn smc(function: u64, a1: u64, a2: u64, a3: u64) -> i64 {
     let ret: i64;
