@@ -45,7 +45,10 @@ pub fn boot(machine_name: &str, runs: usize) -> Result<()> {
                 vm: vm.clone(),
                 tag: format!("bench-boot-{kind}"),
             };
-            let r = Session::spawn(b.command(&mut env, false)?, &b.tag, false).and_then(|s| exec::run(s, VM_NAME, TIMEOUT));
+            let r = b
+                .command(&mut env, false)
+                .and_then(|c| Session::spawn(c, &b.tag, false))
+                .and_then(|s| exec::run(s, VM_NAME, TIMEOUT));
             match r.map(|o| o.ready_after) {
                 Ok(Some(t)) => {
                     eprintln!("bench: {kind} run {run}/{runs}: {:.2} s", t.as_secs_f64());

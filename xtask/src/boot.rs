@@ -9,7 +9,7 @@
 use crate::bundle::{Bundle, Vm};
 use crate::debs::Guest;
 use crate::machine::Machine;
-use crate::util::{cache_dir, write_if_changed};
+use crate::util::{gc_run_files, run_file, write_if_changed};
 use crate::{debs, image, initramfs, qemu, setup};
 use anyhow::Result;
 use std::path::PathBuf;
@@ -30,6 +30,7 @@ impl Env {
     /// Runs setup and builds the guest side (the monitor is built lazily).
     pub fn prepare() -> Result<Env> {
         setup::host()?;
+        gc_run_files(&["initramfs", "bundle"]);
         let guest = debs::ensure()?;
         let base_initrd = initramfs::base(&guest.busybox)?;
         Ok(Env { guest, base_initrd, monitor: None })
@@ -111,7 +112,7 @@ impl Boot {
                     bootargs: self.bootargs(),
                 }],
             };
-            let path = cache_dir("bundle")?.join(format!("{}.dtb", self.tag));
+            let path = run_file("bundle", &self.tag, "dtb")?;
             write_if_changed(&path, &bundle.to_dtb()?)?;
             cmd.arg("-kernel").arg(monitor);
             cmd.arg("-initrd").arg(path);

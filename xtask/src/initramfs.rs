@@ -10,7 +10,7 @@
 //! Layout: `/init` <- `guest-hints/guest/init`, `/usr/bin/*` <-
 //! `guest-hints/guest/bin/*`, `/bin/busybox`, `/bin/sh`, `/dev/console`.
 
-use crate::util::{cache_dir, rel, root, write_if_changed};
+use crate::util::{cache_dir, rel, root, run_file, write_if_changed};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -105,12 +105,12 @@ pub fn base(busybox: &Path) -> Result<PathBuf> {
 }
 
 /// The archive a VM boots: the base alone, or the base followed by an
-/// archive holding `/exec.sh` (written to `.cache/initramfs/<tag>.cpio`).
+/// archive holding `/exec.sh` (a per-run file, see [`run_file`]).
 pub fn with_exec(base: &Path, exec: Option<&str>, tag: &str) -> Result<PathBuf> {
     let Some(cmd) = exec else { return Ok(base.to_path_buf()) };
     let mut data = std::fs::read(base)?;
     data.extend(exec_archive(cmd));
-    let path = cache_dir("initramfs")?.join(format!("{tag}.cpio"));
+    let path = run_file("initramfs", tag, "cpio")?;
     write_if_changed(&path, &data)?;
     Ok(path)
 }

@@ -7,7 +7,7 @@
 //! session kills the group when dropped, so no QEMU outlives a run, a failed
 //! test or a Ctrl-C.
 
-use crate::util::{cache_dir, rel, show, timestamp};
+use crate::util::{new_log, rel, show};
 use anyhow::{Context, Result};
 use std::collections::VecDeque;
 use std::fs::File;
@@ -96,8 +96,7 @@ impl Session {
     /// Spawns `cmd` with stdin null, logging to `.cache/logs/<tag>-<time>.log`.
     /// `tee` also copies every line to xtask's stderr.
     pub fn spawn(mut cmd: Command, tag: &str, tee: bool) -> Result<Session> {
-        let log_path = cache_dir("logs")?.join(format!("{tag}-{}.log", timestamp()));
-        let mut log = File::create(&log_path).with_context(|| format!("creating {}", rel(&log_path)))?;
+        let (mut log, log_path) = new_log(tag)?;
         writeln!(log, "# {}", show(&cmd))?;
         if tee {
             eprintln!("run: {}", show(&cmd));

@@ -12,7 +12,7 @@ use crate::boot::{Boot, Env, VmShape, VM_NAME};
 use crate::exec::{self, Watcher, TAIL_LINES};
 use crate::qemu::{code, Event, Session};
 use crate::topology::{self, Parser};
-use crate::util::{cache_dir, rel, root};
+use crate::util::{rel, root};
 use crate::machine;
 use anyhow::{anyhow, bail, Context, Result};
 use std::io::Write;
@@ -115,8 +115,7 @@ fn indent(s: &str) -> String {
 
 /// `cargo test` over every crate that builds for the host.
 fn host_unit() -> Result<()> {
-    let log_path = cache_dir("logs")?.join(format!("host-unit-{}.log", crate::util::timestamp()));
-    let log = std::fs::File::create(&log_path)?;
+    let (log, log_path) = crate::util::new_log("host-unit")?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(root())

@@ -108,14 +108,70 @@ pub fn write_if_changed(path: &Path, data: &[u8]) -> Result<bool> {
     if std::fs::read(path).map(|old| old == data).unwrap_or(false) {
         return Ok(false);
     }
-    let tmp = path.with_extension("tmp");
+    // Per-process temporary name: concurrent xtask runs share this tree.
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, data).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
     Ok(true)
 }
 
+/// A file for one run only: `.cache/<sub>/<tag>.pid<PID>.<ext>`. Several
+/// xtask processes may run at once in one tree (people, CI, helpers), so
+/// per-run files carry the owner's pid; [`gc_run_files`] removes those
+/// whose owner is gone.
+pub fn run_file(sub: &str, tag: &str, ext: &str) -> Result<PathBuf> {
+    Ok(cache_dir(sub)?.join(format!("{tag}.pid{}.{ext}", std::process::id())))
+}
+
+/// Deletes per-run files of processes that no longer exist.
+pub fn gc_run_files(subs: &[&str]) {
+    for sub in subs {
+        let Ok(dir) = std::fs::read_dir(root().join(".cache").join(sub)) else { continue };
+        for e in dir.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = run_file_owner(&name) {
+                if !Path::new("/proc").join(pid.to_string()).exists() {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+}
+
+/// The pid in a `<tag>.pid<PID>.<ext>` name.
+fn run_file_owner(name: &str) -> Option<u32> {
+    let at = name.rfind(".pid")?;
+    name[at + 4..].split('.').next()?.parse().ok()
+}
+
+/// Creates `.cache/logs/<tag>-<time>.log`, never reusing a name (two runs
+/// of one tag may start in the same second).
+pub fn new_log(tag: &str) -> Result<(std::fs::File, PathBuf)> {
+    let dir = cache_dir("logs")?;
+    let stamp = timestamp();
+    for n in 1.. {
+        let name = if n == 1 { format!("{tag}-{stamp}.log") } else { format!("{tag}-{stamp}-{n}.log") };
+        let path = dir.join(name);
+        match std::fs::File::create_new(&path) {
+            Ok(f) => return Ok((f, path)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+        }
+    }
+    unreachable!()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn run_file_names() {
+        assert_eq!(run_file_owner("test-guest-boot.pid1234.cpio"), Some(1234));
+        assert_eq!(run_file_owner("base.cpio"), None);
+        assert_eq!(run_file_owner("bench-autonuma-1.cpio"), None);
+        let p = run_file("initramfs", "t", "cpio").unwrap();
+        assert_eq!(run_file_owner(&p.file_name().unwrap().to_string_lossy()), Some(std::process::id()));
+    }
+
     use super::*;
 
     #[test]
