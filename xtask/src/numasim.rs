@@ -2,8 +2,10 @@
 //!
 //! [`Sim`] turns a machine from `qemu-configs/` into plugin arguments (node
 //! sizes, CPUs per node, distances: nothing about the machine is hard-coded
-//! in the plugin), backs the last node's RAM with a shared file in `/dev/shm`
-//! (the counter channel, see `numa/src/counters.rs`), and rewrites a QEMU
+//! in the plugin), backs every node's RAM with a file in `/dev/shm`
+//! (`<prefix>.m<node>`; the last one is the counter channel, see
+//! `numa/src/counters.rs`; all of them let the plugin map code addresses to
+//! physical ones for instruction fetches), and rewrites a QEMU
 //! command built by [`crate::boot`] to load the plugin. Natively the kernel
 //! gets `mem=` so Linux never uses the counter region at the top of RAM;
 //! under the monitor the monitor keeps it out of its allocators itself.
@@ -30,8 +32,8 @@ use std::process::Command;
 /// Where QEMU's `virt` board puts RAM (node 0 first, nodes in order).
 pub const RAM_BASE: u64 = 0x4000_0000;
 /// Plugin parameters a user may set with `--numa-sim=k=v,...`; the machine
-/// keys (`mem`, `cpus`, `dist`, `shm`, `out`) always come from xtask.
-pub const USER_KEYS: &[&str] = &["cache", "assoc", "line", "local_ns", "remote_ns", "insn_ns", "top", "filter"];
+/// keys (`mem`, `cpus`, `dist`, `shm`, `out`, `ram_prefix`) always come from xtask.
+pub const USER_KEYS: &[&str] = &["cache", "assoc", "line", "local_ns", "remote_ns", "insn_ns", "top", "filter", "ifetch"];
 /// Debian packages behind `numactl` in the guest.
 const GUEST_DEBS: &[&str] = &["numactl", "libnuma1", "libc6"];
 
@@ -155,6 +157,8 @@ pub fn payload() -> Result<PathBuf> {
 pub struct Sim {
     /// The file backing the last node's RAM (and holding the counter region).
     pub shm: PathBuf,
+    /// `<prefix>.m<node>` back every node's RAM.
+    prefix: String,
     /// The JSON report the plugin writes at QEMU exit.
     pub report: PathBuf,
     plugin_arg: String,
@@ -172,31 +176,35 @@ impl Sim {
         let user = parse_params(params)?;
         let so = build_plugin()?;
         let last = m.nodes - 1;
-        let shm = PathBuf::from(format!("/dev/shm/disco-numasim-{tag}-{}.m{last}", std::process::id()));
-        // A fresh, zeroed (sparse) file: QEMU does not clear an existing one.
-        let f = std::fs::File::create(&shm).with_context(|| format!("creating {}", shm.display()))?;
-        f.set_len(m.memory_per_node_mib << 20)?;
+        let prefix = format!("/dev/shm/disco-numasim-{tag}-{}", std::process::id());
+        for n in 0..m.nodes {
+            // Fresh, zeroed (sparse) files: QEMU does not clear an existing one.
+            let p = format!("{prefix}.m{n}");
+            let f = std::fs::File::create(&p).with_context(|| format!("creating {p}"))?;
+            f.set_len(m.memory_per_node_mib << 20)?;
+        }
+        let shm = PathBuf::from(format!("{prefix}.m{last}"));
         let report = cache_dir("numasim")?.join(format!("{tag}.json"));
         let _ = std::fs::remove_file(&report);
         let mut args = vec![so.to_string_lossy().into_owned()];
         args.extend(machine_args(m));
         args.push(format!("shm={}", shm.display()));
         args.push(format!("shm_node={last}"));
+        args.push(format!("ram_prefix={prefix}"));
         args.push(format!("out={}", report.display()));
         args.extend(user);
         if args.iter().any(|a| a.contains(',') && !a.ends_with(".so")) {
             bail!("numa-sim arguments may not contain commas: {args:?}");
         }
-        Ok(Sim { shm, report, plugin_arg: args.join(","), machine: m.clone(), tag: tag.into(), announce: false })
+        Ok(Sim { shm, prefix, report, plugin_arg: args.join(","), machine: m.clone(), tag: tag.into(), announce: false })
     }
 
-    /// Rewrites a QEMU command from [`Boot::command`]: the last node's RAM
-    /// becomes the shared file, the plugin is loaded (its summary goes to
+    /// Rewrites a QEMU command from [`Boot::command`]: every node's RAM
+    /// becomes a shared file, the plugin is loaded (its summary goes to
     /// stderr via `-d plugin`), and natively `mem=` keeps Linux below the
     /// counter region and `payload` is appended to the initramfs.
     pub fn wrap(&self, cmd: &Command, native: bool, payload: Option<&Path>) -> Result<Command> {
-        let last = self.machine.nodes - 1;
-        let ram = format!("memory-backend-ram,id=m{last},");
+        let ram = "memory-backend-ram,id=m";
         let mut out = Command::new(cmd.get_program());
         if let Some(d) = cmd.get_current_dir() {
             out.current_dir(d);
@@ -208,16 +216,17 @@ impl Sim {
             };
         }
         let args: Vec<OsString> = cmd.get_args().map(|a| a.to_os_string()).collect();
-        let mut swapped = false;
+        let mut swapped = 0;
         let mut i = 0;
         while i < args.len() {
             let a = args[i].to_string_lossy();
             let next = args.get(i + 1).map(|n| n.to_string_lossy().into_owned());
             match (a.as_ref(), next) {
-                ("-object", Some(n)) if n.starts_with(&ram) => {
+                ("-object", Some(n)) if n.starts_with(ram) => {
                     let rest = &n["memory-backend-ram".len()..];
-                    out.arg("-object").arg(format!("memory-backend-file{rest},mem-path={},share=on", self.shm.display()));
-                    swapped = true;
+                    let node = rest[",id=m".len()..].split(',').next().unwrap_or_default();
+                    out.arg("-object").arg(format!("memory-backend-file{rest},mem-path={}.m{node},share=on", self.prefix));
+                    swapped += 1;
                     i += 2;
                 }
                 ("-append", Some(n)) if native => {
@@ -238,8 +247,8 @@ impl Sim {
                 }
             }
         }
-        if !swapped {
-            bail!("numa-sim: no `-object {ram}...` for the last node in the QEMU command");
+        if swapped != self.machine.nodes {
+            bail!("numa-sim: found {swapped} `-object {ram}N,...` in the QEMU command, want one per node");
         }
         out.args(["-plugin", &self.plugin_arg, "-d", "plugin"]);
         Ok(out)
@@ -302,7 +311,9 @@ impl Drop for Sim {
                 Err(e) => eprintln!("numa-sim: {e:#}"),
             }
         }
-        let _ = std::fs::remove_file(&self.shm);
+        for n in 0..self.machine.nodes {
+            let _ = std::fs::remove_file(format!("{}.m{n}", self.prefix));
+        }
     }
 }
 
@@ -351,6 +362,7 @@ mod tests {
         cmd.args(m.qemu_args()).args(["-kernel", "k", "-append", "console=ttyAMA0"]);
         let sim = Sim {
             shm: "/dev/shm/x.m1".into(),
+            prefix: "/dev/shm/x".into(),
             report: "/tmp/r.json".into(),
             plugin_arg: "p.so,mem=1024M/1024M".into(),
             machine: m,
@@ -360,7 +372,7 @@ mod tests {
         let w = sim.wrap(&cmd, true, None).unwrap();
         let a: Vec<String> = w.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         let a = a.join(" ");
-        assert!(a.contains("-object memory-backend-ram,id=m0,size=1024M "), "{a}");
+        assert!(a.contains("-object memory-backend-file,id=m0,size=1024M,mem-path=/dev/shm/x.m0,share=on "), "{a}");
         assert!(a.contains("-object memory-backend-file,id=m1,size=1024M,mem-path=/dev/shm/x.m1,share=on "), "{a}");
         assert!(a.contains("-append console=ttyAMA0 mem=2042M"), "{a}");
         assert!(a.ends_with("-plugin p.so,mem=1024M/1024M -d plugin"), "{a}");

@@ -200,7 +200,7 @@ pub fn autonuma(machine_name: &str, mib: u32, passes: u32, scan_ms: u32, params:
     println!("speedup (off/on simulated time): {:.2}", rows[0].1.sim_ms / rows[1].1.sim_ms);
     println!(
         "method: native Debian kernel under the numa-sim plugin (defaults unless --params: 1 MiB 8-way per-CPU cache, \
-         64 B lines, 300/900 ns local/remote at distance 10/20, 1 ns per instruction); simulated time and misses of \
+         64 B lines, 300/900 ns local/remote at distance 10/20, 1 ns per instruction, instruction fetches modelled); simulated time and misses of \
          CPU 0 between memloop's markers (after the move). NUMA balancing scan delay/min period {scan_ms} ms, max {} ms \
          (debugfs). QEMU: {}.",
         scan_ms * 4,
@@ -217,7 +217,8 @@ pub fn cost(machine_name: &str, runs: usize) -> Result<()> {
     }
     let m = machine::load(machine_name)?;
     let mut env = Env::prepare()?;
-    let kinds: [(&str, Option<&str>); 3] = [("plain", None), ("numa-sim", Some("")), ("no-filter", Some("filter=off"))];
+    let kinds: [(&str, Option<&str>); 4] =
+        [("plain", None), ("numa-sim", Some("")), ("data-only", Some("ifetch=off")), ("no-filter", Some("filter=off"))];
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); kinds.len()];
     for run in 1..=runs {
         for (k, (name, params)) in kinds.iter().enumerate() {

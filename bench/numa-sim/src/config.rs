@@ -21,6 +21,8 @@
 //! | `out` | JSON report path | none |
 //! | `top` | top pages in the report | 20 |
 //! | `filter` | skip the model for an access to the same line as the CPU's last one | on |
+//! | `ram_prefix` | every node's RAM is the file `{ram_prefix}.m{node}` (needed for `ifetch`) | none |
+//! | `ifetch` | model instruction fetches (one lookup per line of each executed TB) | on if `ram_prefix` |
 
 /// Parsed plugin configuration.
 #[derive(Clone, Debug, PartialEq)]
@@ -40,6 +42,8 @@ pub struct Config {
     pub out: Option<String>,
     pub top: usize,
     pub filter: bool,
+    pub ram_prefix: Option<String>,
+    pub ifetch: bool,
 }
 
 /// Parse a size: decimal or 0x-hex, optional K/M/G suffix (powers of 2).
@@ -97,6 +101,8 @@ impl Config {
             out: None,
             top: 20,
             filter: true,
+            ram_prefix: None,
+            ifetch: true,
         };
         for a in args {
             let (k, v) = a.split_once('=').ok_or_else(|| format!("argument {a:?} is not key=value"))?;
@@ -130,6 +136,8 @@ impl Config {
                 "out" => c.out = Some(v.to_string()),
                 "top" => c.top = v.parse().map_err(|e| format!("bad top: {e}"))?,
                 "filter" => c.filter = parse_bool(v)?,
+                "ram_prefix" => c.ram_prefix = Some(v.to_string()),
+                "ifetch" => c.ifetch = parse_bool(v)?,
                 _ => return Err(format!("unknown argument {k:?}")),
             }
         }
@@ -159,6 +167,9 @@ impl Config {
         let sets = self.cache_size / (self.line as u64 * self.assoc as u64);
         if sets == 0 || !sets.is_power_of_two() || sets * self.line as u64 * self.assoc as u64 != self.cache_size {
             return Err("cache / (line * assoc) must be a power of two".into());
+        }
+        if self.ram_prefix.is_none() {
+            self.ifetch = false;
         }
         if self.shm_node == usize::MAX {
             self.shm_node = n - 1;

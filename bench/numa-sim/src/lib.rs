@@ -21,15 +21,22 @@
 //! previous access is a hit in an LRU cache, so the physical address lookup
 //! is skipped). Not modelled: instruction fetches, coherence invalidations,
 //! write-backs, prefetching (see `cache.rs`).
+//!
+//! Instruction fetches (`ifetch`, on when every node's RAM is a file named
+//! by `ram_prefix`): each executed TB looks up the cache lines its code
+//! occupies, found at translation time from the instructions' host
+//! addresses (`hostmap.rs`); one callback per TB execution.
 
 pub mod cache;
 pub mod config;
+pub mod hostmap;
 pub mod region;
 pub mod report;
 
 pub use numa::counters;
 
 use cache::Cache;
+use hostmap::HostMap;
 use config::Config;
 use qemu_plugin_sys::*;
 use region::Region;
@@ -56,6 +63,7 @@ struct Cpu {
     accesses: AtomicU64,
     misses: [AtomicU64; MAX_NODES],
     stall_ps: AtomicU64,
+    imisses: AtomicU64,
 }
 
 // SAFETY: see the struct comment: a vCPU index is run by one thread at a time.
@@ -73,6 +81,8 @@ struct Sim {
     cpus: Vec<Cpu>,
     insns: qemu_plugin_u64,
     region: Region,
+    /// Host -> guest physical for code, built at the first translation.
+    hostmap: OnceLock<HostMap>,
     /// Open region-of-interest snapshots and finished intervals.
     roi: Mutex<(Option<(u32, Vec<CpuStats>)>, Vec<Roi>)>,
 }
@@ -84,10 +94,11 @@ unsafe impl Send for Sim {}
 static SIM: OnceLock<Sim> = OnceLock::new();
 
 impl Sim {
+    /// Runs one access through `cpu`'s cache; true on a miss.
     #[inline]
-    fn access(&self, cpu: &Cpu, pa: u64) {
+    fn access(&self, cpu: &Cpu, pa: u64) -> bool {
         if pa.wrapping_sub(self.ram_base) >= self.ram_size {
-            return; // device or outside RAM
+            return false; // device or outside RAM
         }
         let mut home = 0;
         while pa >= self.node_end[home] {
@@ -97,7 +108,7 @@ impl Sim {
         let hit = unsafe { (*cpu.cache.get()).access(pa >> self.line_shift) };
         cpu.accesses.store(cpu.accesses.load(Relaxed) + 1, Relaxed);
         if hit {
-            return;
+            return false;
         }
         let m = &cpu.misses[home];
         m.store(m.load(Relaxed) + 1, Relaxed);
@@ -110,6 +121,7 @@ impl Sim {
         } else {
             cpu.unpolled.set(u);
         }
+        true
     }
 
     fn snapshot(&self) -> Vec<CpuStats> {
@@ -124,6 +136,7 @@ impl Sim {
                 accesses: c.accesses.load(Relaxed),
                 misses: c.misses[..n].iter().map(|m| m.load(Relaxed)).collect(),
                 stall_ps: c.stall_ps.load(Relaxed),
+                imisses: c.imisses.load(Relaxed),
             })
             .collect()
     }
@@ -131,9 +144,9 @@ impl Sim {
     fn config_json(&self) -> String {
         let c = &self.cfg;
         format!(
-            "{{\"ram_base\":\"{:#x}\",\"node_mem\":{:?},\"node_cpus\":{:?},\"dist\":{:?},\"cache\":{},\"assoc\":{},\"line\":{},\"local_ns\":{},\"remote_ns\":{},\"insn_ns\":{},\"filter\":{}}}",
+            "{{\"ram_base\":\"{:#x}\",\"node_mem\":{:?},\"node_cpus\":{:?},\"dist\":{:?},\"cache\":{},\"assoc\":{},\"line\":{},\"local_ns\":{},\"remote_ns\":{},\"insn_ns\":{},\"filter\":{},\"ifetch\":{}}}",
             c.ram_base, c.node_mem, c.node_cpus, c.dist, c.cache_size, c.assoc, c.line,
-            c.local_ps as f64 / 1000.0, c.remote_ps as f64 / 1000.0, c.insn_ps as f64 / 1000.0, c.filter
+            c.local_ps as f64 / 1000.0, c.remote_ps as f64 / 1000.0, c.insn_ps as f64 / 1000.0, c.filter, c.ifetch
         )
     }
 }
@@ -165,6 +178,61 @@ unsafe extern "C" fn mem_cb(vcpu: c_uint, info: qemu_plugin_meminfo_t, vaddr: u6
     sim.access(cpu, pa);
 }
 
+/// Instruction fetch of one TB segment: `userdata` is `first_line << 6 | (lines - 1)`.
+unsafe extern "C" fn ifetch_cb(vcpu: c_uint, userdata: *mut c_void) {
+    let Some(sim) = SIM.get() else { return };
+    let Some(cpu) = sim.cpus.get(vcpu as usize) else { return };
+    let u = userdata as u64;
+    let first = u >> 6;
+    for line in first..=first + (u & 63) {
+        if sim.access(cpu, line << sim.line_shift) {
+            cpu.imisses.store(cpu.imisses.load(Relaxed) + 1, Relaxed);
+        }
+    }
+}
+
+/// Registers the instruction-fetch callbacks of a TB: its code's physical
+/// lines, in runs of consecutive lines (a TB may span two pages).
+///
+/// # Safety
+/// `tb` must be the TB being translated.
+unsafe fn instrument_ifetch(sim: &Sim, tb: *mut qemu_plugin_tb, n: usize) {
+    let map = sim.hostmap.get_or_init(|| {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+        let bases: Vec<u64> = (0..sim.cfg.nodes()).map(|i| sim.cfg.node_base(i)).collect();
+        let m = HostMap::parse(&maps, sim.cfg.ram_prefix.as_deref().unwrap_or(""), &bases);
+        if m.is_empty() {
+            outs("numa-sim: no RAM file mappings found: instruction fetches not modelled\n");
+        }
+        m
+    });
+    let mut runs: Vec<(u64, u64)> = Vec::new(); // (first line, last line)
+    for i in 0..n {
+        // SAFETY: valid during translation (caller's contract).
+        let (h, size) = unsafe {
+            let insn = qemu_plugin_tb_get_insn(tb, i);
+            (qemu_plugin_insn_haddr(insn) as u64, qemu_plugin_insn_size(insn) as u64)
+        };
+        let Some(pa) = (h != 0).then(|| map.pa(h)).flatten() else { continue };
+        let (a, b) = (pa >> sim.line_shift, (pa + size.max(1) - 1) >> sim.line_shift);
+        match runs.last_mut() {
+            Some(r) if a >= r.0 && a <= r.1 + 1 && b - r.0 < 64 => r.1 = r.1.max(b),
+            _ => runs.push((a, b)),
+        }
+    }
+    for (a, b) in runs {
+        // SAFETY: registering a plain callback on the TB being translated.
+        unsafe {
+            qemu_plugin_register_vcpu_tb_exec_cb(
+                tb,
+                Some(ifetch_cb),
+                qemu_plugin_cb_flags::QEMU_PLUGIN_CB_NO_REGS,
+                ((a << 6) | (b - a)) as *mut c_void,
+            );
+        }
+    }
+}
+
 unsafe extern "C" fn marker_cb(vcpu: c_uint, userdata: *mut c_void) {
     let Some(sim) = SIM.get() else { return };
     let snap = sim.snapshot();
@@ -183,6 +251,9 @@ unsafe extern "C" fn tb_trans_cb(_id: qemu_plugin_id_t, tb: *mut qemu_plugin_tb)
     unsafe {
         let n = qemu_plugin_tb_n_insns(tb);
         qemu_plugin_register_vcpu_tb_exec_inline_per_vcpu(tb, qemu_plugin_op::QEMU_PLUGIN_INLINE_ADD_U64, sim.insns, n as u64);
+        if sim.cfg.ifetch {
+            instrument_ifetch(sim, tb, n);
+        }
         for i in 0..n {
             let insn = qemu_plugin_tb_get_insn(tb, i);
             qemu_plugin_register_vcpu_mem_cb(
@@ -274,6 +345,7 @@ fn setup(argc: c_int, argv: *const *const c_char, max_vcpus: usize) -> Result<Si
             accesses: AtomicU64::new(0),
             misses: Default::default(),
             stall_ps: AtomicU64::new(0),
+            imisses: AtomicU64::new(0),
         })
         .collect();
     // SAFETY: a scoreboard of one u64 per vCPU, never freed.
@@ -287,6 +359,7 @@ fn setup(argc: c_int, argv: *const *const c_char, max_vcpus: usize) -> Result<Si
         cpus,
         insns,
         region,
+        hostmap: OnceLock::new(),
         roi: Mutex::new((None, Vec::new())),
         cfg,
     })

@@ -13,6 +13,8 @@ pub struct CpuStats {
     pub misses: Vec<u64>,
     /// Total miss latency, ps.
     pub stall_ps: u64,
+    /// Of the misses, those of instruction fetches.
+    pub imisses: u64,
 }
 
 impl CpuStats {
@@ -33,6 +35,7 @@ impl CpuStats {
             accesses: self.accesses - before.accesses,
             misses: self.misses.iter().zip(&before.misses).map(|(a, b)| a - b).collect(),
             stall_ps: self.stall_ps - before.stall_ps,
+            imisses: self.imisses - before.imisses,
         }
     }
 }
@@ -74,10 +77,10 @@ fn json_cpus(s: &mut String, cpus: &[CpuStats], insn_ps: u64) {
         let total = c.total_misses();
         let _ = write!(
             s,
-            "{}{{\"cpu\":{i},\"node\":{},\"insns\":{},\"accesses\":{},\"misses\":{:?},\"local_misses\":{},\"remote_misses\":{},\"local_pct\":{:.3},\"stall_ns\":{},\"sim_ns\":{}}}",
+            "{}{{\"cpu\":{i},\"node\":{},\"insns\":{},\"accesses\":{},\"misses\":{:?},\"local_misses\":{},\"remote_misses\":{},\"local_pct\":{:.3},\"ifetch_misses\":{},\"stall_ns\":{},\"sim_ns\":{}}}",
             if i > 0 { "," } else { "" },
             c.node, c.insns, c.accesses, c.misses, c.local(), total - c.local(),
-            pct(c.local(), total), c.stall_ps / 1000, c.sim_ps(insn_ps) / 1000
+            pct(c.local(), total), c.imisses, c.stall_ps / 1000, c.sim_ps(insn_ps) / 1000
         );
     }
     s.push(']');
@@ -219,10 +222,10 @@ mod tests {
 
     #[test]
     fn split_and_delta() {
-        let a = CpuStats { node: 0, insns: 10, accesses: 5, misses: vec![1, 9], stall_ps: 100 };
-        let b = CpuStats { node: 1, insns: 10, accesses: 5, misses: vec![2, 2], stall_ps: 100 };
+        let a = CpuStats { node: 0, insns: 10, accesses: 5, misses: vec![1, 9], stall_ps: 100, imisses: 0 };
+        let b = CpuStats { node: 1, insns: 10, accesses: 5, misses: vec![2, 2], stall_ps: 100, imisses: 0 };
         assert_eq!(node_split(&[a.clone(), b], 2), vec![(1, 9), (2, 2)]);
-        let z = CpuStats { node: 0, insns: 0, accesses: 0, misses: vec![0, 0], stall_ps: 0 };
+        let z = CpuStats { node: 0, insns: 0, accesses: 0, misses: vec![0, 0], stall_ps: 0, imisses: 0 };
         assert_eq!(a.since(&z), a);
         assert_eq!(a.sim_ps(1000), 10_100);
     }
@@ -239,7 +242,7 @@ mod tests {
 
     #[test]
     fn json_is_well_formed_enough() {
-        let cpus = [CpuStats { node: 0, insns: 1, accesses: 1, misses: vec![1, 0], stall_ps: 300_000 }];
+        let cpus = [CpuStats { node: 0, insns: 1, accesses: 1, misses: vec![1, 0], stall_ps: 300_000, imisses: 0 }];
         let r = Report {
             config_json: "{}".into(),
             nodes: 2,
