@@ -10,7 +10,7 @@ use crate::{
     vm::{End, Vm},
 };
 use alloc::{format, string::String, vec::Vec};
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use numa::{NodeId, Topology};
 use spin::{Mutex, Once};
 
@@ -22,6 +22,8 @@ struct Job {
 
 static JOBS: [Mutex<Option<Job>>; MAX_CPUS] = [const { Mutex::new(None) }; MAX_CPUS];
 static LIVE: AtomicUsize = AtomicUsize::new(0);
+/// Set once every VM has its CPU: a CPU without one then sleeps for good.
+static ASSIGNED: AtomicBool = AtomicBool::new(false);
 static BASELINE: Once<Vec<u64>> = Once::new();
 static NODES: AtomicUsize = AtomicUsize::new(1);
 /// The NUMA node of each logical CPU.
@@ -54,19 +56,22 @@ pub fn run(topology: &Topology, specs: Vec<VmSpec>) -> Result<(), String> {
         let cpu = &cpus[id];
         *JOBS[cpu.index].lock() = Some(Job { id, spec, home: cpu.node });
     }
+    ASSIGNED.store(true, Ordering::Release);
     aarch64_cpu::asm::sev();
     secondary(arch::cpu::index())
 }
 
-/// A CPU's life after bring-up: run the VM it is given, then wait.
+/// A CPU's life after bring-up: run the VM it is given, if any, then sleep
+/// in WFI (under QEMU a WFE loop would keep a host thread busy).
 pub fn secondary(index: usize) -> ! {
-    loop {
-        let job = JOBS[index].lock().take();
-        match job {
-            Some(job) => run_vm(job),
-            None => aarch64_cpu::asm::wfe(),
-        }
+    while !ASSIGNED.load(Ordering::Acquire) {
+        aarch64_cpu::asm::wfe();
     }
+    let job = JOBS[index].lock().take();
+    if let Some(job) = job {
+        run_vm(job);
+    }
+    arch::cpu::halt()
 }
 
 fn run_vm(job: Job) {
