@@ -78,7 +78,7 @@ pub fn boot(machine_name: &str, runs: usize) -> Result<()> {
         println!("ratio    monitor/native {:.2}", v / n);
     }
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    println!(
+    let method = format!(
         "method: wall time from spawning QEMU to the guest console line DISCO-READY (printed by the \
          initramfs init once proc/sys/dev are mounted), for the same Debian kernel {} and initramfs \
          booted natively (kernel limited with maxcpus={} mem={}M) and as VM {VM_NAME} under the monitor; \
@@ -90,14 +90,38 @@ pub fn boot(machine_name: &str, runs: usize) -> Result<()> {
         qemu::version(),
         m.name
     );
+    println!("{}", wrap(&method, 100));
     if broken.iter().any(Option::is_some) {
         bail!("some boots failed (see above)");
     }
     Ok(())
 }
 
+/// Greedy word wrap, so the method paragraph reads as one in a terminal.
+fn wrap(text: &str, width: usize) -> String {
+    let mut out = String::new();
+    let mut line = 0;
+    for w in text.split_whitespace() {
+        if line > 0 && line + 1 + w.len() > width {
+            out.push('\n');
+            line = 0;
+        } else if line > 0 {
+            out.push(' ');
+            line += 1;
+        }
+        out.push_str(w);
+        line += w.len();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn wraps() {
+        assert_eq!(super::wrap("aa bb cc", 5), "aa bb\ncc");
+    }
+
     #[test]
     fn median_odd_even() {
         assert_eq!(super::median(&[3.0, 1.0, 2.0]), 2.0);

@@ -95,17 +95,17 @@ fn integration(native: bool) -> Vec<Test> {
     v
 }
 
-/// Runs one test, printing `test NAME ... ok (N s)` or the failure.
+/// Runs one test, then prints `test NAME ... ok (N s)` or the failure (at
+/// the end, so progress lines on stderr do not split it).
 fn timed(name: &str, f: impl FnOnce() -> Result<()>) -> (String, Result<()>) {
-    print!("test {name} ... ");
-    let _ = std::io::stdout().flush();
     let t0 = Instant::now();
     let r = f();
     let secs = t0.elapsed().as_secs_f64();
     match &r {
-        Ok(()) => println!("ok ({secs:.1} s)"),
-        Err(e) => println!("FAILED ({secs:.1} s)\n{}", indent(&format!("{e:#}"))),
+        Ok(()) => println!("test {name} ... ok ({secs:.1} s)"),
+        Err(e) => println!("test {name} ... FAILED ({secs:.1} s)\n{}", indent(&format!("{e:#}"))),
     }
+    let _ = std::io::stdout().flush();
     (name.to_string(), r)
 }
 
