@@ -159,6 +159,10 @@ fn to_boot(a: &RunArgs) -> Result<boot::Boot> {
 }
 
 fn run(a: RunArgs) -> Result<u8> {
+    // SAFETY: isatty only inspects the descriptor.
+    if a.exec.is_none() && unsafe { libc::isatty(0) } == 0 {
+        anyhow::bail!("`cargo xtask run` without --exec attaches the guest console to this terminal, but stdin is not one; use --exec CMD for unattended runs");
+    }
     let b = to_boot(&a)?;
     let mut env = boot::Env::prepare()?;
     let cmd = b.command(&mut env, a.exec.is_none())?;

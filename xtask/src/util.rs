@@ -138,6 +138,24 @@ pub fn gc_run_files(subs: &[&str]) {
     }
 }
 
+/// Logs kept in `.cache/logs` (oldest go first).
+const KEEP_LOGS: usize = 300;
+
+fn prune_logs(dir: &Path, keep: usize) {
+    let Ok(d) = std::fs::read_dir(dir) else { return };
+    let mut logs: Vec<(SystemTime, PathBuf)> = d
+        .flatten()
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    if logs.len() < keep {
+        return;
+    }
+    logs.sort();
+    for (_, p) in &logs[..logs.len() + 1 - keep] {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
 /// The pid in a `<tag>.pid<PID>.<ext>` name.
 fn run_file_owner(name: &str) -> Option<u32> {
     let at = name.rfind(".pid")?;
@@ -148,6 +166,7 @@ fn run_file_owner(name: &str) -> Option<u32> {
 /// of one tag may start in the same second).
 pub fn new_log(tag: &str) -> Result<(std::fs::File, PathBuf)> {
     let dir = cache_dir("logs")?;
+    prune_logs(&dir, KEEP_LOGS);
     let stamp = timestamp();
     for n in 1.. {
         let name = if n == 1 { format!("{tag}-{stamp}.log") } else { format!("{tag}-{stamp}-{n}.log") };
