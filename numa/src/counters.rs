@@ -184,7 +184,7 @@ impl CounterLayout {
     /// of that span is counted, and the region sits at the end of RAM.
     /// Returns `None` if the region would not fit in RAM.
     pub fn for_machine(ram_start: u64, ram_end: u64, node_count: u32) -> Option<Self> {
-        if node_count == 0 || node_count as usize > MAX_COUNTED_NODES || ram_end <= ram_start || ram_start % PAGE_SIZE != 0 {
+        if node_count == 0 || node_count as usize > MAX_COUNTED_NODES || ram_end <= ram_start || !ram_start.is_multiple_of(PAGE_SIZE) {
             return None;
         }
         let first_pfn = ram_start >> PAGE_SHIFT;

@@ -265,7 +265,7 @@ impl Sim {
     /// file the way the monitor reads machine memory.
     pub fn read_region(&self) -> Result<(counters::Header, u64)> {
         let l = layout(&self.machine)?;
-        let last_base = RAM_BASE + ((self.machine.nodes as u64 - 1) * self.machine.memory_per_node_mib << 20);
+        let last_base = RAM_BASE + (((self.machine.nodes as u64 - 1) * self.machine.memory_per_node_mib) << 20);
         let data = std::fs::read(&self.shm)?;
         let off = (l.region_base - last_base) as usize;
         let region = data.get(off..off + l.region_size as usize).ok_or_else(|| anyhow!("shared file too short"))?;

@@ -158,7 +158,7 @@ impl Config {
         if self.dist.len() != n || self.dist.iter().any(|r| r.len() != n) {
             return Err(format!("dist= must be a {n}x{n} matrix"));
         }
-        if self.node_mem.iter().any(|&m| m == 0 || m % 4096 != 0) || self.ram_base % 4096 != 0 {
+        if self.node_mem.iter().any(|&m| m == 0 || !m.is_multiple_of(4096)) || !self.ram_base.is_multiple_of(4096) {
             return Err("node memory must be non-zero multiples of 4 KiB".into());
         }
         if !self.line.is_power_of_two() || self.line < 8 || self.assoc == 0 {

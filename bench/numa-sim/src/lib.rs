@@ -84,12 +84,15 @@ struct Sim {
     /// Host -> guest physical for code, built at the first translation.
     hostmap: OnceLock<HostMap>,
     /// Open region-of-interest snapshots and finished intervals.
-    roi: Mutex<(Option<(u32, Vec<CpuStats>)>, Vec<Roi>)>,
+    roi: Mutex<RoiState>,
 }
 
 // SAFETY: the scoreboard handle is only used through QEMU's thread-safe API.
 unsafe impl Sync for Sim {}
 unsafe impl Send for Sim {}
+
+/// The open region of interest (opening vCPU, snapshot) and the finished ones.
+type RoiState = (Option<(u32, Vec<CpuStats>)>, Vec<Roi>);
 
 static SIM: OnceLock<Sim> = OnceLock::new();
 

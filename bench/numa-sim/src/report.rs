@@ -145,9 +145,9 @@ impl Report<'_> {
                 p.counts
             );
         }
-        let _ = write!(
+        let _ = writeln!(
             s,
-            "],\"counters\":{{\"region_base\":\"{:#x}\",\"region_size\":{},\"shared_file\":{}}}}}\n",
+            "],\"counters\":{{\"region_base\":\"{:#x}\",\"region_size\":{},\"shared_file\":{}}}}}",
             self.region_base,
             self.region_size,
             match self.shared_file {
