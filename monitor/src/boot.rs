@@ -62,7 +62,9 @@ fn bring_up(dtb: &'static [u8], image: MemRange) -> Result<(), String> {
     }
     let dtb_range = MemRange { start: dtb.as_ptr() as u64, end: dtb.as_ptr() as u64 + dtb.len() as u64 };
     let bundle = initrd(&fdt).ok_or("no boot bundle: pass one to QEMU with -initrd (cargo xtask run does)")?;
-    memory::init(&topology, &[image, dtb_range, bundle]);
+    let mut reserved = alloc::vec![image, dtb_range, bundle];
+    reserved.extend(crate::flash::detect(&topology));
+    memory::init(&topology, &reserved);
 
     let gic = fdt.find_compatible(&["arm,gic-v3"]).ok_or("host DTB: no GICv3")?;
     let mut regs = gic.reg().ok_or("host DTB: GICv3 has no reg")?;

@@ -5,6 +5,7 @@
 use crate::arch::{cpu, pl011::Pl011, timer};
 use alloc::{string::String, vec::Vec};
 use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicBool, Ordering};
 use spin::Mutex;
 
 static UART: Mutex<Option<Pl011>> = Mutex::new(None);
@@ -53,15 +54,44 @@ pub fn print_emergency(args: fmt::Arguments) {
     print(args);
 }
 
-/// Bytes typed on the console since the last call.
+/// The console escape key, Ctrl-]: the key after it is a monitor command
+/// (see `command`), not guest input.
+pub const ESCAPE: u8 = 0x1d;
+static ESCAPED: AtomicBool = AtomicBool::new(false);
+
+/// Bytes typed on the console since the last call, for the guest with the
+/// focus; monitor commands among them are carried out here.
 pub fn take_input() -> Vec<u8> {
-    let mut input = Vec::new();
+    let mut typed = Vec::new();
     if let Some(uart) = UART.lock().as_ref() {
         while let Some(byte) = uart.read_byte() {
+            typed.push(byte);
+        }
+    }
+    let mut input = Vec::new();
+    for byte in typed {
+        if ESCAPED.swap(false, Ordering::Relaxed) {
+            match byte {
+                ESCAPE => input.push(ESCAPE),
+                key => command(key),
+            }
+        } else if byte == ESCAPE {
+            ESCAPED.store(true, Ordering::Relaxed);
+        } else {
             input.push(byte);
         }
     }
     input
+}
+
+/// Console commands: Ctrl-] followed by one key.
+fn command(key: u8) {
+    match key {
+        b'c' => crate::flash::report(10),
+        _ => print(format_args!(
+            "\ndisco console: Ctrl-] then: c = hottest pages (miss counters), h = this help, Ctrl-] = send Ctrl-] to the guest\n"
+        )),
+    }
 }
 
 pub fn enable_input_interrupt() {

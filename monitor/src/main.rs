@@ -8,6 +8,7 @@ extern crate alloc;
 mod arch;
 mod boot;
 mod console;
+mod flash;
 mod manifest;
 mod memory;
 mod run;

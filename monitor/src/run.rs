@@ -133,6 +133,9 @@ fn finish() -> ! {
             log::error!("node {node}: {} KiB free after all VMs ended, {} KiB before", free >> 10, base >> 10);
         }
     }
+    if crate::flash::present() {
+        crate::flash::report(10);
+    }
     log::info!("all VMs ended; powering off");
     psci::system_off()
 }

@@ -1,0 +1,65 @@
+//! FLASH-style per-page miss counters (DESIGN.md, "The ccNUMA instrument"):
+//! when QEMU runs with the cost-model plugin, it keeps per (page, node) miss
+//! counts in a region at the end of RAM (layout: numa::counters). The
+//! monitor keeps that region out of its allocators and reads it like the
+//! FLASH hardware counters Disco's placement policy used.
+
+use crate::{arch::mem, println};
+use numa::{
+    counters::{CounterLayout, Header, HeaderError, PageCounts, HEADER_SIZE},
+    MemRange, Topology,
+};
+use spin::Once;
+
+static LAYOUT: Once<CounterLayout> = Once::new();
+
+/// Looks for the plugin's counter region; returns the range to reserve.
+/// Runs before the allocators exist (the region must never be handed out).
+pub fn detect(topology: &Topology) -> Option<MemRange> {
+    let ranges = topology.nodes().iter().flat_map(|n| n.memory.iter());
+    let start = ranges.clone().map(|r| r.start).min()?;
+    let end = ranges.map(|r| r.end).max()?;
+    let layout = CounterLayout::for_machine(start, end, topology.node_count() as u32)?;
+    // SAFETY: the header lies in RAM (for_machine keeps it inside [start,
+    // end)); nothing else uses it yet.
+    let header = Header::decode(unsafe { mem::slice(layout.region_base, Header::ENCODED_LEN) })?;
+    match layout.check(&header) {
+        Ok(()) => log::info!(
+            "per-page miss counters found at {:#x} ({} MiB): kept out of the allocators",
+            layout.region_base,
+            layout.region_size >> 20
+        ),
+        Err(HeaderError::NoMagic) => return None,
+        Err(error) => log::warn!("miss-counter region at {:#x} does not match ({error:?}); reserved anyway", layout.region_base),
+    }
+    LAYOUT.call_once(|| layout);
+    Some(MemRange { start: layout.region_base, end: layout.region_end() })
+}
+
+/// Is the plugin's counter region there?
+pub fn present() -> bool {
+    LAYOUT.get().is_some()
+}
+
+/// Prints the hottest pages with their per-node miss counts.
+pub fn report(top: usize) {
+    let Some(layout) = LAYOUT.get() else {
+        println!("no per-page miss counters (run with `cargo xtask run --numa-sim`)");
+        return;
+    };
+    let mut hottest = [PageCounts::default(); 16];
+    let top = top.min(hottest.len());
+    let filled = layout.hottest(
+        |i| {
+            // SAFETY: counter i lies inside the reserved region; the plugin
+            // writes it concurrently, so it is read volatile.
+            unsafe { core::ptr::read_volatile((layout.region_base + HEADER_SIZE + 4 * i) as *const u32) }
+        },
+        &mut hottest[..top],
+    );
+    println!("hottest pages by misses (per requesting node):");
+    for page in &hottest[..filled] {
+        let counts = &page.counts[..layout.node_count as usize];
+        println!("  page {:#012x}  total {:>10}  per node {:?}", page.pfn << 12, page.total, counts);
+    }
+}
