@@ -88,8 +88,9 @@ pub fn take_input() -> Vec<u8> {
 fn command(key: u8) {
     match key {
         b'c' => crate::flash::report(10),
+        digit @ b'0'..=b'9' => crate::run::set_focus((digit - b'0') as usize),
         _ => print(format_args!(
-            "\ndisco console: Ctrl-] then: c = hottest pages (miss counters), h = this help, Ctrl-] = send Ctrl-] to the guest\n"
+            "\ndisco console: Ctrl-] then: 0-9 = send input to VM n, c = hottest pages (miss counters), h = this help, Ctrl-] = send Ctrl-] to the guest\n"
         )),
     }
 }
@@ -100,47 +101,69 @@ pub fn enable_input_interrupt() {
     }
 }
 
-/// One VM's console output: printed as it comes (so prompts and echoed
-/// keys show at once), with the VM's name at the start of every line, and
-/// collected into lines for watchers (e.g. the kernel-panic detector).
+/// One VM's console output, with the VM's name at the start of every
+/// line, collected into lines for watchers (the kernel-panic detector). The
+/// VM with the input focus prints as it comes, so prompts and echoed keys
+/// show at once; the others print whole lines, so VMs do not interleave
+/// within a line.
 pub struct GuestLines {
     line: String,
-    at_line_start: bool,
+    /// Bytes of `line` already printed (focused output).
+    printed: usize,
+    /// The `[name] ` prefix of the current line is printed.
+    prefixed: bool,
 }
 
 impl Default for GuestLines {
     fn default() -> Self {
-        Self { line: String::new(), at_line_start: true }
+        Self { line: String::new(), printed: 0, prefixed: false }
     }
 }
 
+/// Longest line kept; longer ones are printed in pieces.
+const MAX_LINE: usize = 1024;
+
 impl GuestLines {
-    /// Prints output bytes; calls `on_line` with each completed line.
-    pub fn push(&mut self, vm: &str, bytes: &[u8], mut on_line: impl FnMut(&str)) {
+    /// Takes output bytes; calls `on_line` with each completed line.
+    pub fn push(&mut self, vm: &str, bytes: &[u8], focused: bool, mut on_line: impl FnMut(&str)) {
         let guard = UART.lock();
         let Some(uart) = guard.as_ref() else { return };
         let mut out = Writer(uart);
         for &byte in bytes {
-            if self.at_line_start {
-                let _ = write!(out, "[{vm}] ");
-                self.at_line_start = false;
-            }
             match byte {
+                b'\r' => {}
                 b'\n' => {
+                    self.print_rest(vm, &mut out);
                     let _ = out.write_str("\n");
                     on_line(&self.line);
                     self.line.clear();
-                    self.at_line_start = true;
+                    self.printed = 0;
+                    self.prefixed = false;
                 }
-                b'\r' => {}
                 _ => {
-                    uart.write_byte(byte);
-                    if self.line.len() < 512 {
-                        self.line.push(if byte.is_ascii() { byte as char } else { '?' });
+                    if self.line.len() >= MAX_LINE {
+                        self.print_rest(vm, &mut out);
+                        let _ = out.write_str("\n");
+                        self.line.clear();
+                        self.printed = 0;
+                        self.prefixed = false;
                     }
+                    self.line.push(if byte.is_ascii() { byte as char } else { '?' });
                 }
             }
         }
+        if focused && self.printed < self.line.len() {
+            self.print_rest(vm, &mut out);
+        }
+    }
+
+    fn print_rest(&mut self, vm: &str, out: &mut Writer) {
+        if !self.prefixed {
+            let _ = write!(out, "[{vm}] ");
+            self.prefixed = true;
+        }
+        let _ = out.write_str(&self.line[self.printed..]);
+        self.printed = self.line.len();
     }
 }
 

@@ -6,12 +6,11 @@ use crate::{
     arch::{
         cpu,
         esr::{ec, inject, DataAbort, Esr, SysRegAccess},
-        gicv3::{self, intid},
         idregs,
         vcpu::Exit,
     },
-    console, virq,
-    vm::{End, Vm, GICD_BASE, GICD_SIZE, GICR_BASE, UART_BASE, UART_INTID, UART_SIZE},
+    run, virq,
+    vm::{Devices, End, Vcpu, Vm, GICD_BASE, GICD_SIZE, GICR_BASE, UART_BASE, UART_SIZE},
     vpsci,
 };
 use aarch64_cpu::registers::{Readable, ESR_EL2, FAR_EL2, HPFAR_EL2};
@@ -22,41 +21,44 @@ const ICC_SGI1R_EL1: u64 = SysRegAccess::encoding(3, 0, 12, 11, 5);
 /// Linux's panic banner: the console line that marks a guest kernel panic.
 const PANIC_BANNER: &str = "Kernel panic - not syncing";
 
-/// Handles one exit of `vm`'s vCPU `vcpu`; returns how the VM ended, if it did.
-pub fn handle(vm: &mut Vm, vcpu: usize, exit: Exit) -> Option<End> {
-    match exit {
-        Exit::Sync => sync(vm, vcpu, Esr(ESR_EL2.get())),
-        Exit::Irq | Exit::Fiq => {
-            irq(vm, vcpu);
-            None
-        }
-        Exit::SError => Some(End::Crashed("SError from the guest".into())),
-        Exit::AArch32 => Some(End::Crashed("the guest entered AArch32, which is not supported".into())),
-    }
+/// What the vCPU does after an exit.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    Run,
+    /// PSCI CPU_OFF: the vCPU stops until a CPU_ON.
+    Off,
 }
 
-fn sync(vm: &mut Vm, vcpu: usize, esr: Esr) -> Option<End> {
+/// Handles one exit of `vcpu` of `vm`. A VM-ending event is recorded with
+/// `vm.end()`.
+pub fn handle(vm: &Vm, vcpu: &mut Vcpu, exit: Exit) -> Next {
+    match exit {
+        Exit::Sync => return sync(vm, vcpu, Esr(ESR_EL2.get())),
+        Exit::Irq | Exit::Fiq => run::physical_irqs(Some((vm, vcpu))),
+        Exit::SError => vm.end(End::Crashed("SError from the guest".into())),
+        Exit::AArch32 => vm.end(End::Crashed("the guest entered AArch32, which is not supported".into())),
+    }
+    Next::Run
+}
+
+fn sync(vm: &Vm, vcpu: &mut Vcpu, esr: Esr) -> Next {
     match esr.class() {
         ec::WFX => {
             // WFE, WFIT and WFET complete at once: allowed by the
             // architecture, and their deadlines are the guest's to keep.
-            vm.vcpus[vcpu].regs.pc += 4;
+            vcpu.regs.pc += 4;
             if esr.is_plain_wfi() {
                 idle(vm, vcpu);
             }
-            None
         }
-        ec::HVC64 => vpsci::call(vm, vcpu),
+        ec::HVC64 => return vpsci::call(vm, vcpu),
         ec::SMC64 => {
             // A trapped SMC returns to the instruction after it; the PSCI
             // conduit the guest DTB names is HVC, but SMC works the same.
-            vm.vcpus[vcpu].regs.pc += 4;
-            vpsci::call(vm, vcpu)
+            vcpu.regs.pc += 4;
+            return vpsci::call(vm, vcpu);
         }
-        ec::SYSREG => {
-            sysreg(vm, vcpu, esr.sysreg());
-            None
-        }
+        ec::SYSREG => sysreg(vm, vcpu, esr.sysreg()),
         ec::DABT_LOWER => data_abort(vm, vcpu, esr),
         ec::IABT_LOWER if vm.is_ram(fault_ipa()) => {
             let translation_fault = esr.fault_status() & 0b11_1100 == 0b00_0100;
@@ -65,12 +67,11 @@ fn sync(vm: &mut Vm, vcpu: usize, esr: Esr) -> Option<End> {
         ec::IABT_LOWER => {
             let ipa = fault_ipa();
             log::warn!("{}: instruction fetch from {ipa:#x} (not RAM): external abort injected", vm.name);
-            let regs = &mut vm.vcpus[vcpu].regs;
+            let regs = &mut vcpu.regs;
             regs.inject_sync(inject::instruction_sea(regs.at_el0()), FAR_EL2.get());
-            None
         }
         _ => {
-            let regs = &mut vm.vcpus[vcpu].regs;
+            let regs = &mut vcpu.regs;
             log::warn!(
                 "{}: unhandled {} trap (ESR {:#x}) at pc {:#x}: undefined instruction injected",
                 vm.name,
@@ -79,46 +80,29 @@ fn sync(vm: &mut Vm, vcpu: usize, esr: Esr) -> Option<End> {
                 regs.pc
             );
             regs.inject_sync(inject::undefined(), 0);
-            None
         }
     }
+    Next::Run
 }
 
 /// WFI: the vCPU has nothing to do until an interrupt. With one vCPU per
 /// CPU the CPU itself waits; any physical interrupt ends the wait and is
 /// handled on the way back into the guest.
-fn idle(vm: &mut Vm, vcpu: usize) {
+fn idle(vm: &Vm, vcpu: &mut Vcpu) {
     virq::sync(vm, vcpu);
-    if !vm.vgic.has_pending(vcpu) && !virq::lr_pending(vm, vcpu) {
+    if !virq::has_work(vm, vcpu) && !vm.ending() {
         cpu::wait_for_interrupt();
     }
 }
 
-/// Physical interrupts taken while the guest ran.
-fn irq(vm: &mut Vm, vcpu: usize) {
-    while let Some(id) = gicv3::ack() {
-        match id {
-            intid::VIRT_TIMER => virq::vtimer_fired(vm, vcpu),
-            intid::MAINTENANCE => {} // list registers are refilled before re-entry
-            id if id == crate::console_intid() => {
-                for byte in console::take_input() {
-                    vm.uart.push_rx(byte);
-                }
-                vm.vgic.set_spi_level(UART_INTID, vm.uart.irq_level());
-            }
-            other => log::warn!("unexpected physical interrupt {other}"),
-        }
-        gicv3::eoi(id);
-    }
-}
-
-fn sysreg(vm: &mut Vm, vcpu: usize, access: SysRegAccess) {
-    let regs = &mut vm.vcpus[vcpu].regs;
+fn sysreg(vm: &Vm, vcpu: &mut Vcpu, access: SysRegAccess) {
+    let regs = &mut vcpu.regs;
     if idregs::is_id_space(access.op0, access.op1, access.crn, access.crm) && access.read {
         regs.set_reg(access.rt, idregs::guest_value(access.crm, access.op2));
     } else if access.id() == ICC_SGI1R_EL1 && !access.read {
         let value = regs.reg(access.rt);
-        vm.vgic.write_sgi1r(vcpu, value);
+        let targets = vm.devices.lock().vgic.write_sgi1r(vcpu.index, value);
+        (0..64).filter(|t| targets & 1 << t != 0 && *t != vcpu.index).for_each(|t| run::kick(vm, t));
     } else {
         log::warn!(
             "{}: {} of system register op0={} op1={} CRn={} CRm={} op2={} at pc {:#x}: undefined instruction injected",
@@ -134,7 +118,7 @@ fn sysreg(vm: &mut Vm, vcpu: usize, access: SysRegAccess) {
         regs.inject_sync(inject::undefined(), 0);
         return;
     }
-    vm.vcpus[vcpu].regs.pc += 4;
+    vcpu.regs.pc += 4;
 }
 
 /// The faulting guest-physical address of a stage-2 abort.
@@ -142,7 +126,7 @@ fn fault_ipa() -> u64 {
     (HPFAR_EL2.get() & 0x0fff_ffff_fff0) << 8 | (FAR_EL2.get() & 0xfff)
 }
 
-fn data_abort(vm: &mut Vm, vcpu: usize, esr: Esr) -> Option<End> {
+fn data_abort(vm: &Vm, vcpu: &mut Vcpu, esr: Esr) {
     let ipa = fault_ipa();
     // Only translation faults (DFSC 0b0001LL) are MMIO; RAM is always mapped.
     let translation_fault = esr.fault_status() & 0b11_1100 == 0b00_0100;
@@ -153,7 +137,7 @@ fn data_abort(vm: &mut Vm, vcpu: usize, esr: Esr) -> Option<End> {
         (true, Some(access)) => mmio(vm, vcpu, ipa, access),
         _ => Err(MmioError::Unmapped),
     };
-    let regs = &mut vm.vcpus[vcpu].regs;
+    let regs = &mut vcpu.regs;
     match result {
         Ok(()) => regs.pc += 4,
         Err(error) => {
@@ -167,41 +151,38 @@ fn data_abort(vm: &mut Vm, vcpu: usize, esr: Esr) -> Option<End> {
             regs.inject_sync(inject::data_sea(regs.at_el0(), write), FAR_EL2.get());
         }
     }
-    vm.end.take()
 }
 
 /// A stage-2 translation fault on guest RAM: back the page on the node of
 /// the CPU the vCPU runs on, and let the guest retry the access.
-fn first_touch(vm: &mut Vm, ipa: u64, translation_fault: bool, esr: Esr) -> Option<End> {
+fn first_touch(vm: &Vm, ipa: u64, translation_fault: bool, esr: Esr) {
     if !translation_fault {
-        return Some(End::Crashed(alloc::format!("stage-2 fault on guest RAM at {ipa:#x} (ESR {:#x})", esr.0)));
-    }
-    let node = crate::run::current_node();
-    match vm.touch(ipa, node) {
-        Some(_) => None,
-        None => Some(End::Crashed(alloc::format!("out of machine memory backing guest page {ipa:#x}"))),
+        vm.end(End::Crashed(alloc::format!("stage-2 fault on guest RAM at {ipa:#x} (ESR {:#x})", esr.0)));
+    } else if vm.touch(ipa, run::current_node()).is_none() {
+        vm.end(End::Crashed(alloc::format!("out of machine memory backing guest page {ipa:#x}")));
     }
 }
 
 /// Emulates one load or store to a virtual device.
-fn mmio(vm: &mut Vm, vcpu: usize, ipa: u64, access: DataAbort) -> Result<(), MmioError> {
-    let regs = &mut vm.vcpus[vcpu].regs;
-    let value = regs.reg(access.reg);
+fn mmio(vm: &Vm, vcpu: &mut Vcpu, ipa: u64, access: DataAbort) -> Result<(), MmioError> {
+    let value = vcpu.regs.reg(access.reg);
     let gicr_end = GICR_BASE + vm.gicr_size();
+    let mut devices = vm.devices.lock();
     let read = match ipa {
         a if (GICD_BASE..GICD_BASE + GICD_SIZE).contains(&a) => {
-            perform(&mut vm.vgic.distributor(), a - GICD_BASE, access, value)?
+            perform(&mut devices.vgic.distributor(), a - GICD_BASE, access, value)?
         }
         a if (GICR_BASE..gicr_end).contains(&a) => {
-            perform(&mut vm.vgic.redistributors(), a - GICR_BASE, access, value)?
+            perform(&mut devices.vgic.redistributors(), a - GICR_BASE, access, value)?
         }
         a if (UART_BASE..UART_BASE + UART_SIZE).contains(&a) => {
-            let read = perform(&mut vm.uart, a - UART_BASE, access, value)?;
-            uart_changed(vm);
+            let read = perform(&mut devices.uart, a - UART_BASE, access, value)?;
+            uart_changed(vm, &mut devices);
             read
         }
         _ => return Err(MmioError::Unmapped),
     };
+    drop(devices);
     if let Some(mut value) = read {
         let bits = access.size as u32 * 8;
         if access.sign_extend && bits < 64 {
@@ -211,7 +192,7 @@ fn mmio(vm: &mut Vm, vcpu: usize, ipa: u64, access: DataAbort) -> Result<(), Mmi
         if !access.reg64 {
             value &= 0xffff_ffff;
         }
-        vm.vcpus[vcpu].regs.set_reg(access.reg, value);
+        vcpu.regs.set_reg(access.reg, value);
     }
     Ok(())
 }
@@ -228,15 +209,16 @@ fn perform(device: &mut impl MmioDevice, offset: u64, access: DataAbort, value: 
 
 /// After a UART access: print what the guest wrote, update its interrupt
 /// line, and watch the output for the kernel's panic banner.
-fn uart_changed(vm: &mut Vm) {
-    let output = vm.uart.take_tx();
+pub fn uart_changed(vm: &Vm, devices: &mut Devices) {
+    let output = devices.uart.take_tx();
     if !output.is_empty() {
-        let Vm { name, console, end, .. } = vm;
-        console.push(name, &output, |line| {
+        let focused = run::has_focus(vm);
+        devices.console.push(&vm.name, &output, focused, |line| {
             if let Some(at) = line.find(PANIC_BANNER) {
-                *end = Some(End::Crashed(alloc::format!("guest kernel panic: {}", &line[at..])));
+                vm.end(End::Crashed(alloc::format!("guest kernel panic: {}", &line[at..])));
             }
         });
     }
-    vm.vgic.set_spi_level(UART_INTID, vm.uart.irq_level());
+    let level = devices.uart.irq_level();
+    devices.vgic.set_spi_level(crate::vm::UART_INTID, level);
 }

@@ -2,51 +2,57 @@
 //! the list registers of the CPU running one of its vCPUs.
 
 use crate::{
-    arch::{gicv3::lr, timer},
-    vm::Vm,
+    arch::{gicv3::{intid, lr}, timer},
+    vm::{Vcpu, Vm},
 };
 use aarch64_cpu::registers::{ReadWriteable, ICH_HCR_EL2};
 
-/// Called before entering vCPU `vcpu`: list registers the guest finished
-/// with are completed in the model, free ones are filled with the
+/// Called before entering `vcpu`: list registers the guest finished with
+/// are completed in the model, free ones are filled with the
 /// highest-priority pending interrupts. If more are pending than fit, the
 /// underflow maintenance interrupt brings the vCPU back when slots free up.
-pub fn sync(vm: &mut Vm, vcpu: usize) {
+pub fn sync(vm: &Vm, vcpu: &mut Vcpu) {
     let count = Vm::list_registers();
-    let Vm { vcpus, vgic, .. } = vm;
-    let held = &mut vcpus[vcpu].lr_intid;
+    let mut devices = vm.devices.lock();
+    let vgic = &mut devices.vgic;
+    let held = &mut vcpu.lr_intid;
     for (n, slot) in held.iter_mut().enumerate().take(count) {
         if let Some(intid) = *slot {
             if lr::state(lr::read(n)) == 0 {
-                vgic.complete(vcpu, intid);
+                vgic.complete(vcpu.index, intid);
                 *slot = None;
             }
         }
     }
     for (n, slot) in held.iter_mut().enumerate().take(count) {
         if slot.is_none() {
-            let Some(virq) = vgic.take_pending(vcpu) else { break };
+            let Some(virq) = vgic.take_pending(vcpu.index) else { break };
             lr::write(n, lr::pending(virq.intid, virq.priority));
             *slot = Some(virq.intid);
         }
     }
-    let more = vgic.has_pending(vcpu);
+    let more = vgic.has_pending(vcpu.index);
     ICH_HCR_EL2.modify(if more { ICH_HCR_EL2::UIE::SET } else { ICH_HCR_EL2::UIE::CLEAR });
 }
 
 /// Does a list register hold an interrupt the guest has not yet taken?
 /// (A guest may execute WFI with interrupts masked; it must not sleep then.)
-pub fn lr_pending(vm: &Vm, vcpu: usize) -> bool {
-    vm.vcpus[vcpu]
-        .lr_intid
+pub fn lr_pending(vcpu: &Vcpu) -> bool {
+    vcpu.lr_intid
         .iter()
         .enumerate()
         .any(|(n, slot)| slot.is_some() && lr::state(lr::read(n)) & lr::STATE_PENDING != 0)
 }
 
+/// Anything for `vcpu` to do: a pending virtual interrupt in the model or
+/// in a list register.
+pub fn has_work(vm: &Vm, vcpu: &Vcpu) -> bool {
+    lr_pending(vcpu) || vm.devices.lock().vgic.has_pending(vcpu.index)
+}
+
 /// The running guest's virtual timer fired (physical PPI 27): mask it and
 /// make the virtual PPI pending.
-pub fn vtimer_fired(vm: &mut Vm, vcpu: usize) {
+pub fn vtimer_fired(vm: &Vm, vcpu: &Vcpu) {
     timer::mask_guest_vtimer();
-    vm.vgic.set_pending(vcpu, crate::arch::gicv3::intid::VIRT_TIMER);
+    vm.devices.lock().vgic.set_pending(vcpu.index, intid::VIRT_TIMER);
 }

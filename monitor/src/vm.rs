@@ -12,7 +12,9 @@ use crate::{
     memory,
 };
 use alloc::{format, string::String, vec, vec::Vec};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use numa::NodeId;
+use spin::Mutex;
 use vdev::{fdt::GuestFdtConfig, pl011::Pl011, vgic::VGic};
 
 pub const GICD_BASE: u64 = 0x0800_0000;
@@ -35,72 +37,106 @@ pub enum End {
     Crashed(String),
 }
 
+/// A vCPU's PSCI power state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Power {
+    Off,
+    /// CPU_ON was called: start at `entry` with x0 = `context`.
+    OnPending { entry: u64, context: u64 },
+    On,
+}
+
+/// The state of a vCPU that only the physical CPU running it touches.
 pub struct Vcpu {
+    pub index: usize,
     pub regs: VcpuRegs,
-    pub mpidr: u64,
     /// The INTID each list register holds while this vCPU runs.
     pub lr_intid: [Option<u32>; 16],
 }
 
-pub struct Vm {
-    pub name: String,
-    pub home: NodeId,
+impl Vcpu {
+    pub fn new(index: usize, entry: u64, x0: u64) -> Self {
+        Self { index, regs: VcpuRegs::boot(entry, x0), lr_intid: [None; 16] }
+    }
+}
+
+/// Guest memory: the stage-2 tables and what they hold.
+pub struct Memory {
     pub stage2: Stage2,
-    pub ram_size: u64,
+    /// Frames this VM holds, per node (guest memory and page tables).
+    pub frames: Vec<usize>,
+}
+
+/// The virtual devices, behind one lock.
+pub struct Devices {
     pub vgic: VGic,
     pub uart: Pl011,
     pub console: GuestLines,
-    pub vcpus: Vec<Vcpu>,
-    /// Frames this VM holds, per node (guest memory and page tables).
-    pub frames: Vec<usize>,
-    pub end: Option<End>,
+}
+
+pub struct Vm {
+    pub id: usize,
+    pub name: String,
+    pub home: NodeId,
+    pub ram_size: u64,
+    pub vttbr: u64,
+    pub mpidrs: Vec<u64>,
+    /// The physical CPU each vCPU is pinned to (logical index).
+    pub cpus: Vec<usize>,
+    pub power: Vec<Mutex<Power>>,
+    pub memory: Mutex<Memory>,
+    pub devices: Mutex<Devices>,
+    end: Mutex<Option<End>>,
+    ending: AtomicBool,
+    /// CPUs still running (or waiting to run) one of its vCPUs.
+    pub cpus_in: AtomicUsize,
 }
 
 impl Vm {
-    /// Builds VM number `id` from `spec`: memory on `home` (or the nearest
-    /// node with room), kernel, initrd and device tree loaded.
-    pub fn create(id: usize, spec: &VmSpec, home: NodeId, nodes: usize) -> Result<Vm, String> {
+    /// Builds VM number `id` from `spec`, its vCPUs pinned to `cpus`:
+    /// kernel, initrd and device tree loaded, vCPU 0 ready to start at the
+    /// kernel entry (returned with the DTB address).
+    pub fn create(id: usize, spec: &VmSpec, home: NodeId, nodes: usize, cpus: Vec<usize>) -> Result<(Vm, (u64, u64)), String> {
         let (root, node) = memory::alloc_frame(home).ok_or("out of memory for the stage-2 root")?;
         let mut frames = vec![0usize; nodes];
         frames[node] += 1;
+        let stage2 = Stage2::new(root, id as u16 + 1);
         let mpidrs: Vec<u64> = (0..spec.vcpus as u64).map(|i| (i / 16) << 8 | (i % 16)).collect();
-        let mut vm = Vm {
+        let vm = Vm {
+            id,
             name: spec.name.clone(),
             home,
-            stage2: Stage2::new(root, id as u16 + 1),
             ram_size: spec.memory,
-            vgic: VGic::new(&mpidrs, SPIS),
-            uart: Pl011::new(),
-            console: GuestLines::default(),
-            vcpus: Vec::new(),
-            frames,
-            end: None,
+            vttbr: stage2.vttbr(),
+            power: mpidrs.iter().enumerate().map(|(i, _)| Mutex::new(if i == 0 { Power::On } else { Power::Off })).collect(),
+            devices: Mutex::new(Devices { vgic: VGic::new(&mpidrs, SPIS), uart: Pl011::new(), console: GuestLines::default() }),
+            mpidrs,
+            cpus,
+            memory: Mutex::new(Memory { stage2, frames }),
+            end: Mutex::new(None),
+            ending: AtomicBool::new(false),
+            cpus_in: AtomicUsize::new(0),
         };
-        let entry = match vm.load(spec, &mpidrs) {
-            Ok(entry) => entry,
+        match vm.load(spec) {
+            Ok(entry) => Ok((vm, entry)),
             Err(e) => {
                 vm.destroy();
-                return Err(e);
+                Err(e)
             }
-        };
-        vm.vcpus = mpidrs
-            .iter()
-            .map(|&mpidr| Vcpu { regs: VcpuRegs::boot(0, 0), mpidr, lr_intid: [None; 16] })
-            .collect();
-        vm.vcpus[0].regs = VcpuRegs::boot(entry.0, entry.1);
-        Ok(vm)
+        }
     }
 
     /// Backs the guest page at `ipa` with a zeroed frame from `node` (or the
     /// nearest node with one): Disco's first-touch placement. Returns the
     /// frame, or None when the machine is out of memory.
-    pub fn touch(&mut self, ipa: u64, node: NodeId) -> Option<u64> {
+    pub fn touch(&self, ipa: u64, node: NodeId) -> Option<u64> {
         let page = ipa & !(PAGE_SIZE - 1);
-        if let Some(pa) = self.stage2.translate(page) {
+        let mut memory = self.memory.lock();
+        if let Some(pa) = memory.stage2.translate(page) {
             return Some(pa);
         }
         let (data, data_node) = memory::alloc_frame(node)?;
-        let Vm { stage2, frames, .. } = self;
+        let Memory { stage2, frames } = &mut *memory;
         let mut mapped = false;
         let mut new_table = || {
             let (pa, from) = memory::alloc_frame(node)?;
@@ -115,13 +151,13 @@ impl Vm {
             memory::free_frame(data);
             return None;
         }
-        self.frames[data_node] += 1;
+        frames[data_node] += 1;
         Some(data)
     }
 
     /// Copies kernel, initrd and the guest DTB into guest memory; returns
     /// the kernel entry point and the DTB address.
-    fn load(&mut self, spec: &VmSpec, mpidrs: &[u64]) -> Result<(u64, u64), String> {
+    fn load(&self, spec: &VmSpec) -> Result<(u64, u64), String> {
         let kernel = spec.kernel;
         let header = |offset: usize| -> u64 {
             kernel.get(offset..offset + 8).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap()))
@@ -147,7 +183,7 @@ impl Vm {
         }
         let blob = vdev::fdt::build_guest_fdt(&GuestFdtConfig {
             memory: &[(RAM_BASE, self.ram_size)],
-            vcpu_mpidrs: mpidrs,
+            vcpu_mpidrs: &self.mpidrs,
             bootargs: &spec.bootargs,
             initrd: initrd.map(|(start, data)| (start, start + data.len() as u64)),
             gicd_base: GICD_BASE,
@@ -164,17 +200,14 @@ impl Vm {
     }
 
     /// Copies `data` into guest memory at `ipa`, page by page through stage 2.
-    pub fn write(&mut self, ipa: u64, data: &[u8]) -> Result<(), String> {
+    pub fn write(&self, ipa: u64, data: &[u8]) -> Result<(), String> {
         let mut done = 0usize;
         while done < data.len() {
             let at = ipa + done as u64;
             if !self.is_ram(at) {
                 return Err(format!("guest address {at:#x} is not RAM"));
             }
-            let pa = match self.stage2.translate(at) {
-                Some(pa) => pa,
-                None => self.touch(at, self.home).ok_or("out of memory")? | (at % PAGE_SIZE),
-            };
+            let pa = self.touch(at, self.home).ok_or("out of memory")? | (at % PAGE_SIZE);
             let chunk = ((PAGE_SIZE - (at % PAGE_SIZE)) as usize).min(data.len() - done);
             // SAFETY: `pa` is a frame of this VM's memory, which only it uses.
             unsafe { mem::slice_mut(pa, chunk) }.copy_from_slice(&data[done..done + chunk]);
@@ -189,14 +222,43 @@ impl Vm {
         (RAM_BASE..RAM_BASE + self.ram_size).contains(&ipa)
     }
 
-    /// Returns every frame to its node.
+    /// Records why the VM ends; the first reason wins. Its CPUs notice
+    /// `ending()` at their next exit.
+    pub fn end(&self, end: End) {
+        let mut slot = self.end.lock();
+        if slot.is_none() {
+            *slot = Some(end);
+            self.ending.store(true, Ordering::Release);
+        }
+    }
+
+    pub fn ending(&self) -> bool {
+        self.ending.load(Ordering::Acquire)
+    }
+
+    pub fn end_reason(&self) -> Option<End> {
+        self.end.lock().clone()
+    }
+
+    /// Returns every frame to its node. Only once no CPU runs the VM.
     pub fn destroy(self) {
-        self.stage2.destroy(&mut |pa| memory::free_frame(pa));
+        let memory = self.memory.into_inner();
+        memory.stage2.destroy(&mut |pa| memory::free_frame(pa));
+    }
+
+    /// Frames per node the VM holds.
+    pub fn frames(&self) -> Vec<usize> {
+        self.memory.lock().frames.clone()
     }
 
     /// The redistributor region size for this VM's vCPUs.
     pub fn gicr_size(&self) -> u64 {
-        self.vcpus.len() as u64 * vdev::vgic::GICR_FRAME_SIZE
+        self.mpidrs.len() as u64 * vdev::vgic::GICR_FRAME_SIZE
+    }
+
+    /// The vCPU with affinity `mpidr`.
+    pub fn vcpu_of_mpidr(&self, mpidr: u64) -> Option<usize> {
+        self.mpidrs.iter().position(|&m| m == mpidr & 0xff_00ff_ffff)
     }
 
     /// How many list registers the vGIC may use on this CPU.

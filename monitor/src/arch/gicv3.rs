@@ -58,6 +58,8 @@ const PRIORITY: u8 = 0xa0;
 
 /// INTIDs of the private interrupts the monitor uses.
 pub mod intid {
+    /// The SGI one CPU sends another to make it look at its vCPU again.
+    pub const KICK: u32 = 0;
     pub const MAINTENANCE: u32 = 25;
     pub const VIRT_TIMER: u32 = 27;
     /// First INTID that is not spurious.
@@ -170,6 +172,18 @@ pub fn ack() -> Option<u32> {
 pub fn eoi(intid: u32) {
     // SAFETY: EOI of an interrupt this CPU acknowledged.
     unsafe { asm!("msr ICC_EOIR1_EL1, {0}", "isb", in(reg) intid as u64) };
+}
+
+/// Sends SGI `sgi` to the CPU with affinity `mpidr`.
+pub fn send_sgi(sgi: u32, mpidr: u64) {
+    let aff1 = (mpidr >> 8) & 0xff;
+    let aff2 = (mpidr >> 16) & 0xff;
+    let aff3 = (mpidr >> 32) & 0xff;
+    let range = (mpidr & 0xff) >> 4;
+    let target_list = 1u64 << (mpidr & 0xf);
+    let value = aff3 << 48 | range << 44 | aff2 << 32 | (sgi as u64) << 24 | aff1 << 16 | target_list;
+    // SAFETY: generating an SGI has no effect beyond the interrupt.
+    unsafe { asm!("dsb ish", "msr ICC_SGI1R_EL1, {0}", "isb", in(reg) value) };
 }
 
 /// The virtual CPU interface's list registers (ICH_LR<n>_EL2).
