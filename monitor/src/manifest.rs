@@ -6,8 +6,18 @@
 use alloc::{format, string::String, vec::Vec};
 use fdt::{node::FdtNode, Fdt};
 
+/// What happens when a VM's guest crashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restart {
+    Never,
+    OnCrash,
+}
+
 /// One VM as the bundle describes it.
 pub struct VmSpec {
+    pub restart: Restart,
+    /// The node its vCPUs and memory should be on; None lets the monitor pick.
+    pub home_node: Option<usize>,
     pub name: String,
     pub vcpus: usize,
     pub memory: u64,
@@ -67,5 +77,11 @@ fn parse_vm(fdt: &Fdt<'static>, vm: FdtNode<'_, 'static>) -> Result<VmSpec, Stri
         None => None,
     };
     let bootargs = string("bootargs").unwrap_or_default();
-    Ok(VmSpec { name, vcpus, memory, kernel, initrd, bootargs })
+    let restart = match vm.property("restart").and_then(|p| p.as_str()) {
+        None | Some("never") => Restart::Never,
+        Some("on-crash") => Restart::OnCrash,
+        Some(other) => return Err(format!("bundle: {node}: restart is `{other}`, expected `never` or `on-crash`")),
+    };
+    let home_node = vm.property("home-node").and_then(|p| p.as_usize());
+    Ok(VmSpec { name, vcpus, memory, kernel, initrd, bootargs, restart, home_node })
 }

@@ -7,7 +7,7 @@
 use crate::{
     arch::{cpu, gicv3::{self, intid}, psci, timer, vcpu, MAX_CPUS},
     console,
-    manifest::VmSpec,
+    manifest::{Restart, VmSpec},
     memory,
     trap::{self, Next},
     virq,
@@ -25,11 +25,16 @@ struct Job {
     boot: Option<(u64, u64)>,
 }
 
-/// Where a VM runs: its home node and the CPUs of its vCPUs.
+/// Where a VM runs: its home node and the CPUs of its vCPUs; and how
+/// often it booted.
 struct Placement {
     home: NodeId,
     cpus: Vec<usize>,
+    boots: AtomicUsize,
 }
+
+/// A guest that keeps crashing is not restarted more often than this.
+const MAX_RESTARTS: usize = 5;
 
 static JOBS: [Mutex<Option<Job>>; MAX_CPUS] = [const { Mutex::new(None) }; MAX_CPUS];
 static VMS: Mutex<Vec<Option<Arc<Vm>>>> = Mutex::new(Vec::new());
@@ -56,13 +61,20 @@ pub fn run(topology: &Topology, specs: Vec<VmSpec>) -> Result<(), String> {
             cpus.len()
         ));
     }
-    let mut next = 0;
+    if let Some(spec) = specs.iter().find(|s| s.home_node.is_some_and(|n| n >= topology.node_count())) {
+        return Err(format!("VM {}: home node {:?} does not exist", spec.name, spec.home_node));
+    }
+    // Each VM takes free CPUs nearest its home node (by default the node of
+    // the first free CPU), so its vCPUs share a node when they fit.
+    let mut free: Vec<_> = cpus.clone();
     let placements = specs
         .iter()
         .map(|spec| {
-            let mine: Vec<usize> = cpus[next..next + spec.vcpus].iter().map(|c| c.index).collect();
-            next += spec.vcpus;
-            Placement { home: cpus[next - spec.vcpus].node, cpus: mine }
+            let home = spec.home_node.unwrap_or(free[0].node);
+            free.sort_by_key(|c| (topology.distance(home, c.node), c.index));
+            let mine: Vec<usize> = free.drain(..spec.vcpus).map(|c| c.index).collect();
+            free.sort_by_key(|c| c.index);
+            Placement { home, cpus: mine, boots: AtomicUsize::new(0) }
         })
         .collect();
     let mut table = vec![(0, 0); cpus.iter().map(|c| c.index + 1).max().unwrap_or(1)];
@@ -89,7 +101,8 @@ pub fn current_node() -> NodeId {
 fn start_vm(id: usize) {
     let spec = &SPECS.get().unwrap()[id];
     let place = &PLACEMENTS.get().unwrap()[id];
-    match Vm::create(id, spec, place.home, NODES.load(Ordering::Relaxed), place.cpus.clone()) {
+    let boot = place.boots.fetch_add(1, Ordering::Relaxed) + 1;
+    match Vm::create(id, spec, place.home, NODES.load(Ordering::Relaxed), place.cpus.clone(), boot) {
         Ok((vm, boot)) => {
             log::info!(
                 "vm {} started: {} vCPUs on CPUs {:?}, {} MiB, home node {}, frames per node {:?}",
@@ -198,7 +211,14 @@ fn teardown(vm: Arc<Vm>) {
         }
         End::Crashed(reason) => {
             log::error!("vm {name} ended: crashed: {reason}");
-            vm_gone();
+            let spec = &SPECS.get().unwrap()[id];
+            let boots = PLACEMENTS.get().unwrap()[id].boots.load(Ordering::Relaxed);
+            if spec.restart == Restart::OnCrash && boots <= MAX_RESTARTS {
+                log::info!("vm {name} restarting (restart = on-crash, boot {})", boots + 1);
+                start_vm(id);
+            } else {
+                vm_gone();
+            }
         }
     }
 }

@@ -96,7 +96,9 @@ impl Vm {
     /// Builds VM number `id` from `spec`, its vCPUs pinned to `cpus`:
     /// kernel, initrd and device tree loaded, vCPU 0 ready to start at the
     /// kernel entry (returned with the DTB address).
-    pub fn create(id: usize, spec: &VmSpec, home: NodeId, nodes: usize, cpus: Vec<usize>) -> Result<(Vm, (u64, u64)), String> {
+    /// `boot` counts the VM's boots from 1; the guest finds it on its
+    /// command line as `disco.boot=N`.
+    pub fn create(id: usize, spec: &VmSpec, home: NodeId, nodes: usize, cpus: Vec<usize>, boot: usize) -> Result<(Vm, (u64, u64)), String> {
         let (root, node) = memory::alloc_frame(home).ok_or("out of memory for the stage-2 root")?;
         let mut frames = vec![0usize; nodes];
         frames[node] += 1;
@@ -117,7 +119,7 @@ impl Vm {
             ending: AtomicBool::new(false),
             cpus_in: AtomicUsize::new(0),
         };
-        match vm.load(spec) {
+        match vm.load(spec, &format!("{} disco.boot={boot}", spec.bootargs)) {
             Ok(entry) => Ok((vm, entry)),
             Err(e) => {
                 vm.destroy();
@@ -157,7 +159,7 @@ impl Vm {
 
     /// Copies kernel, initrd and the guest DTB into guest memory; returns
     /// the kernel entry point and the DTB address.
-    fn load(&self, spec: &VmSpec) -> Result<(u64, u64), String> {
+    fn load(&self, spec: &VmSpec, bootargs: &str) -> Result<(u64, u64), String> {
         let kernel = spec.kernel;
         let header = |offset: usize| -> u64 {
             kernel.get(offset..offset + 8).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap()))
@@ -184,7 +186,7 @@ impl Vm {
         let blob = vdev::fdt::build_guest_fdt(&GuestFdtConfig {
             memory: &[(RAM_BASE, self.ram_size)],
             vcpu_mpidrs: &self.mpidrs,
-            bootargs: &spec.bootargs,
+            bootargs,
             initrd: initrd.map(|(start, data)| (start, start + data.len() as u64)),
             gicd_base: GICD_BASE,
             gicr_base: GICR_BASE,
