@@ -88,9 +88,10 @@ pub fn take_input() -> Vec<u8> {
 fn command(key: u8) {
     match key {
         b'c' => crate::flash::report(10),
+        b's' => crate::run::print_stats(),
         digit @ b'0'..=b'9' => crate::run::set_focus((digit - b'0') as usize),
         _ => print(format_args!(
-            "\ndisco console: Ctrl-] then: 0-9 = send input to VM n, c = hottest pages (miss counters), h = this help, Ctrl-] = send Ctrl-] to the guest\n"
+            "\ndisco console: Ctrl-] then: 0-9 = send input to VM n, s = statistics (and start a new window), c = hottest pages (miss counters), h = this help, Ctrl-] = send Ctrl-] to the guest\n"
         )),
     }
 }

@@ -12,6 +12,7 @@ mod flash;
 mod manifest;
 mod memory;
 mod run;
+mod stats;
 mod trap;
 mod virq;
 mod vm;

@@ -8,7 +8,7 @@ use crate::{
     arch::{cpu, gicv3::{self, intid}, psci, timer, vcpu, MAX_CPUS},
     console,
     manifest::{Restart, VmSpec},
-    memory,
+    memory, stats,
     trap::{self, Next},
     virq,
     vm::{End, Power, Vcpu, Vm},
@@ -139,7 +139,7 @@ pub fn secondary(index: usize) -> ! {
         match job {
             Some(job) => run_job(job),
             None => {
-                cpu::wait_for_interrupt();
+                stats::idle_wait();
                 physical_irqs(None);
             }
         }
@@ -164,13 +164,15 @@ fn run_job(job: Job) {
                 vcpu::reset_el1(vm.mpidrs[vcpu.index], lrs);
             }
             Power::Off => {
-                cpu::wait_for_interrupt();
+                stats::idle_wait();
                 physical_irqs(None);
                 continue;
             }
         }
         virq::sync(&vm, &mut vcpu);
+        let entered = timer::now();
         let exit = vcpu::run(&mut vcpu.regs, vm.vttbr);
+        vm.stats.run_ticks.fetch_add(timer::now() - entered, Ordering::Relaxed);
         if trap::handle(&vm, &mut vcpu, exit) == Next::Off {
             vcpu::reset_el1(vm.mpidrs[vcpu.index], lrs);
         }
@@ -199,6 +201,7 @@ fn teardown(vm: Arc<Vm>) {
             }
         }
     };
+    vm.stats.print(&name, &vm.frames());
     vm.destroy();
     match end {
         End::Reset => {
@@ -262,6 +265,15 @@ pub fn set_focus(id: usize) {
     }
 }
 
+/// Prints the statistics of every running VM and of every CPU (Ctrl-] s).
+pub fn print_stats() {
+    let vms: Vec<Arc<Vm>> = VMS.lock().iter().flatten().cloned().collect();
+    for vm in vms {
+        vm.stats.print(&vm.name, &vm.frames());
+    }
+    stats::print_cpus(CPUS.get().map_or(1, |c| c.len()));
+}
+
 /// Physical interrupts pending on this CPU; `current` is the vCPU it was
 /// running, if any.
 pub fn physical_irqs(current: Option<(&Vm, &mut Vcpu)>) {
@@ -307,6 +319,7 @@ fn finish() -> ! {
             log::error!("node {node}: {} KiB free after all VMs ended, {} KiB before", free >> 10, base >> 10);
         }
     }
+    stats::print_cpus(CPUS.get().map_or(1, |c| c.len()));
     if crate::flash::present() {
         crate::flash::report(10);
     }

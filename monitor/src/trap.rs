@@ -4,12 +4,13 @@
 
 use crate::{
     arch::{
-        cpu,
         esr::{ec, inject, DataAbort, Esr, SysRegAccess},
         idregs,
         vcpu::Exit,
     },
-    run, virq,
+    run,
+    stats::{self, ExitReason},
+    virq,
     vm::{Devices, End, Vcpu, Vm, GICD_BASE, GICD_SIZE, GICR_BASE, UART_BASE, UART_SIZE},
     vpsci,
 };
@@ -34,7 +35,10 @@ pub enum Next {
 pub fn handle(vm: &Vm, vcpu: &mut Vcpu, exit: Exit) -> Next {
     match exit {
         Exit::Sync => return sync(vm, vcpu, Esr(ESR_EL2.get())),
-        Exit::Irq | Exit::Fiq => run::physical_irqs(Some((vm, vcpu))),
+        Exit::Irq | Exit::Fiq => {
+            vm.stats.exit(ExitReason::Irq);
+            run::physical_irqs(Some((vm, vcpu)))
+        }
         Exit::SError => vm.end(End::Crashed("SError from the guest".into())),
         Exit::AArch32 => vm.end(End::Crashed("the guest entered AArch32, which is not supported".into())),
     }
@@ -42,6 +46,14 @@ pub fn handle(vm: &Vm, vcpu: &mut Vcpu, exit: Exit) -> Next {
 }
 
 fn sync(vm: &Vm, vcpu: &mut Vcpu, esr: Esr) -> Next {
+    vm.stats.exit(match esr.class() {
+        ec::WFX => ExitReason::Wfi,
+        ec::HVC64 | ec::SMC64 => ExitReason::Hypercall,
+        ec::SYSREG => ExitReason::SysReg,
+        ec::DABT_LOWER | ec::IABT_LOWER if vm.is_ram(fault_ipa()) => ExitReason::FirstTouch,
+        ec::DABT_LOWER => ExitReason::Mmio,
+        _ => ExitReason::Other,
+    });
     match esr.class() {
         ec::WFX => {
             // WFE, WFIT and WFET complete at once: allowed by the
@@ -91,7 +103,7 @@ fn sync(vm: &Vm, vcpu: &mut Vcpu, esr: Esr) -> Next {
 fn idle(vm: &Vm, vcpu: &mut Vcpu) {
     virq::sync(vm, vcpu);
     if !virq::has_work(vm, vcpu) && !vm.ending() {
-        cpu::wait_for_interrupt();
+        vm.stats.idle_ticks.fetch_add(stats::idle_wait(), core::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -90,6 +90,7 @@ pub struct Vm {
     ending: AtomicBool,
     /// CPUs still running (or waiting to run) one of its vCPUs.
     pub cpus_in: AtomicUsize,
+    pub stats: crate::stats::VmStats,
 }
 
 impl Vm {
@@ -118,6 +119,7 @@ impl Vm {
             end: Mutex::new(None),
             ending: AtomicBool::new(false),
             cpus_in: AtomicUsize::new(0),
+            stats: Default::default(),
         };
         match vm.load(spec, &format!("{} disco.boot={boot}", spec.bootargs)) {
             Ok(entry) => Ok((vm, entry)),

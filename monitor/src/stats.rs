@@ -1,0 +1,90 @@
+//! Statistics the monitor keeps for its users: per VM, exits by reason and
+//! where its vCPUs' time went; per CPU, busy and idle time. Counters are
+//! relaxed atomics bumped by the CPU that owns the event, so keeping them
+//! costs no locks on the exit path.
+
+use crate::{arch::{cpu, timer, MAX_CPUS}, println};
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Why a vCPU exited, as counted.
+#[derive(Clone, Copy)]
+pub enum ExitReason {
+    Wfi,
+    Hypercall,
+    SysReg,
+    Mmio,
+    FirstTouch,
+    Irq,
+    Other,
+}
+
+const REASONS: [&str; 7] = ["wfi", "hypercall", "sysreg", "mmio", "first-touch", "irq", "other"];
+
+/// One VM's counters.
+#[derive(Default)]
+pub struct VmStats {
+    exits: [AtomicU64; 7],
+    /// Counter ticks its vCPUs spent in the guest.
+    pub run_ticks: AtomicU64,
+    /// Counter ticks its vCPUs spent waiting in WFI.
+    pub idle_ticks: AtomicU64,
+}
+
+impl VmStats {
+    pub fn exit(&self, reason: ExitReason) {
+        self.exits[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn print(&self, name: &str, frames: &[usize]) {
+        let mut exits = alloc::string::String::new();
+        for (reason, count) in REASONS.iter().zip(&self.exits) {
+            exits.push_str(&alloc::format!(" {reason}={}", count.load(Relaxed)));
+        }
+        println!(
+            "stats: vm {name}: exits{exits}; vCPU run {} ms, idle {} ms; frames per node {frames:?}",
+            timer::ticks_to_ms(self.run_ticks.load(Relaxed)),
+            timer::ticks_to_ms(self.idle_ticks.load(Relaxed)),
+        );
+    }
+}
+
+/// Per CPU: ticks spent idle (waiting for an interrupt), and the counter
+/// value at the start of the current measuring window.
+static IDLE: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// When each CPU started its current wait (0: not waiting).
+static IDLE_SINCE: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+static WINDOW_START: AtomicU64 = AtomicU64::new(0);
+
+/// Waits for an interrupt, counting the time as this CPU's idle time.
+/// Returns the ticks waited.
+pub fn idle_wait() -> u64 {
+    let me = cpu::index();
+    let start = timer::now();
+    IDLE_SINCE[me].store(start, Relaxed);
+    cpu::wait_for_interrupt();
+    IDLE_SINCE[me].store(0, Relaxed);
+    let waited = timer::now() - start;
+    IDLE[me].fetch_add(waited, Relaxed);
+    waited
+}
+
+/// Prints every CPU's busy and idle time since the window started, then
+/// starts a new window (so a user can measure an interval by printing twice).
+pub fn print_cpus(cpus: usize) {
+    let now = timer::now();
+    let window_start = WINDOW_START.swap(now, Relaxed);
+    let window = now - window_start;
+    for (index, idle) in IDLE.iter().enumerate().take(cpus) {
+        // A wait still going on counts up to now (within the window).
+        let since = IDLE_SINCE[index].load(Relaxed);
+        let ongoing = if since == 0 { 0 } else { now - since.max(window_start) };
+        let idle = (idle.swap(0, Relaxed) + ongoing).min(window);
+        println!(
+            "stats: cpu {index}: busy {} ms, idle {} ms ({}% idle) over {} ms",
+            timer::ticks_to_ms(window - idle),
+            timer::ticks_to_ms(idle),
+            idle * 100 / window.max(1),
+            timer::ticks_to_ms(window)
+        );
+    }
+}
