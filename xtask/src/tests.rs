@@ -21,12 +21,14 @@ use std::time::{Duration, Instant};
 
 const TOPOLOGY_TIMEOUT: Duration = Duration::from_secs(180);
 const GUEST_TIMEOUT: Duration = Duration::from_secs(300);
-/// The RAM the kernel found (dmesg `Memory: avail/totalK`) may differ from
-/// the VM's memory by this fraction.
+/// MemTotal, and the RAM the kernel found (dmesg `Memory: avail/totalK`),
+/// may differ from the VM's memory by this fraction (issue 2). MemTotal
+/// excludes the kernel image and early reservations (~37 MiB for Debian's
+/// kernel), so the guest-boot VM has 1 GiB, where that is 3.6%.
 const MEM_TOLERANCE: f64 = 0.05;
-/// MemTotal excludes the kernel image and early reservations: Debian's
-/// kernel in 512 MiB reports ~7.3% less, so it gets a wider band.
-const MEMTOTAL_TOLERANCE: f64 = 0.10;
+const MEMTOTAL_TOLERANCE: f64 = 0.05;
+/// Guest memory of the guest-boot test, in MiB.
+const GUEST_BOOT_MIB: u64 = 1024;
 /// An address that is neither guest RAM nor a guest device: see DESIGN.md.
 const WILD_ADDRESS: &str = "0x0a800000";
 
@@ -202,7 +204,8 @@ fn guest_boot(env: &mut Env, native: bool) -> Result<()> {
     let script = format!(
         "echo \"uname=$(uname -r)\"\ngrep MemTotal /proc/meminfo\ndmesg | grep -m1 'Memory:'\nseq 1 {n} > /tmp/seq && echo \"md5=$(md5sum < /tmp/seq)\""
     );
-    let b = boot("numa2", native, &script, "guest-boot")?;
+    let mut b = boot("numa2", native, &script, "guest-boot")?;
+    b.vm.memory_mib = GUEST_BOOT_MIB;
     let out = exec_lines(env, &b)?;
     let mut errs = Vec::new();
     let release = field(&out, "uname=")?;
