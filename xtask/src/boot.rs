@@ -9,6 +9,7 @@
 use crate::bundle::{Bundle, Vm};
 use crate::debs::Guest;
 use crate::machine::Machine;
+use crate::manifest::VmSpec;
 use crate::util::{gc_run_files, run_file, write_if_changed};
 use crate::{debs, image, initramfs, qemu, setup};
 use anyhow::Result;
@@ -110,6 +111,8 @@ impl Boot {
                     kernel: "kernel".into(),
                     initrd: Some("initrd".into()),
                     bootargs: self.bootargs(),
+                    restart: None,
+                    home_node: None,
                 }],
             };
             let path = run_file("bundle", &self.tag, "dtb")?;
@@ -120,4 +123,60 @@ impl Boot {
         cmd.args(if interactive { qemu::interactive_console() } else { qemu::captured_console() });
         Ok(cmd)
     }
+}
+
+/// The QEMU command for several VMs (a manifest) under the monitor. Each VM
+/// with `exec` gets its own initrd (its base initrd + `/exec.sh`); images
+/// several VMs share are stored once in the bundle.
+pub fn manifest_command(env: &mut Env, machine: &Machine, vms: &[VmSpec], tag: &str, interactive: bool) -> Result<Command> {
+    let mut images: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut paths: Vec<(PathBuf, String)> = Vec::new();
+    let mut image = |path: &PathBuf, name: String| -> Result<String> {
+        if let Some((_, n)) = paths.iter().find(|(p, _)| p == path) {
+            return Ok(n.clone());
+        }
+        images.push((name.clone(), std::fs::read(path)?));
+        paths.push((path.clone(), name.clone()));
+        Ok(name)
+    };
+    let mut bvms = Vec::new();
+    for vm in vms {
+        let kernel = match &vm.kernel {
+            None => image(&env.guest.kernel, "kernel".into())?,
+            Some(p) => image(p, format!("kernel-{}", vm.name))?,
+        };
+        let base = vm.initrd.clone().unwrap_or_else(|| env.base_initrd.clone());
+        let initrd = match &vm.exec {
+            None if vm.initrd.is_none() => image(&base, "initrd".into())?,
+            None => image(&base, format!("initrd-{}", vm.name))?,
+            Some(_) => {
+                let p = initramfs::with_exec(&base, vm.exec.as_deref(), &format!("{tag}-{}", vm.name))?;
+                image(&p, format!("initrd-{}", vm.name))?
+            }
+        };
+        let mut bootargs = BASE_BOOTARGS.to_string();
+        if !vm.cmdline.is_empty() {
+            bootargs.push(' ');
+            bootargs.push_str(&vm.cmdline);
+        }
+        bvms.push(Vm {
+            name: vm.name.clone(),
+            vcpus: vm.vcpus,
+            memory_size: vm.memory_mib << 20,
+            kernel,
+            initrd: Some(initrd),
+            bootargs,
+            restart: Some(vm.restart.as_str().into()),
+            home_node: vm.home_node,
+        });
+    }
+    let bundle = Bundle { images, vms: bvms };
+    let path = run_file("bundle", tag, "dtb")?;
+    write_if_changed(&path, &bundle.to_dtb()?)?;
+    let mut cmd = Command::new(qemu::QEMU);
+    cmd.args(machine.qemu_args());
+    cmd.arg("-kernel").arg(env.monitor()?);
+    cmd.arg("-initrd").arg(path);
+    cmd.args(if interactive { qemu::interactive_console() } else { qemu::captured_console() });
+    Ok(cmd)
 }

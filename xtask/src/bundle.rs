@@ -23,6 +23,9 @@
 //!             kernel = "kernel";               // string: names a node in /images
 //!             initrd = "initrd";               // string, optional: names a node in /images
 //!             bootargs = "console=ttyAMA0";    // string: the guest's /chosen/bootargs
+//!                                              // (the monitor appends ` disco.boot=N`)
+//!             restart = "never";               // string, optional: "never" | "on-crash"
+//!             home-node = <0>;                 // u32, optional: preferred NUMA node
 //!         };
 //!         // vm@1 ... in boot order
 //!     };
@@ -47,6 +50,9 @@ pub struct Vm {
     pub kernel: String,
     pub initrd: Option<String>,
     pub bootargs: String,
+    /// `"never"` or `"on-crash"`; omitted when `None` (the monitor's default: never).
+    pub restart: Option<String>,
+    pub home_node: Option<u32>,
 }
 
 /// Named images plus the VMs that use them.
@@ -107,6 +113,12 @@ impl Bundle {
                 w.property_string("initrd", initrd)?;
             }
             w.property_string("bootargs", &vm.bootargs)?;
+            if let Some(r) = &vm.restart {
+                w.property_string("restart", r)?;
+            }
+            if let Some(h) = vm.home_node {
+                w.property_u32("home-node", h)?;
+            }
             w.end_node(n)?;
         }
         w.end_node(vms)?;
@@ -130,6 +142,8 @@ mod tests {
                     kernel: "kernel".into(),
                     initrd: Some("initrd".into()),
                     bootargs: "console=ttyAMA0".into(),
+                    restart: Some("on-crash".into()),
+                    home_node: Some(1),
                 },
                 Vm {
                     name: "vm1".into(),
@@ -138,6 +152,8 @@ mod tests {
                     kernel: "kernel".into(),
                     initrd: None,
                     bootargs: String::new(),
+                    restart: None,
+                    home_node: None,
                 },
             ],
         }
@@ -163,6 +179,9 @@ mod tests {
         let vm1 = fdt.find_node("/vms/vm@1").unwrap();
         assert_eq!(vm1.property("memory-size").unwrap().as_usize(), Some(6 << 30));
         assert!(vm1.property("initrd").is_none());
+        assert_eq!(vm0.property("restart").unwrap().as_str(), Some("on-crash"));
+        assert_eq!(vm0.property("home-node").unwrap().value, &1u32.to_be_bytes());
+        assert!(vm1.property("restart").is_none() && vm1.property("home-node").is_none());
         assert_eq!(fdt.find_node("/vms").unwrap().children().count(), 2);
     }
 

@@ -213,3 +213,259 @@ mod tests {
         assert_eq!(w.output, ["partial"]);
     }
 }
+
+/// How one VM of a multi-VM exec run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VmEnd {
+    /// `DISCO-EXEC-END status=N` of its last boot.
+    Status(i32),
+    /// The monitor's `vm NAME ended: crashed: REASON`, not followed by a restart.
+    Crashed(String),
+    /// Anything else (powered off without DISCO-EXEC-END, QEMU exit, timeout).
+    Failed(String),
+}
+
+/// One VM's side of a multi-VM exec run.
+#[derive(Debug)]
+pub struct VmRun {
+    pub name: String,
+    /// Output of the exec of its last boot.
+    pub output: Vec<String>,
+    pub end: Option<VmEnd>,
+    /// Boots after the first (crash restarts and guest resets).
+    pub reboots: u32,
+    /// Monitor lines saying it crashed.
+    pub crashes: Vec<String>,
+    watcher: Watcher,
+}
+
+impl VmRun {
+    pub fn ok(&self) -> bool {
+        self.end == Some(VmEnd::Status(0))
+    }
+
+    pub fn describe(&self) -> String {
+        match &self.end {
+            Some(VmEnd::Status(s)) => format!("status {s}"),
+            Some(VmEnd::Crashed(r)) => format!("crashed: {r}"),
+            Some(VmEnd::Failed(r)) => r.clone(),
+            None => "still running".into(),
+        }
+    }
+}
+
+/// Follows several VMs' exec runs on one console (pure; see [`run_multi`]).
+#[derive(Debug)]
+pub struct MultiWatcher {
+    pub vms: Vec<VmRun>,
+    /// `all VMs ended; powering off` was seen.
+    pub all_ended: bool,
+    /// A monitor panic: ends the run.
+    pub fatal: Option<String>,
+}
+
+/// `NAME` and the rest of a monitor line `... vm NAME <rest>`.
+fn monitor_vm_line(line: &str) -> Option<(&str, &str)> {
+    let at = line.find("disco:")?;
+    let rest = &line[at..];
+    let v = rest.find("] vm ").map(|i| i + 5).or_else(|| rest.find("error: vm ").map(|i| i + 10))?;
+    let after = &rest[v..];
+    let sp = after.find(' ')?;
+    Some((&after[..sp], &after[sp + 1..]))
+}
+
+impl MultiWatcher {
+    pub fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> MultiWatcher {
+        let vms = names
+            .into_iter()
+            .map(|n| VmRun { name: n.to_string(), output: Vec::new(), end: None, reboots: 0, crashes: Vec::new(), watcher: Watcher::new(n) })
+            .collect();
+        MultiWatcher { vms, all_ended: false, fatal: None }
+    }
+
+    pub fn feed(&mut self, line: &str) {
+        if line.contains("MONITOR PANIC") {
+            self.fatal.get_or_insert_with(|| format!("the monitor panicked: {line}"));
+        }
+        if line.contains("disco:") && line.contains("all VMs ended") {
+            self.all_ended = true;
+        }
+        if let Some((name, rest)) = monitor_vm_line(line) {
+            if let Some(vm) = self.vms.iter_mut().find(|v| v.name == name) {
+                if let Some(reason) = rest.strip_prefix("ended: crashed: ") {
+                    vm.crashes.push(line.to_string());
+                    vm.end = Some(VmEnd::Crashed(reason.to_string()));
+                } else if rest.starts_with("reset") || rest.starts_with("restarting") {
+                    // A new boot: its exec starts over.
+                    vm.reboots += 1;
+                    vm.end = None;
+                    vm.watcher = Watcher::new(&vm.name);
+                } else if rest.starts_with("ended: powered off") && vm.end.is_none() {
+                    vm.end = Some(VmEnd::Failed("powered off without DISCO-EXEC-END".into()));
+                }
+            }
+            return;
+        }
+        for vm in &mut self.vms {
+            if line.starts_with(&vm.watcher.prefix) {
+                // Only this VM's lines: other VMs' crashes are not its own.
+                vm.watcher.feed(line);
+                vm.watcher.fatal = None;
+                if let Some(s) = vm.watcher.status() {
+                    if vm.end.is_none() {
+                        vm.end = Some(VmEnd::Status(s));
+                        vm.output = vm.watcher.output.clone();
+                    }
+                }
+                break;
+            }
+        }
+    }
+
+    /// Every VM has an end (a crash may still be followed by a restart line).
+    pub fn all_done(&self) -> bool {
+        self.vms.iter().all(|v| v.end.is_some())
+    }
+}
+
+/// Result of a multi-VM exec run (successful or not: see [`VmRun::ok`]).
+#[derive(Debug)]
+pub struct MultiOutcome {
+    pub vms: Vec<VmRun>,
+    /// Every console line (monitor checks such as frames per node).
+    pub lines: Vec<String>,
+    pub log: String,
+    pub tail: String,
+}
+
+impl MultiOutcome {
+    pub fn ok(&self) -> bool {
+        self.vms.iter().all(VmRun::ok)
+    }
+
+    pub fn vm(&self, name: &str) -> &VmRun {
+        self.vms.iter().find(|v| v.name == name).expect("VM of the manifest")
+    }
+
+    /// `Err` naming the failed VMs, with the log tail.
+    pub fn check(&self) -> Result<()> {
+        let bad: Vec<String> = self.vms.iter().filter(|v| !v.ok()).map(|v| format!("vm {}: {}", v.name, v.describe())).collect();
+        if bad.is_empty() {
+            return Ok(());
+        }
+        bail!("{}\nlog: {}\nlast {TAIL_LINES} lines:\n{}", bad.join("\n"), self.log, self.tail)
+    }
+}
+
+/// Drives a session until QEMU exits (or the monitor says all VMs ended),
+/// every VM's exec has ended, or `timeout`; QEMU is always killed before
+/// returning. A crash that the monitor follows with a restart is not an end.
+pub fn run_multi(mut s: Session, names: &[&str], timeout: Duration) -> Result<MultiOutcome> {
+    let deadline = s.started + timeout;
+    let mut w = MultiWatcher::new(names.iter().copied());
+    let mut lines = Vec::new();
+    let mut done_at: Option<Instant> = None;
+    let mut why: Option<String> = None;
+    loop {
+        let limit = done_at.map_or(deadline, |t| (t + EXIT_GRACE).min(deadline));
+        match s.next(limit) {
+            Event::Line(l) => {
+                w.feed(&l);
+                lines.push(l);
+                if let Some(f) = &w.fatal {
+                    why = Some(f.clone());
+                    break;
+                }
+                if w.all_ended {
+                    // Let the power-off finish (QEMU exits at once).
+                    done_at.get_or_insert_with(Instant::now);
+                }
+                if w.all_done() && done_at.is_none() {
+                    done_at = Some(Instant::now());
+                }
+                if !w.all_done() {
+                    done_at = done_at.filter(|_| w.all_ended);
+                }
+            }
+            Event::Exit(st) => {
+                if !st.success() {
+                    why = Some(format!("QEMU exited with status {}", code(st)));
+                }
+                break;
+            }
+            Event::Timeout if done_at.is_some() && Instant::now() < deadline => {
+                if !w.all_ended {
+                    why = Some(format!("every VM ended but the monitor did not power off within {}s", EXIT_GRACE.as_secs()));
+                }
+                break;
+            }
+            Event::Timeout => {
+                why = Some(format!("timed out after {}s", timeout.as_secs()));
+                break;
+            }
+        }
+    }
+    s.kill();
+    for vm in &mut w.vms {
+        if vm.end.is_none() || (why.is_some() && vm.ok()) {
+            let r = why.clone().unwrap_or_else(|| "QEMU exited without its DISCO-EXEC-END".into());
+            if vm.end.is_none() {
+                vm.end = Some(VmEnd::Failed(if vm.watcher.ready { r } else { format!("{r} (before {READY})") }));
+            }
+        }
+    }
+    if let Some(why) = &why {
+        // A run-level failure fails the run even when each VM looked fine.
+        if w.vms.iter().all(VmRun::ok) {
+            w.vms[0].end = Some(VmEnd::Failed(why.clone()));
+        }
+    }
+    Ok(MultiOutcome { vms: w.vms, lines, log: crate::util::rel(&s.log_path), tail: s.tail(TAIL_LINES) })
+}
+
+#[cfg(test)]
+mod multi_tests {
+    use super::*;
+
+    #[test]
+    fn two_vms_one_restarts() {
+        let mut w = MultiWatcher::new(["a", "b"]);
+        for l in [
+            "disco: [  0.100 cpu0] vm a started: 2 vCPUs",
+            "[a] DISCO-READY",
+            "[b] DISCO-READY",
+            "[a] DISCO-EXEC-BEGIN",
+            "[b] DISCO-EXEC-BEGIN",
+            "[b] Kernel panic - not syncing: sysrq triggered crash",
+            "disco: [  3.000 cpu2] error: vm b ended: crashed: guest panic",
+            "[a] sum=42",
+            "disco: [  3.100 cpu2] vm b restarting (restart = on-crash, boot 2)",
+            "[a] DISCO-EXEC-END status=0",
+            "disco: [  4.000 cpu0] vm a ended: powered off",
+            "[b] DISCO-READY",
+            "[b] DISCO-EXEC-BEGIN",
+            "[b] sum=43",
+            "[b] DISCO-EXEC-END status=0",
+            "disco: [  9.000 cpu2] vm b ended: powered off",
+            "disco: [  9.100 cpu2] node 0: all frames returned (1000 KiB free)",
+            "disco: [  9.100 cpu2] all VMs ended; powering off",
+        ] {
+            w.feed(l);
+        }
+        assert!(w.all_ended && w.all_done() && w.fatal.is_none());
+        assert_eq!(w.vms[0].output, ["sum=42"]);
+        assert_eq!(w.vms[1].output, ["sum=43"]);
+        assert!(w.vms.iter().all(VmRun::ok));
+        assert_eq!((w.vms[1].reboots, w.vms[1].crashes.len()), (1, 1));
+    }
+
+    #[test]
+    fn crash_without_restart_and_silent_poweroff() {
+        let mut w = MultiWatcher::new(["a", "b"]);
+        w.feed("disco: [  3.000 cpu2] error: vm a ended: crashed: stage-2 fault at 0x0");
+        w.feed("disco: [  4.000 cpu2] vm b ended: powered off");
+        assert_eq!(w.vms[0].end, Some(VmEnd::Crashed("stage-2 fault at 0x0".into())));
+        assert!(matches!(w.vms[1].end, Some(VmEnd::Failed(_))));
+        assert_eq!(monitor_vm_line("disco: [  1.234 cpu0] vm a-1 reset: booting it again"), Some(("a-1", "reset: booting it again")));
+    }
+}

@@ -11,6 +11,7 @@ mod exec;
 mod image;
 mod initramfs;
 mod machine;
+mod manifest;
 mod numasim;
 mod numasim_bench;
 mod numasim_json;
@@ -53,9 +54,12 @@ enum Cmd {
 
 #[derive(Args, Debug, Clone, PartialEq)]
 struct RunArgs {
-    /// Machine topology: a file stem in qemu-configs/ (or a path to a .toml).
-    #[arg(long, short, default_value = "numa2")]
-    machine: String,
+    /// Machine topology: a file stem in qemu-configs/ (or a path to a .toml); default: the manifest's `machine`, else numa2.
+    #[arg(long, short)]
+    machine: Option<String>,
+    /// VM manifest (TOML [[vm]] tables); plain `run` boots qemu-configs/vms/default.toml.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["exec", "native", "vcpus", "memory"])]
+    vms: Option<std::path::PathBuf>,
     /// Run CMD in the guest (sh), print its output, exit 0 iff it exits 0; no terminal input.
     #[arg(long, short, value_name = "CMD")]
     exec: Option<String>,
@@ -68,13 +72,13 @@ struct RunArgs {
     /// With --exec: do not copy the console to the terminal (it still goes to the log).
     #[arg(long, short)]
     quiet: bool,
-    /// vCPUs of the guest VM (under the monitor).
-    #[arg(long, default_value_t = 1)]
-    vcpus: u32,
-    /// Memory of the guest VM in MiB (under the monitor).
-    #[arg(long, default_value_t = 512, value_name = "MIB")]
-    memory: u64,
-    /// Extra guest kernel arguments.
+    /// One VM with this many vCPUs instead of the manifest (default 1).
+    #[arg(long)]
+    vcpus: Option<u32>,
+    /// One VM with this much memory in MiB instead of the manifest (default 512).
+    #[arg(long, value_name = "MIB")]
+    memory: Option<u64>,
+    /// Extra guest kernel arguments (every VM's).
     #[arg(long, default_value = "", value_name = "ARGS")]
     append: String,
     /// Load the ccNUMA cost-model plugin (bench/numa-sim); PARAMS: k=v,... of cache, assoc, line, local_ns, remote_ns, insn_ns, top, filter.
@@ -148,17 +152,76 @@ fn dispatch(cmd: Cmd) -> Result<u8> {
 }
 
 fn to_boot(a: &RunArgs) -> Result<boot::Boot> {
+    let d = boot::VmShape::default();
     Ok(boot::Boot {
-        machine: machine::load(&a.machine)?,
+        machine: machine::load(a.machine.as_deref().unwrap_or("numa2"))?,
         native: a.native,
         native_like_vm: false,
         exec: a.exec.clone(),
-        vm: boot::VmShape { vcpus: a.vcpus, memory_mib: a.memory, append: a.append.clone() },
+        vm: boot::VmShape { vcpus: a.vcpus.unwrap_or(d.vcpus), memory_mib: a.memory.unwrap_or(d.memory_mib), append: a.append.clone() },
         tag: if a.native { "run-native".into() } else { "run".into() },
     })
 }
 
+/// Single-VM flags (`--exec`, `--native`, `--vcpus`, `--memory`) boot one VM; otherwise a manifest.
+fn single_vm(a: &RunArgs) -> bool {
+    a.vms.is_none() && (a.exec.is_some() || a.native || a.vcpus.is_some() || a.memory.is_some())
+}
+
+/// The manifest of a run and the machine it runs on (validated together).
+fn to_manifest(a: &RunArgs) -> Result<(machine::Machine, manifest::Manifest)> {
+    let path = a.vms.clone().unwrap_or_else(manifest::default_path);
+    let (_, text) = manifest::read(&path)?;
+    let mname = a.machine.clone().or_else(|| manifest::machine_of(&text)).unwrap_or_else(|| "numa2".into());
+    let m = machine::load(&mname)?;
+    let mut man = manifest::load(&path, &m)?;
+    if !a.append.is_empty() {
+        for vm in &mut man.vms {
+            vm.cmdline = format!("{} {}", vm.cmdline, a.append).trim().to_string();
+        }
+    }
+    Ok((m, man))
+}
+
+/// `cargo xtask run` with a manifest: interactive unless a VM has `exec`.
+fn run_manifest(a: RunArgs) -> Result<u8> {
+    let (m, man) = to_manifest(&a)?;
+    let exec = man.vms.iter().any(|v| v.exec.is_some());
+    // SAFETY: isatty only inspects the descriptor.
+    if !exec && unsafe { libc::isatty(0) } == 0 {
+        anyhow::bail!("{}: no VM has `exec`, so `cargo xtask run` attaches the console to this terminal, but stdin is not one; give the VMs `exec` for unattended runs", man.file);
+    }
+    let summary: Vec<String> = man.vms.iter().map(|v| format!("{} ({} vCPU, {} MiB)", v.name, v.vcpus, v.memory_mib)).collect();
+    eprintln!("run: {} on {}: {}", man.file, m.name, summary.join(", "));
+    let b = boot::Boot { machine: m.clone(), native: false, native_like_vm: false, exec: exec.then(String::new), vm: Default::default(), tag: "run".into() };
+    let mut env = boot::Env::prepare()?;
+    let cmd = boot::manifest_command(&mut env, &m, &man.vms, &b.tag, !exec)?;
+    let (cmd, _numa_sim) = numasim::for_run(&b, cmd, a.numa_sim.as_deref())?;
+    if !exec {
+        eprintln!("run: Ctrl-] then 0-9 gives input to VM n, Ctrl-] h lists the monitor's keys");
+        let code = qemu::interactive(cmd)?;
+        return Ok(code.clamp(0, 255) as u8);
+    }
+    let session = qemu::Session::spawn(cmd, &b.tag, !a.quiet)?;
+    let names: Vec<&str> = man.vms.iter().map(|v| v.name.as_str()).collect();
+    let out = exec::run_multi(session, &names, Duration::from_secs(a.timeout))?;
+    for vm in &out.vms {
+        println!("== vm {}: {}{}", vm.name, vm.describe(), if vm.reboots > 0 { format!(" (after {} reboot(s))", vm.reboots) } else { String::new() });
+        for l in &vm.output {
+            println!("{l}");
+        }
+    }
+    if !out.ok() {
+        eprintln!("log: {}
+last {} lines:\n{}", out.log, exec::TAIL_LINES, out.tail);
+    }
+    Ok(u8::from(!out.ok()))
+}
+
 fn run(a: RunArgs) -> Result<u8> {
+    if !single_vm(&a) {
+        return run_manifest(a);
+    }
     // SAFETY: isatty only inspects the descriptor.
     if a.exec.is_none() && unsafe { libc::isatty(0) } == 0 {
         anyhow::bail!("`cargo xtask run` without --exec attaches the guest console to this terminal, but stdin is not one; use --exec CMD for unattended runs");
@@ -190,7 +253,13 @@ mod cli_tests {
     #[test]
     fn run_defaults() {
         let Cmd::Run(a) = parse(&["run"]).cmd else { panic!() };
-        assert_eq!((a.machine.as_str(), a.exec, a.timeout, a.native, a.vcpus, a.memory), ("numa2", None, 300, false, 1, 512));
+        assert_eq!((a.machine.as_deref(), a.exec.as_deref(), a.timeout, a.native, a.vcpus, a.memory), (None, None, 300, false, None, None));
+        assert!(!single_vm(&a));
+        let (m, man) = to_manifest(&a).unwrap();
+        assert_eq!((m.name.as_str(), man.vms.len()), ("numa2", 2));
+        let Cmd::Run(a) = parse(&["run", "--vcpus", "2"]).cmd else { panic!() };
+        assert!(single_vm(&a));
+        assert!(Cli::try_parse_from(["xtask", "run", "--vms", "x.toml", "--exec", "true"]).is_err());
     }
 
     #[test]
@@ -199,7 +268,7 @@ mod cli_tests {
             panic!()
         };
         assert_eq!(a.exec.as_deref(), Some("uname -r; echo x"));
-        assert_eq!((a.machine.as_str(), a.timeout, a.native), ("numa4", 60, true));
+        assert_eq!((a.machine.as_deref(), a.timeout, a.native), (Some("numa4"), 60, true));
         let b = to_boot(&a).unwrap();
         assert_eq!(b.machine.nodes, 4);
         assert_eq!(b.tag, "run-native");
@@ -213,7 +282,7 @@ mod cli_tests {
         assert!(bad(&["run", "--exec"]));
         assert!(bad(&["run", "--bogus"]));
         assert!(bad(&["bench", "boot", "--runs", "-1"]));
-        let a = RunArgs { machine: "numa9".into(), ..match parse(&["run"]).cmd { Cmd::Run(a) => a, _ => panic!() } };
+        let a = RunArgs { machine: Some("numa9".into()), ..match parse(&["run"]).cmd { Cmd::Run(a) => a, _ => panic!() } };
         let e = to_boot(&a).unwrap_err().to_string();
         assert!(e.contains("unknown machine `numa9`") && e.contains("numa2, numa4"), "{e}");
     }

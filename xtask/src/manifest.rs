@@ -1,0 +1,296 @@
+//! VM manifests: `qemu-configs/vms/<name>.toml` (or any path) -> the VMs of
+//! one run, validated against the machine before anything boots.
+//!
+//! ```toml
+//! machine = "numa2"          # optional: the topology (default numa2; --machine overrides)
+//!
+//! [[vm]]
+//! name = "a"                 # 1-16 of [A-Za-z0-9_-], unique: console prefix `[a] `
+//! vcpus = 2                  # >= 1; the sum over all VMs <= the machine's CPUs
+//! memory = "512M"            # K/M/G (or KiB/MiB/GiB), a multiple of 2 MiB, >= 16 MiB
+//! kernel = "path/Image"      # optional: default the Debian kernel
+//! initrd = "path/x.cpio"     # optional: default the project initramfs
+//! cmdline = "quiet"          # optional: appended to the base kernel arguments
+//! exec = "nproc"             # optional: run after boot, like --exec (own initrd)
+//! restart = "on-crash"       # optional: "never" (default) | "on-crash"
+//! home_node = 1              # optional: a node of the machine
+//! ```
+//!
+//! Every error names file, line and field.
+
+use crate::machine::Machine;
+use crate::util::{rel, root};
+use anyhow::{anyhow, Context, Result};
+use serde::Deserialize;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// Memory the monitor keeps for itself (image, page tables, bundle copy).
+pub const MONITOR_RESERVE_MIB: u64 = 64;
+/// Longest VM name (it also names bundle images and log prefixes).
+const MAX_NAME: usize = 16;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    machine: Option<String>,
+    #[serde(default)]
+    vm: Vec<Spanned<RawVm>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVm {
+    name: Spanned<String>,
+    vcpus: Spanned<u32>,
+    memory: Spanned<String>,
+    kernel: Option<Spanned<String>>,
+    initrd: Option<Spanned<String>>,
+    cmdline: Option<String>,
+    exec: Option<String>,
+    restart: Option<Spanned<String>>,
+    home_node: Option<Spanned<u32>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restart {
+    Never,
+    OnCrash,
+}
+
+impl Restart {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Restart::Never => "never",
+            Restart::OnCrash => "on-crash",
+        }
+    }
+}
+
+/// One validated VM.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmSpec {
+    pub name: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: String,
+    pub exec: Option<String>,
+    pub restart: Restart,
+    pub home_node: Option<u32>,
+}
+
+/// A parsed manifest: the machine it names (if any) and its VMs.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub file: String,
+    /// `machine = ...` (read early by [`machine_of`]; kept for checks).
+    #[allow(dead_code)]
+    pub machine: Option<String>,
+    pub vms: Vec<VmSpec>,
+}
+
+/// The manifest plain `cargo xtask run` boots.
+pub fn default_path() -> PathBuf {
+    root().join("qemu-configs/vms/default.toml")
+}
+
+/// Reads the machine name a manifest asks for without validating the VMs.
+pub fn read(path: &Path) -> Result<(String, String)> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading VM manifest {}", path.display()))?;
+    Ok((rel(path), text))
+}
+
+/// `machine = ...` of a manifest text, if it parses at all.
+pub fn machine_of(text: &str) -> Option<String> {
+    toml::from_str::<RawFile>(text).ok().and_then(|r| r.machine)
+}
+
+/// `"512M"` -> MiB-precision bytes.
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let n: u64 = s[..digits].parse().ok()?;
+    let shift = match s[digits..].trim() {
+        "" | "B" => 0,
+        "K" | "KiB" | "k" => 10,
+        "M" | "MiB" => 20,
+        "G" | "GiB" => 30,
+        _ => return None,
+    };
+    n.checked_mul(1 << shift)
+}
+
+fn valid_name(n: &str) -> bool {
+    (1..=MAX_NAME).contains(&n.len()) && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Parses and validates against `machine`; `file` only appears in messages;
+/// relative kernel/initrd paths are taken from `base`.
+pub fn parse(file: &str, text: &str, machine: &Machine, base: &Path) -> Result<Manifest> {
+    let line_of = |at: usize| text[..at.min(text.len())].matches('\n').count() + 1;
+    let raw: RawFile = toml::from_str(text).map_err(|e| match e.span() {
+        Some(span) => anyhow!("{file}:{}: {}", line_of(span.start), e.message().trim()),
+        None => anyhow!("{file}: {}", e.message().trim()),
+    })?;
+    let err = |span: Range<usize>, vm: &str, field: &str, msg: String| {
+        let who = if vm.is_empty() { String::new() } else { format!("vm `{vm}`: ") };
+        anyhow!("{file}:{}: {who}field `{field}`: {msg}", line_of(span.start))
+    };
+    if raw.vm.is_empty() {
+        return Err(anyhow!("{file}: no [[vm]] tables: a manifest lists at least one VM"));
+    }
+    let avail_mib = machine.total_mib().saturating_sub(MONITOR_RESERVE_MIB);
+    let (mut cpus, mut mib) = (0u64, 0u64);
+    let mut vms: Vec<VmSpec> = Vec::new();
+    for v in &raw.vm {
+        let v = v.get_ref();
+        let name = v.name.get_ref().clone();
+        if !valid_name(&name) {
+            return Err(err(v.name.span(), "", "name", format!("`{name}` must be 1-{MAX_NAME} of A-Z a-z 0-9 _ -")));
+        }
+        if vms.iter().any(|o| o.name == name) {
+            return Err(err(v.name.span(), "", "name", format!("duplicate VM name `{name}`")));
+        }
+        let vcpus = *v.vcpus.get_ref();
+        if vcpus == 0 {
+            return Err(err(v.vcpus.span(), &name, "vcpus", "0: a VM needs at least 1 vCPU".into()));
+        }
+        cpus += u64::from(vcpus);
+        if cpus > machine.cpus() as u64 {
+            return Err(err(
+                v.vcpus.span(),
+                &name,
+                "vcpus",
+                format!(
+                    "{cpus} vCPUs in all so far, machine {} has {} CPUs: the monitor pins each vCPU to a CPU; overcommit is not supported yet",
+                    machine.name,
+                    machine.cpus()
+                ),
+            ));
+        }
+        let size = v.memory.get_ref();
+        let bytes = parse_size(size)
+            .ok_or_else(|| err(v.memory.span(), &name, "memory", format!("`{size}` is not a size such as \"256M\" or \"1G\"")))?;
+        if bytes < 16 << 20 || bytes % (2 << 20) != 0 {
+            return Err(err(v.memory.span(), &name, "memory", format!("`{size}` must be a multiple of 2 MiB, at least 16 MiB")));
+        }
+        let m = bytes >> 20;
+        mib += m;
+        if mib > avail_mib {
+            return Err(err(
+                v.memory.span(),
+                &name,
+                "memory",
+                format!(
+                    "{mib} MiB of VM memory in all so far does not fit machine {}: {} MiB minus {MONITOR_RESERVE_MIB} MiB for the monitor = {avail_mib} MiB",
+                    machine.name,
+                    machine.total_mib()
+                ),
+            ));
+        }
+        let restart = match v.restart.as_ref().map(|r| (r.get_ref().as_str(), r.span())) {
+            None | Some(("never", _)) => Restart::Never,
+            Some(("on-crash", _)) => Restart::OnCrash,
+            Some((other, span)) => return Err(err(span, &name, "restart", format!("`{other}`: expected \"never\" or \"on-crash\""))),
+        };
+        let home_node = match &v.home_node {
+            Some(h) if *h.get_ref() as usize >= machine.nodes => {
+                return Err(err(
+                    h.span(),
+                    &name,
+                    "home_node",
+                    format!("node {} does not exist: machine {} has nodes 0..={}", h.get_ref(), machine.name, machine.nodes - 1),
+                ))
+            }
+            h => h.as_ref().map(|h| *h.get_ref()),
+        };
+        let path = |p: &Option<Spanned<String>>, field: &str| -> Result<Option<PathBuf>> {
+            let Some(p) = p else { return Ok(None) };
+            let full = base.join(p.get_ref());
+            if !full.is_file() {
+                return Err(err(p.span(), &name, field, format!("{} is not a file", full.display())));
+            }
+            Ok(Some(full))
+        };
+        vms.push(VmSpec {
+            kernel: path(&v.kernel, "kernel")?,
+            initrd: path(&v.initrd, "initrd")?,
+            name,
+            vcpus,
+            memory_mib: m,
+            cmdline: v.cmdline.clone().unwrap_or_default(),
+            exec: v.exec.clone(),
+            restart,
+            home_node,
+        });
+    }
+    Ok(Manifest { file: file.to_string(), machine: raw.machine, vms })
+}
+
+/// Loads a manifest file for `machine`.
+pub fn load(path: &Path, machine: &Machine) -> Result<Manifest> {
+    let (file, text) = read(path)?;
+    parse(&file, &text, machine, path.parent().unwrap_or(Path::new(".")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn numa2() -> Machine {
+        crate::machine::load("numa2").unwrap()
+    }
+
+    const TWO: &str = "[[vm]]\nname = \"a\"\nvcpus = 2\nmemory = \"512M\"\n\n[[vm]]\nname = \"b\"\nvcpus = 2\nmemory = \"1G\"\nrestart = \"on-crash\"\nhome_node = 1\n";
+
+    fn parse_err(text: &str) -> String {
+        parse("m.toml", text, &numa2(), Path::new(".")).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn two_vms() {
+        let m = parse("m.toml", TWO, &numa2(), Path::new(".")).unwrap();
+        assert_eq!(m.vms.len(), 2);
+        assert_eq!((m.vms[0].memory_mib, m.vms[1].memory_mib), (512, 1024));
+        assert_eq!((m.vms[0].restart, m.vms[1].restart), (Restart::Never, Restart::OnCrash));
+        assert_eq!(m.vms[1].home_node, Some(1));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("256M"), Some(256 << 20));
+        assert_eq!(parse_size("1G"), Some(1 << 30));
+        assert_eq!(parse_size("2GiB"), Some(2 << 30));
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(parse_size("5T"), None);
+    }
+
+    #[test]
+    fn errors_name_file_line_and_field() {
+        let e = parse_err(&TWO.replace("vcpus = 2\nmemory = \"1G\"", "vcpus = 2\ncolour = 1\nmemory = \"1G\""));
+        assert!(e.starts_with("m.toml:9:") && e.contains("unknown field `colour`"), "{e}");
+        let e = parse_err(&TWO.replace("vcpus = 2\nmemory = \"512M\"", "vcpus = 0\nmemory = \"512M\""));
+        assert!(e.starts_with("m.toml:3: vm `a`: field `vcpus`: 0"), "{e}");
+        let e = parse_err(&TWO.replace("\"1G\"", "\"2G\""));
+        assert!(e.starts_with("m.toml:9: vm `b`: field `memory`:") && e.contains("does not fit"), "{e}");
+        let e = parse_err(&TWO.replace("name = \"b\"", "name = \"a\""));
+        assert!(e.starts_with("m.toml:7: field `name`: duplicate VM name `a`"), "{e}");
+        let e = parse_err(&TWO.replace("home_node = 1", "home_node = 2"));
+        assert!(e.starts_with("m.toml:11: vm `b`: field `home_node`: node 2 does not exist"), "{e}");
+        let e = parse_err(&TWO.replace("vcpus = 2\nmemory = \"1G\"", "vcpus = 3\nmemory = \"1G\""));
+        assert!(e.starts_with("m.toml:8: vm `b`: field `vcpus`:") && e.contains("overcommit is not supported yet"), "{e}");
+        let e = parse_err(&TWO.replace("\"on-crash\"", "\"always\""));
+        assert!(e.starts_with("m.toml:10: vm `b`: field `restart`"), "{e}");
+    }
+
+    #[test]
+    fn shipped_manifests_load() {
+        let m = load(&default_path(), &numa2()).unwrap();
+        assert_eq!(m.vms.len(), 2);
+        assert!(m.vms.iter().all(|v| v.vcpus == 2));
+        assert_eq!(m.machine.as_deref(), Some("numa2"));
+    }
+}
