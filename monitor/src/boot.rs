@@ -4,7 +4,11 @@
 //! topology the way `numactl --hardware` does.
 
 use crate::{
-    arch::{self, gicv3::{intid, Gic}, mem, mmu, psci},
+    arch::{
+        self,
+        gicv3::{intid, Gic},
+        mem, mmu, psci,
+    },
     console, memory, println, run,
 };
 use alloc::{format, string::String};
@@ -22,7 +26,7 @@ extern "C" {
 static GIC: Once<Gic> = Once::new();
 static ONLINE: AtomicUsize = AtomicUsize::new(1);
 /// PPIs every CPU takes at EL2.
-const PPIS: &[u32] = &[intid::MAINTENANCE, intid::VIRT_TIMER];
+const PPIS: &[u32] = &[intid::MAINTENANCE, intid::HYP_TIMER, intid::VIRT_TIMER];
 
 #[no_mangle]
 extern "C" fn primary_main(dtb_pa: u64) -> ! {
@@ -45,11 +49,8 @@ extern "C" fn primary_main(dtb_pa: u64) -> ! {
 
 fn bring_up(dtb: &'static [u8], image: MemRange) -> Result<(), String> {
     let fdt = Fdt::new(dtb).map_err(|e| format!("host DTB: {e:?}"))?;
-    let uart = fdt
-        .chosen()
-        .stdout()
-        .or_else(|| fdt.find_compatible(&["arm,pl011"]))
-        .ok_or("host DTB: no console UART")?;
+    let uart =
+        fdt.chosen().stdout().or_else(|| fdt.find_compatible(&["arm,pl011"])).ok_or("host DTB: no console UART")?;
     let uart_base = first_reg(&uart).ok_or("host DTB: UART has no reg")?;
     console::init(uart_base);
     log::info!("monitor starting at EL{}, image {:#x}-{:#x}", current_el(), image.start, image.end);
@@ -145,7 +146,6 @@ fn initrd(fdt: &Fdt) -> Option<MemRange> {
 }
 
 fn current_el() -> u64 {
-    use aarch64_cpu::registers::{Readable, CurrentEL};
+    use aarch64_cpu::registers::{CurrentEL, Readable};
     CurrentEL.get() >> 2
 }
-

@@ -30,7 +30,9 @@ pub fn detect(topology: &Topology) -> Option<MemRange> {
             layout.region_size >> 20
         ),
         Err(HeaderError::NoMagic) => return None,
-        Err(error) => log::warn!("miss-counter region at {:#x} does not match ({error:?}); reserved anyway", layout.region_base),
+        Err(error) => {
+            log::warn!("miss-counter region at {:#x} does not match ({error:?}); reserved anyway", layout.region_base)
+        }
     }
     LAYOUT.call_once(|| layout);
     Some(MemRange { start: layout.region_base, end: layout.region_end() })

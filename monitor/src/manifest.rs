@@ -14,6 +14,9 @@ pub enum Restart {
 }
 
 /// One VM as the bundle describes it.
+/// vCPUs per VM: the virtual GIC's SGI target lists have 64 entries.
+pub const MAX_VCPUS: usize = 64;
+
 pub struct VmSpec {
     pub restart: Restart,
     /// The node its vCPUs and memory should be on; None lets the monitor pick.
@@ -64,8 +67,8 @@ fn parse_vm(fdt: &Fdt<'static>, vm: FdtNode<'_, 'static>) -> Result<VmSpec, Stri
     };
     let name = string("name")?;
     let vcpus = number("vcpus")? as usize;
-    if vcpus == 0 {
-        return Err(format!("bundle: {node}: vcpus must be at least 1"));
+    if vcpus == 0 || vcpus > MAX_VCPUS {
+        return Err(format!("bundle: {node}: vcpus {vcpus} must be 1..={MAX_VCPUS}"));
     }
     let memory = number("memory-size")?;
     if memory < (16 << 20) || memory % 4096 != 0 {

@@ -20,10 +20,7 @@ pub fn init(topology: &Topology, reserved: &[MemRange]) {
         topology
             .nodes()
             .iter()
-            .map(|node| Node {
-                id: node.id,
-                frames: Mutex::new(FrameAllocator::new(&node.memory, reserved)),
-            })
+            .map(|node| Node { id: node.id, frames: Mutex::new(FrameAllocator::new(&node.memory, reserved)) })
             .collect()
     });
     FALLBACK.call_once(|| {

@@ -3,7 +3,10 @@
 //! relaxed atomics bumped by the CPU that owns the event, so keeping them
 //! costs no locks on the exit path.
 
-use crate::{arch::{cpu, timer, MAX_CPUS}, println};
+use crate::{
+    arch::{cpu, timer, MAX_CPUS},
+    println,
+};
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Why a vCPU exited, as counted.

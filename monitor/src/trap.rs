@@ -4,12 +4,13 @@
 
 use crate::{
     arch::{
+        context,
         esr::{ec, inject, DataAbort, Esr, SysRegAccess},
         idregs,
         vcpu::Exit,
     },
-    run,
-    stats::{self, ExitReason},
+    dispatch, run, sched,
+    stats::ExitReason,
     virq,
     vm::{Devices, End, Vcpu, Vm, GICD_BASE, GICD_SIZE, GICR_BASE, UART_BASE, UART_SIZE},
     vpsci,
@@ -28,6 +29,9 @@ pub enum Next {
     Run,
     /// PSCI CPU_OFF: the vCPU stops until a CPU_ON.
     Off,
+    /// WFI with nothing pending: the vCPU gives up its CPU until a virtual
+    /// interrupt or its timer deadline.
+    Idle,
 }
 
 /// Handles one exit of `vcpu` of `vm`. A VM-ending event is recorded with
@@ -37,7 +41,7 @@ pub fn handle(vm: &Vm, vcpu: &mut Vcpu, exit: Exit) -> Next {
         Exit::Sync => return sync(vm, vcpu, Esr(ESR_EL2.get())),
         Exit::Irq | Exit::Fiq => {
             vm.stats.exit(ExitReason::Irq);
-            run::physical_irqs(Some((vm, vcpu)))
+            dispatch::physical_irqs(Some((vm, vcpu)))
         }
         Exit::SError => vm.end(End::Crashed("SError from the guest".into())),
         Exit::AArch32 => vm.end(End::Crashed("the guest entered AArch32, which is not supported".into())),
@@ -59,8 +63,8 @@ fn sync(vm: &Vm, vcpu: &mut Vcpu, esr: Esr) -> Next {
             // WFE, WFIT and WFET complete at once: allowed by the
             // architecture, and their deadlines are the guest's to keep.
             vcpu.regs.pc += 4;
-            if esr.is_plain_wfi() {
-                idle(vm, vcpu);
+            if esr.is_plain_wfi() && idle(vm, vcpu) {
+                return Next::Idle;
             }
         }
         ec::HVC64 => return vpsci::call(vm, vcpu),
@@ -97,14 +101,14 @@ fn sync(vm: &Vm, vcpu: &mut Vcpu, esr: Esr) -> Next {
     Next::Run
 }
 
-/// WFI: the vCPU has nothing to do until an interrupt. With one vCPU per
-/// CPU the CPU itself waits; any physical interrupt ends the wait and is
-/// handled on the way back into the guest.
-fn idle(vm: &Vm, vcpu: &mut Vcpu) {
+/// WFI: may the vCPU leave its CPU? Not while an interrupt is pending for
+/// it (WFI wakes on pending interrupts even when the guest masks them) or
+/// its timer has fired. Kicks before this check are seen by it; later ones
+/// stop the park (sched::park).
+fn idle(vm: &Vm, vcpu: &mut Vcpu) -> bool {
+    sched::clear_wake(vm, vcpu.index);
     virq::sync(vm, vcpu);
-    if !virq::has_work(vm, vcpu) && !vm.ending() {
-        vm.stats.idle_ticks.fetch_add(stats::idle_wait(), core::sync::atomic::Ordering::Relaxed);
-    }
+    !virq::has_work(vm, vcpu) && !context::vtimer_fired() && !vm.ending()
 }
 
 fn sysreg(vm: &Vm, vcpu: &mut Vcpu, access: SysRegAccess) {
@@ -114,7 +118,7 @@ fn sysreg(vm: &Vm, vcpu: &mut Vcpu, access: SysRegAccess) {
     } else if access.id() == ICC_SGI1R_EL1 && !access.read {
         let value = regs.reg(access.rt);
         let targets = vm.devices.lock().vgic.write_sgi1r(vcpu.index, value);
-        (0..64).filter(|t| targets & 1 << t != 0 && *t != vcpu.index).for_each(|t| run::kick(vm, t));
+        (0..64).filter(|t| targets & 1 << t != 0 && *t != vcpu.index).for_each(|t| sched::kick(vm, t));
     } else {
         log::warn!(
             "{}: {} of system register op0={} op1={} CRn={} CRm={} op2={} at pc {:#x}: undefined instruction injected",
@@ -233,4 +237,6 @@ pub fn uart_changed(vm: &Vm, devices: &mut Devices) {
     }
     let level = devices.uart.irq_level();
     devices.vgic.set_spi_level(crate::vm::UART_INTID, level);
+    // The interrupt's target may be parked on another CPU.
+    (0..vm.mpidrs.len()).filter(|&v| devices.vgic.has_pending(v)).for_each(|v| sched::kick(vm, v));
 }

@@ -2,7 +2,10 @@
 //! the list registers of the CPU running one of its vCPUs.
 
 use crate::{
-    arch::{gicv3::{intid, lr}, timer},
+    arch::{
+        gicv3::{intid, lr},
+        timer,
+    },
     vm::{Vcpu, Vm},
 };
 use aarch64_cpu::registers::{ReadWriteable, ICH_HCR_EL2};
@@ -26,7 +29,9 @@ pub fn sync(vm: &Vm, vcpu: &mut Vcpu) {
     }
     for (n, slot) in held.iter_mut().enumerate().take(count) {
         if slot.is_none() {
-            let Some(virq) = vgic.take_pending(vcpu.index) else { break };
+            let Some(virq) = vgic.take_pending(vcpu.index) else {
+                break;
+            };
             lr::write(n, lr::pending(virq.intid, virq.priority));
             *slot = Some(virq.intid);
         }
@@ -38,10 +43,7 @@ pub fn sync(vm: &Vm, vcpu: &mut Vcpu) {
 /// Does a list register hold an interrupt the guest has not yet taken?
 /// (A guest may execute WFI with interrupts masked; it must not sleep then.)
 pub fn lr_pending(vcpu: &Vcpu) -> bool {
-    vcpu.lr_intid
-        .iter()
-        .enumerate()
-        .any(|(n, slot)| slot.is_some() && lr::state(lr::read(n)) & lr::STATE_PENDING != 0)
+    vcpu.lr_intid.iter().enumerate().any(|(n, slot)| slot.is_some() && lr::state(lr::read(n)) & lr::STATE_PENDING != 0)
 }
 
 /// Anything for `vcpu` to do: a pending virtual interrupt in the model or

@@ -6,10 +6,16 @@
 //! PL011 0x0900_0000 (SPI 1), RAM from 0x4000_0000.
 
 use crate::{
-    arch::{gicv3, mem, stage2::{Stage2, PAGE_SIZE}, vcpu::VcpuRegs},
+    arch::{
+        context::El1Context,
+        gicv3, mem,
+        stage2::{Stage2, PAGE_SIZE},
+        vcpu::VcpuRegs,
+    },
     console::GuestLines,
     manifest::VmSpec,
     memory,
+    sched::Slot,
 };
 use alloc::{format, string::String, vec, vec::Vec};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -42,21 +48,30 @@ pub enum End {
 pub enum Power {
     Off,
     /// CPU_ON was called: start at `entry` with x0 = `context`.
-    OnPending { entry: u64, context: u64 },
+    OnPending {
+        entry: u64,
+        context: u64,
+    },
     On,
 }
 
-/// The state of a vCPU that only the physical CPU running it touches.
+/// The state of a vCPU that only the physical CPU running it touches; it
+/// travels with the vCPU between CPUs (sched::Task).
 pub struct Vcpu {
     pub index: usize,
     pub regs: VcpuRegs,
-    /// The INTID each list register holds while this vCPU runs.
+    /// Its EL1 system registers, timer and GIC interface, while off a CPU.
+    pub el1: El1Context,
+    /// The INTID each list register holds (in hardware while it runs, in
+    /// `el1` while it does not).
     pub lr_intid: [Option<u32>; 16],
+    /// The CPU it last ran on.
+    pub last_cpu: Option<usize>,
 }
 
 impl Vcpu {
     pub fn new(index: usize, entry: u64, x0: u64) -> Self {
-        Self { index, regs: VcpuRegs::boot(entry, x0), lr_intid: [None; 16] }
+        Self { index, regs: VcpuRegs::boot(entry, x0), el1: El1Context::reset(), lr_intid: [None; 16], last_cpu: None }
     }
 }
 
@@ -81,25 +96,31 @@ pub struct Vm {
     pub ram_size: u64,
     pub vttbr: u64,
     pub mpidrs: Vec<u64>,
-    /// The physical CPU each vCPU is pinned to (logical index).
-    pub cpus: Vec<usize>,
+    /// Where each vCPU is (run queue, CPU, parked): the scheduler's.
+    pub slots: Vec<Mutex<Slot>>,
     pub power: Vec<Mutex<Power>>,
     pub memory: Mutex<Memory>,
     pub devices: Mutex<Devices>,
     end: Mutex<Option<End>>,
     ending: AtomicBool,
-    /// CPUs still running (or waiting to run) one of its vCPUs.
-    pub cpus_in: AtomicUsize,
+    /// Its vCPU tasks still alive; the last to retire tears the VM down.
+    pub tasks: AtomicUsize,
     pub stats: crate::stats::VmStats,
 }
 
 impl Vm {
-    /// Builds VM number `id` from `spec`, its vCPUs pinned to `cpus`:
+    /// Builds VM number `id` from `spec`, homed on node `home`:
     /// kernel, initrd and device tree loaded, vCPU 0 ready to start at the
     /// kernel entry (returned with the DTB address).
     /// `boot` counts the VM's boots from 1; the guest finds it on its
     /// command line as `disco.boot=N`.
-    pub fn create(id: usize, spec: &VmSpec, home: NodeId, nodes: usize, cpus: Vec<usize>, boot: usize) -> Result<(Vm, (u64, u64)), String> {
+    pub fn create(
+        id: usize,
+        spec: &VmSpec,
+        home: NodeId,
+        nodes: usize,
+        boot: usize,
+    ) -> Result<(Vm, (u64, u64)), String> {
         let (root, node) = memory::alloc_frame(home).ok_or("out of memory for the stage-2 root")?;
         let mut frames = vec![0usize; nodes];
         frames[node] += 1;
@@ -111,14 +132,22 @@ impl Vm {
             home,
             ram_size: spec.memory,
             vttbr: stage2.vttbr(),
-            power: mpidrs.iter().enumerate().map(|(i, _)| Mutex::new(if i == 0 { Power::On } else { Power::Off })).collect(),
-            devices: Mutex::new(Devices { vgic: VGic::new(&mpidrs, SPIS), uart: Pl011::new(), console: GuestLines::default() }),
+            power: mpidrs
+                .iter()
+                .enumerate()
+                .map(|(i, _)| Mutex::new(if i == 0 { Power::On } else { Power::Off }))
+                .collect(),
+            devices: Mutex::new(Devices {
+                vgic: VGic::new(&mpidrs, SPIS),
+                uart: Pl011::new(),
+                console: GuestLines::default(),
+            }),
+            slots: mpidrs.iter().map(|_| Mutex::new(Slot::new())).collect(),
             mpidrs,
-            cpus,
             memory: Mutex::new(Memory { stage2, frames }),
             end: Mutex::new(None),
             ending: AtomicBool::new(false),
-            cpus_in: AtomicUsize::new(0),
+            tasks: AtomicUsize::new(0),
             stats: Default::default(),
         };
         match vm.load(spec, &format!("{} disco.boot={boot}", spec.bootargs)) {

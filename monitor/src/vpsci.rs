@@ -3,7 +3,7 @@
 //! Anything else a guest calls returns NOT_SUPPORTED.
 
 use crate::{
-    run,
+    sched,
     trap::Next,
     vm::{End, Power, Vcpu, Vm},
 };
@@ -54,7 +54,7 @@ pub fn call(vm: &Vm, vcpu: &mut Vcpu) -> Next {
                     Power::Off => {
                         *power = Power::OnPending { entry: arg2, context: arg3 };
                         drop(power);
-                        run::kick(vm, target);
+                        sched::kick(vm, target);
                         SUCCESS
                     }
                 }

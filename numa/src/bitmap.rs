@@ -15,9 +15,7 @@ pub(crate) struct Bitmap {
 impl Bitmap {
     /// A bitmap of `words * 64` clear bits.
     pub(crate) fn new(words: usize) -> Self {
-        Self {
-            words: vec![0; words],
-        }
+        Self { words: vec![0; words] }
     }
 
     /// Number of 64-bit words.

@@ -184,7 +184,11 @@ impl CounterLayout {
     /// of that span is counted, and the region sits at the end of RAM.
     /// Returns `None` if the region would not fit in RAM.
     pub fn for_machine(ram_start: u64, ram_end: u64, node_count: u32) -> Option<Self> {
-        if node_count == 0 || node_count as usize > MAX_COUNTED_NODES || ram_end <= ram_start || !ram_start.is_multiple_of(PAGE_SIZE) {
+        if node_count == 0
+            || node_count as usize > MAX_COUNTED_NODES
+            || ram_end <= ram_start
+            || !ram_start.is_multiple_of(PAGE_SIZE)
+        {
             return None;
         }
         let first_pfn = ram_start >> PAGE_SHIFT;
@@ -307,7 +311,11 @@ impl CounterLayout {
             && h.region_base == self.region_base
             && h.region_size == self.region_size
             && h.page_shift == PAGE_SHIFT;
-        if same { Ok(()) } else { Err(HeaderError::Geometry) }
+        if same {
+            Ok(())
+        } else {
+            Err(HeaderError::Geometry)
+        }
     }
 }
 

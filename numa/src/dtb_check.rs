@@ -143,10 +143,7 @@ mod tests {
         let mut b = good.clone();
         b[0] = 0;
         assert_eq!(check(&b), Err("bad FDT magic"));
-        assert_eq!(
-            check(&good[..good.len() - 1]),
-            Err("total size does not match the buffer")
-        );
+        assert_eq!(check(&good[..good.len() - 1]), Err("total size does not match the buffer"));
         let mut b = good.clone();
         put(&mut b, 36, 0xffff_fff0);
         assert_eq!(check(&b), Err("structure block out of bounds"));
@@ -170,17 +167,11 @@ mod tests {
         // The first property's name offset pointed past the strings block.
         let mut b = good.clone();
         put(&mut b, so + 8 + 8, 0x7fff_0000);
-        assert_eq!(
-            check(&b),
-            Err("property name not a terminated UTF-8 string")
-        );
+        assert_eq!(check(&b), Err("property name not a terminated UTF-8 string"));
         // The first property's length made huge.
         let mut b = good.clone();
         put(&mut b, so + 8 + 4, 0x7fff_0000);
-        assert_eq!(
-            check(&b),
-            Err("property value runs past the structure block")
-        );
+        assert_eq!(check(&b), Err("property value runs past the structure block"));
     }
 
     #[test]

@@ -102,20 +102,14 @@ impl fmt::Display for TopologyError {
             }
             Self::OverlappingMemory { a, b } => write!(f, "memory ranges {a} and {b} overlap"),
             Self::BadNodeIdProperty { node } => write!(f, "{node}: numa-node-id is not one cell"),
-            Self::NodeIdOutOfRange { node, id } => write!(
-                f,
-                "{node}: node id {id} out of range (at most {})",
-                crate::MAX_NODES - 1
-            ),
-            Self::BadDistanceMatrix => write!(
-                f,
-                "distance map: distance-matrix missing or not <from to distance> triples"
-            ),
+            Self::NodeIdOutOfRange { node, id } => {
+                write!(f, "{node}: node id {id} out of range (at most {})", crate::MAX_NODES - 1)
+            }
+            Self::BadDistanceMatrix => {
+                write!(f, "distance map: distance-matrix missing or not <from to distance> triples")
+            }
             Self::BadDistance { from, to, distance } => {
-                write!(
-                    f,
-                    "distance map: bad distance {distance} from node {from} to node {to}"
-                )
+                write!(f, "distance map: bad distance {distance} from node {from} to node {to}")
             }
         }
     }

@@ -42,15 +42,9 @@ pub(crate) struct Facts {
 pub(crate) fn read(dtb: &[u8]) -> Result<Facts, TopologyError> {
     crate::dtb_check::check(dtb).map_err(TopologyError::Malformed)?;
     let fdt = Fdt::new(dtb).map_err(|_| TopologyError::Malformed("rejected by the fdt parser"))?;
-    let root = fdt
-        .find_node("/")
-        .ok_or(TopologyError::Malformed("root node is not named ''"))?;
+    let root = fdt.find_node("/").ok_or(TopologyError::Malformed("root node is not named ''"))?;
     let cpus_node = fdt.find_node("/cpus").ok_or(TopologyError::NoCpusNode)?;
-    Ok(Facts {
-        cpus: cpus(cpus_node)?,
-        memory: memory(root)?,
-        distances: distances(root)?,
-    })
+    Ok(Facts { cpus: cpus(cpus_node)?, memory: memory(root)?, distances: distances(root)? })
 }
 
 fn cpus(parent: FdtNode<'_, '_>) -> Result<Vec<RawCpu>, TopologyError> {
@@ -58,16 +52,11 @@ fn cpus(parent: FdtNode<'_, '_>) -> Result<Vec<RawCpu>, TopologyError> {
     let mut out = Vec::new();
     for node in parent.children().filter(|n| is_cpu(*n) && enabled(*n)) {
         let path = format!("/cpus/{}", node.name);
-        let reg = node
-            .property("reg")
-            .ok_or_else(|| TopologyError::CpuWithoutReg { node: path.clone() })?;
+        let reg = node.property("reg").ok_or_else(|| TopologyError::CpuWithoutReg { node: path.clone() })?;
         let mpidr = read_cells(reg.value, addr_cells)
             .filter(|m| m & !MPIDR_AFF_MASK == 0)
             .ok_or_else(|| TopologyError::BadCpuReg { node: path.clone() })?;
-        out.push(RawCpu {
-            mpidr,
-            node: node_id(node, &path)?,
-        });
+        out.push(RawCpu { mpidr, node: node_id(node, &path)? });
     }
     Ok(out)
 }
@@ -75,10 +64,7 @@ fn cpus(parent: FdtNode<'_, '_>) -> Result<Vec<RawCpu>, TopologyError> {
 fn memory(root: FdtNode<'_, '_>) -> Result<Vec<RawMemory>, TopologyError> {
     let (addr_cells, size_cells) = cells(root, "/")?;
     let mut out = Vec::new();
-    for node in root
-        .children()
-        .filter(|n| prop_str(*n, "device_type") == Some("memory"))
-    {
+    for node in root.children().filter(|n| prop_str(*n, "device_type") == Some("memory")) {
         if !enabled(node) {
             continue;
         }
@@ -95,26 +81,18 @@ fn memory(root: FdtNode<'_, '_>) -> Result<Vec<RawMemory>, TopologyError> {
             let start = read_cells(a, addr_cells).ok_or_else(bad)?;
             let size = read_cells(s, size_cells).ok_or_else(bad)?;
             let end = start.checked_add(size).ok_or_else(bad)?;
-            out.push(RawMemory {
-                range: MemRange::new(start, end),
-                node: id,
-            });
+            out.push(RawMemory { range: MemRange::new(start, end), node: id });
         }
     }
     Ok(out)
 }
 
 fn distances(root: FdtNode<'_, '_>) -> Result<Option<Vec<[u32; 3]>>, TopologyError> {
-    let Some(map) = root
-        .children()
-        .find(|n| compatible(*n, "numa-distance-map-v1"))
-    else {
+    let Some(map) = root.children().find(|n| compatible(*n, "numa-distance-map-v1")) else {
         return Ok(None);
     };
     let path = format!("/{}", map.name);
-    let matrix = map
-        .property("distance-matrix")
-        .ok_or(TopologyError::BadDistanceMatrix)?;
+    let matrix = map.property("distance-matrix").ok_or(TopologyError::BadDistanceMatrix)?;
     if matrix.value.len() % 12 != 0 {
         return Err(TopologyError::BadDistanceMatrix);
     }
@@ -133,9 +111,7 @@ fn distances(root: FdtNode<'_, '_>) -> Result<Option<Vec<[u32; 3]>>, TopologyErr
 /// `(#address-cells, #size-cells)` that `node` gives its children, with the
 /// spec's defaults of 2 and 1 when absent.
 fn cells(node: FdtNode<'_, '_>, path: &str) -> Result<(usize, usize), TopologyError> {
-    let bad = || TopologyError::BadCells {
-        node: String::from(path),
-    };
+    let bad = || TopologyError::BadCells { node: String::from(path) };
     let get = |name, default| match node.property(name) {
         None => Ok(default),
         Some(p) if p.value.len() == 4 => Ok(be32(p.value) as usize),
@@ -153,19 +129,14 @@ fn node_id(node: FdtNode<'_, '_>, path: &str) -> Result<usize, TopologyError> {
     match node.property("numa-node-id") {
         None => Ok(0),
         Some(p) if p.value.len() == 4 => check_node_id(be32(p.value), path),
-        Some(_) => Err(TopologyError::BadNodeIdProperty {
-            node: String::from(path),
-        }),
+        Some(_) => Err(TopologyError::BadNodeIdProperty { node: String::from(path) }),
     }
 }
 
 fn check_node_id(id: u32, path: &str) -> Result<usize, TopologyError> {
     match usize::try_from(id) {
         Ok(n) if n < MAX_NODES => Ok(n),
-        _ => Err(TopologyError::NodeIdOutOfRange {
-            node: String::from(path),
-            id,
-        }),
+        _ => Err(TopologyError::NodeIdOutOfRange { node: String::from(path), id }),
     }
 }
 
@@ -180,8 +151,7 @@ fn enabled(node: FdtNode<'_, '_>) -> bool {
 }
 
 fn compatible(node: FdtNode<'_, '_>, with: &str) -> bool {
-    node.property("compatible")
-        .is_some_and(|p| p.value.split(|&b| b == 0).any(|c| c == with.as_bytes()))
+    node.property("compatible").is_some_and(|p| p.value.split(|&b| b == 0).any(|c| c == with.as_bytes()))
 }
 
 fn prop_str<'a>(node: FdtNode<'_, 'a>, name: &str) -> Option<&'a str> {

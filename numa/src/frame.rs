@@ -76,11 +76,7 @@ impl FrameAllocator {
         let mut bits = 0;
         for (start, end) in owned {
             let frames = (end - start) as usize;
-            segments.push(Segment {
-                first_pfn: start,
-                frames,
-                first_bit: bits,
-            });
+            segments.push(Segment { first_pfn: start, frames, first_bit: bits });
             bits += frames.div_ceil(64) * 64;
         }
         let mut free = Bitmap::new(bits / 64);
@@ -88,13 +84,7 @@ impl FrameAllocator {
             free.fill(s.first_bit, s.first_bit + s.frames, true);
         }
         let total = segments.iter().map(|s| s.frames).sum();
-        Self {
-            segments,
-            free,
-            free_frames: total,
-            total_frames: total,
-            hint: 0,
-        }
+        Self { segments, free, free_frames: total, total_frames: total, hint: 0 }
     }
 
     /// One free frame, lowest address first.
@@ -118,11 +108,7 @@ impl FrameAllocator {
         }
         let from = self.hint * 64;
         let align = align_frames as u64;
-        for seg in self
-            .segments
-            .iter()
-            .filter(|s| s.first_bit + s.frames > from)
-        {
+        for seg in self.segments.iter().filter(|s| s.first_bit + s.frames > from) {
             let lowest = seg.first_pfn + from.saturating_sub(seg.first_bit) as u64;
             let mut pfn = lowest.checked_next_multiple_of(align)?;
             while pfn.checked_add(count as u64)? <= seg.end_pfn() {
@@ -155,16 +141,10 @@ impl FrameAllocator {
         if !pa.is_multiple_of(FRAME_SIZE) {
             return Err(FrameError::Unaligned(pa));
         }
-        let frame_pa = |i: usize| {
-            (i as u64)
-                .checked_mul(FRAME_SIZE)
-                .and_then(|off| pa.checked_add(off))
-        };
+        let frame_pa = |i: usize| (i as u64).checked_mul(FRAME_SIZE).and_then(|off| pa.checked_add(off));
         for i in 0..count {
             let at = frame_pa(i).ok_or(FrameError::NotOwned(pa))?;
-            let bit = self
-                .bit_of_pfn(at / FRAME_SIZE)
-                .ok_or(FrameError::NotOwned(at))?;
+            let bit = self.bit_of_pfn(at / FRAME_SIZE).ok_or(FrameError::NotOwned(at))?;
             if self.free.get(bit) {
                 return Err(FrameError::DoubleFree(at));
             }
@@ -197,17 +177,13 @@ impl FrameAllocator {
     }
 
     fn segment_of_pfn(&self, pfn: u64) -> Option<&Segment> {
-        let i = self
-            .segments
-            .partition_point(|s| s.first_pfn <= pfn)
-            .checked_sub(1)?;
+        let i = self.segments.partition_point(|s| s.first_pfn <= pfn).checked_sub(1)?;
         let seg = &self.segments[i];
         (pfn < seg.end_pfn()).then_some(seg)
     }
 
     fn bit_of_pfn(&self, pfn: u64) -> Option<usize> {
-        self.segment_of_pfn(pfn)
-            .map(|s| s.first_bit + (pfn - s.first_pfn) as usize)
+        self.segment_of_pfn(pfn).map(|s| s.first_bit + (pfn - s.first_pfn) as usize)
     }
 
     /// Physical address of an owned bit (never a padding bit: those are
@@ -222,11 +198,8 @@ impl FrameAllocator {
 /// Whole frames inside `ranges`, as sorted, merged `[start, end)` frame
 /// numbers.
 fn merged_frames(ranges: &[MemRange]) -> Vec<(u64, u64)> {
-    let mut frames: Vec<(u64, u64)> = ranges
-        .iter()
-        .map(|r| (r.start.div_ceil(FRAME_SIZE), r.end / FRAME_SIZE))
-        .filter(|(s, e)| s < e)
-        .collect();
+    let mut frames: Vec<(u64, u64)> =
+        ranges.iter().map(|r| (r.start.div_ceil(FRAME_SIZE), r.end / FRAME_SIZE)).filter(|(s, e)| s < e).collect();
     frames.sort_unstable();
     let mut merged: Vec<(u64, u64)> = Vec::with_capacity(frames.len());
     for (s, e) in frames {
@@ -240,11 +213,8 @@ fn merged_frames(ranges: &[MemRange]) -> Vec<(u64, u64)> {
 
 /// Every frame touched by a non-empty reserved range, sorted by start.
 fn reserved_frames(reserved: &[MemRange]) -> Vec<(u64, u64)> {
-    let mut frames: Vec<(u64, u64)> = reserved
-        .iter()
-        .filter(|r| !r.is_empty())
-        .map(|r| (r.start / FRAME_SIZE, r.end.div_ceil(FRAME_SIZE)))
-        .collect();
+    let mut frames: Vec<(u64, u64)> =
+        reserved.iter().filter(|r| !r.is_empty()).map(|r| (r.start / FRAME_SIZE, r.end.div_ceil(FRAME_SIZE))).collect();
     frames.sort_unstable();
     frames
 }

@@ -35,16 +35,8 @@ impl fmt::Display for Hardware<'_> {
                 write!(f, " {cpu}")?;
             }
             writeln!(f)?;
-            writeln!(
-                f,
-                "node {id} size: {}",
-                Mb(Some(topo.node_memory_bytes(id)))
-            )?;
-            writeln!(
-                f,
-                "node {id} free: {}",
-                Mb(self.free_bytes.get(id).copied())
-            )?;
+            writeln!(f, "node {id} size: {}", Mb(Some(topo.node_memory_bytes(id))))?;
+            writeln!(f, "node {id} free: {}", Mb(self.free_bytes.get(id).copied()))?;
         }
         writeln!(f, "node distances:")?;
         write!(f, "node ")?;

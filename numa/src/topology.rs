@@ -69,20 +69,12 @@ impl Topology {
     /// `status` other than "okay" are skipped.
     pub fn from_fdt(dtb: &[u8]) -> Result<Topology, TopologyError> {
         let topo = Self::build(fdt_parse::read(dtb)?)?;
-        log::debug!(
-            "numa: {} nodes, {} cpus",
-            topo.node_count(),
-            topo.cpus.len()
-        );
+        log::debug!("numa: {} nodes, {} cpus", topo.node_count(), topo.cpus.len());
         Ok(topo)
     }
 
     fn build(facts: Facts) -> Result<Topology, TopologyError> {
-        let Facts {
-            cpus: mut raw_cpus,
-            memory: mut raw_mem,
-            distances,
-        } = facts;
+        let Facts { cpus: mut raw_cpus, memory: mut raw_mem, distances } = facts;
         if raw_cpus.is_empty() {
             return Err(TopologyError::NoCpus);
         }
@@ -90,57 +82,30 @@ impl Topology {
         if raw_mem.is_empty() {
             return Err(TopologyError::NoMemory);
         }
-        let count = raw_cpus
-            .iter()
-            .map(|c| c.node)
-            .chain(raw_mem.iter().map(|m| m.node))
-            .max();
+        let count = raw_cpus.iter().map(|c| c.node).chain(raw_mem.iter().map(|m| m.node)).max();
         let count = count.map_or(1, |max| max + 1);
-        let mut nodes: Vec<Node> = (0..count)
-            .map(|id| Node {
-                id,
-                cpus: Vec::new(),
-                memory: Vec::new(),
-            })
-            .collect();
+        let mut nodes: Vec<Node> = (0..count).map(|id| Node { id, cpus: Vec::new(), memory: Vec::new() }).collect();
 
         raw_cpus.sort_unstable_by_key(|c| c.mpidr);
         if let Some(w) = raw_cpus.windows(2).find(|w| w[0].mpidr == w[1].mpidr) {
             return Err(TopologyError::DuplicateMpidr { mpidr: w[0].mpidr });
         }
-        let cpus: Vec<Cpu> = raw_cpus
-            .iter()
-            .enumerate()
-            .map(|(index, c)| Cpu {
-                index,
-                mpidr: c.mpidr,
-                node: c.node,
-            })
-            .collect();
+        let cpus: Vec<Cpu> =
+            raw_cpus.iter().enumerate().map(|(index, c)| Cpu { index, mpidr: c.mpidr, node: c.node }).collect();
         for cpu in &cpus {
             nodes[cpu.node].cpus.push(cpu.index);
         }
 
         raw_mem.sort_unstable_by_key(|m| m.range);
-        if let Some(w) = raw_mem
-            .windows(2)
-            .find(|w| w[0].range.overlaps(&w[1].range))
-        {
-            return Err(TopologyError::OverlappingMemory {
-                a: w[0].range,
-                b: w[1].range,
-            });
+        if let Some(w) = raw_mem.windows(2).find(|w| w[0].range.overlaps(&w[1].range)) {
+            return Err(TopologyError::OverlappingMemory { a: w[0].range, b: w[1].range });
         }
         for m in &raw_mem {
             nodes[m.node].memory.push(m.range);
         }
 
         let distance = distance_matrix(count, distances.as_deref().unwrap_or(&[]))?;
-        Ok(Topology {
-            nodes,
-            cpus,
-            distance,
-        })
+        Ok(Topology { nodes, cpus, distance })
     }
 
     /// All nodes, indexed by [`NodeId`].
@@ -172,10 +137,7 @@ impl Topology {
     /// outside the affinity fields are ignored.
     pub fn cpu_by_mpidr(&self, mpidr: u64) -> Option<&Cpu> {
         let aff = mpidr & MPIDR_AFF_MASK;
-        self.cpus
-            .binary_search_by_key(&aff, |c| c.mpidr)
-            .ok()
-            .map(|i| &self.cpus[i])
+        self.cpus.binary_search_by_key(&aff, |c| c.mpidr).ok().map(|i| &self.cpus[i])
     }
 
     /// The node of the CPU whose MPIDR is `mpidr` (raw `MPIDR_EL1` accepted).
@@ -185,17 +147,12 @@ impl Topology {
 
     /// The node whose memory holds physical address `pa`, if any.
     pub fn node_of_addr(&self, pa: u64) -> Option<NodeId> {
-        self.nodes
-            .iter()
-            .find(|n| n.memory.iter().any(|r| r.contains(pa)))
-            .map(|n| n.id)
+        self.nodes.iter().find(|n| n.memory.iter().any(|r| r.contains(pa))).map(|n| n.id)
     }
 
     /// Bytes of memory on `node` (0 for an unknown node).
     pub fn node_memory_bytes(&self, node: NodeId) -> u64 {
-        self.nodes
-            .get(node)
-            .map_or(0, |n| n.memory.iter().map(MemRange::len).sum())
+        self.nodes.get(node).map_or(0, |n| n.memory.iter().map(MemRange::len).sum())
     }
 }
 
@@ -209,17 +166,9 @@ fn distance_matrix(count: usize, entries: &[[u32; 3]]) -> Result<Vec<u8>, Topolo
     let mut known = Vec::with_capacity(entries.len());
     for &[from, to, d] in entries {
         let local = u32::from(LOCAL_DISTANCE);
-        let ok = if from == to {
-            d == local
-        } else {
-            d > local && d <= 255
-        };
+        let ok = if from == to { d == local } else { d > local && d <= 255 };
         if !ok {
-            return Err(TopologyError::BadDistance {
-                from,
-                to,
-                distance: d,
-            });
+            return Err(TopologyError::BadDistance { from, to, distance: d });
         }
         // Ids are below MAX_NODES (checked while parsing), so these fit.
         let (a, b) = (from as usize, to as usize);

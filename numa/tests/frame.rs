@@ -48,23 +48,14 @@ fn partial_frames_at_range_edges_are_not_used() {
     assert_eq!(a.total_frames(), 3); // 0x2000, 0x3000, 0x4000
     assert!(!a.contains(0x1fff) && a.contains(0x2000) && a.contains(0x4fff));
     assert!(!a.contains(0x5000));
-    assert_eq!(
-        FrameAllocator::new(&[r(0x1001, 0x1fff)], &[]).total_frames(),
-        0
-    );
-    assert_eq!(
-        FrameAllocator::new(&[r(0x9000, 0x1000)], &[]).total_frames(),
-        0
-    );
+    assert_eq!(FrameAllocator::new(&[r(0x1001, 0x1fff)], &[]).total_frames(), 0);
+    assert_eq!(FrameAllocator::new(&[r(0x9000, 0x1000)], &[]).total_frames(), 0);
 }
 
 #[test]
 fn any_frame_touching_a_reservation_is_unavailable() {
     let base = 0x4000_0000;
-    let reserved = [
-        r(base + 0x1800, base + 0x2001),
-        r(base + 9 * F, base + 9 * F + 1),
-    ];
+    let reserved = [r(base + 0x1800, base + 0x2001), r(base + 9 * F, base + 9 * F + 1)];
     let mut a = FrameAllocator::new(&[r(base, base + 10 * F)], &reserved);
     assert_eq!(a.total_frames(), 7);
     for pa in [base + F, base + 2 * F, base + 9 * F] {
@@ -86,28 +77,17 @@ fn empty_outside_and_overlapping_reservations() {
         r(15 * F + 1, u64::MAX), // to the end of the address space
     ];
     let mut a = FrameAllocator::new(&ranges, &reserved);
-    assert_eq!(
-        drain(&mut a),
-        [0, 1, 8, 9, 10, 11, 12, 13, 14].map(|i| i * F)
-    );
+    assert_eq!(drain(&mut a), [0, 1, 8, 9, 10, 11, 12, 13, 14].map(|i| i * F));
     let all = FrameAllocator::new(&ranges, &[r(0, u64::MAX)]);
     assert_eq!(all.total_frames(), 0);
 }
 
 #[test]
 fn several_ranges_overlapping_ones_count_once() {
-    let ranges = [
-        r(100 * F, 104 * F),
-        r(0, 4 * F),
-        r(2 * F, 6 * F),
-        r(6 * F, 7 * F),
-    ];
+    let ranges = [r(100 * F, 104 * F), r(0, 4 * F), r(2 * F, 6 * F), r(6 * F, 7 * F)];
     let mut a = FrameAllocator::new(&ranges, &[]);
     assert_eq!(a.total_frames(), 11);
-    assert_eq!(
-        drain(&mut a),
-        [0, 1, 2, 3, 4, 5, 6, 100, 101, 102, 103].map(|i| i * F)
-    );
+    assert_eq!(drain(&mut a), [0, 1, 2, 3, 4, 5, 6, 100, 101, 102, 103].map(|i| i * F));
 }
 
 #[test]
@@ -135,9 +115,7 @@ fn refused_frees_change_nothing() {
     assert_eq!(a.free(p), Err(FrameError::DoubleFree(p)));
     assert_eq!(a.free_frames(), 7);
     assert!(a.contains(p) && a.contains(q));
-    assert!(FrameError::DoubleFree(p)
-        .to_string()
-        .contains("double free of frame 0x10000000"));
+    assert!(FrameError::DoubleFree(p).to_string().contains("double free of frame 0x10000000"));
 }
 
 #[test]
@@ -148,10 +126,7 @@ fn free_contiguous_is_all_or_nothing() {
     a.free(3 * F).unwrap();
     assert_eq!(a.free_contiguous(0, 8), Err(FrameError::DoubleFree(3 * F)));
     assert_eq!(a.free_frames(), 9);
-    assert_eq!(
-        a.free_contiguous(4 * F, 13),
-        Err(FrameError::DoubleFree(8 * F))
-    );
+    assert_eq!(a.free_contiguous(4 * F, 13), Err(FrameError::DoubleFree(8 * F)));
     assert_eq!(a.free_contiguous(4 * F, 0), Ok(()));
     a.free_contiguous(0, 3).unwrap();
     a.free_contiguous(4 * F, 4).unwrap();
@@ -236,9 +211,7 @@ mod model {
     fn owned(pfn: u64, ranges: &[MemRange], reserved: &[MemRange]) -> bool {
         let (lo, hi) = (pfn * F, pfn * F + F);
         ranges.iter().any(|m| m.start <= lo && hi <= m.end)
-            && !reserved
-                .iter()
-                .any(|m| m.start < m.end && m.start < hi && lo < m.end)
+            && !reserved.iter().any(|m| m.start < m.end && m.start < hi && lo < m.end)
     }
 
     proptest! {

@@ -16,23 +16,15 @@ fn parse(m: &Machine) -> Result<Topology, TopologyError> {
 
 fn distances(t: &Topology) -> Vec<Vec<u8>> {
     let n = t.node_count();
-    (0..n)
-        .map(|a| (0..n).map(|b| t.distance(a, b)).collect())
-        .collect()
+    (0..n).map(|a| (0..n).map(|b| t.distance(a, b)).collect()).collect()
 }
 
 #[test]
 fn real_qemu_tree() {
     let t = Topology::from_fdt(QEMU_2NODE).unwrap();
     assert_eq!(t.node_count(), 2);
-    assert_eq!(
-        t.nodes()[0].memory,
-        [MemRange::new(0x4000_0000, 0x8000_0000)]
-    );
-    assert_eq!(
-        t.nodes()[1].memory,
-        [MemRange::new(0x8000_0000, 0xc000_0000)]
-    );
+    assert_eq!(t.nodes()[0].memory, [MemRange::new(0x4000_0000, 0x8000_0000)]);
+    assert_eq!(t.nodes()[1].memory, [MemRange::new(0x8000_0000, 0xc000_0000)]);
     assert_eq!(t.nodes()[0].cpus, [0, 1]);
     assert_eq!(t.nodes()[1].cpus, [2, 3]);
     let mpidrs: Vec<u64> = t.cpus().iter().map(|c| c.mpidr).collect();
@@ -44,10 +36,7 @@ fn real_qemu_tree() {
 
 #[test]
 fn generated_two_node_tree_matches_the_real_one() {
-    assert_eq!(
-        parse(&Machine::qemu(2, 2, GIB)).unwrap(),
-        Topology::from_fdt(QEMU_2NODE).unwrap()
-    );
+    assert_eq!(parse(&Machine::qemu(2, 2, GIB)).unwrap(), Topology::from_fdt(QEMU_2NODE).unwrap());
 }
 
 #[test]
@@ -61,15 +50,7 @@ fn four_nodes_two_hop_classes() {
     }));
     let t = parse(&m).unwrap();
     assert_eq!(t.node_count(), 4);
-    assert_eq!(
-        distances(&t),
-        [
-            [10, 20, 30, 20],
-            [20, 10, 20, 30],
-            [30, 20, 10, 20],
-            [20, 30, 20, 10]
-        ]
-    );
+    assert_eq!(distances(&t), [[10, 20, 30, 20], [20, 10, 20, 30], [30, 20, 10, 20], [20, 30, 20, 10]]);
     for n in 0..4 {
         assert_eq!(t.nodes()[n].id, n);
         assert_eq!(t.nodes()[n].cpus, [2 * n, 2 * n + 1]);
@@ -122,22 +103,10 @@ fn tree_without_numa_ids_is_one_node() {
 #[test]
 fn cpus_are_indexed_by_mpidr_not_tree_order() {
     let mut m = Machine::qemu(2, 1, GIB);
-    m.cpus = vec![
-        cpu(0x101, Some(1)),
-        cpu(0x1, Some(0)),
-        cpu(0x100, Some(1)),
-        cpu(0x0, Some(0)),
-    ];
+    m.cpus = vec![cpu(0x101, Some(1)), cpu(0x1, Some(0)), cpu(0x100, Some(1)), cpu(0x0, Some(0))];
     let t = parse(&m).unwrap();
-    let order: Vec<(usize, u64, usize)> = t
-        .cpus()
-        .iter()
-        .map(|c| (c.index, c.mpidr, c.node))
-        .collect();
-    assert_eq!(
-        order,
-        [(0, 0x0, 0), (1, 0x1, 0), (2, 0x100, 1), (3, 0x101, 1)]
-    );
+    let order: Vec<(usize, u64, usize)> = t.cpus().iter().map(|c| (c.index, c.mpidr, c.node)).collect();
+    assert_eq!(order, [(0, 0x0, 0), (1, 0x1, 0), (2, 0x100, 1), (3, 0x101, 1)]);
     assert_eq!(t.nodes()[1].cpus, [2, 3]);
 }
 
@@ -199,10 +168,7 @@ fn several_ranges_per_node_and_disabled_nodes() {
     let t = parse(&m).unwrap();
     assert_eq!(
         t.nodes()[0].memory,
-        [
-            MemRange::new(0x4000_0000, 0x8000_0000),
-            MemRange::new(0x1_0000_0000, 0x1_4000_0000)
-        ]
+        [MemRange::new(0x4000_0000, 0x8000_0000), MemRange::new(0x1_0000_0000, 0x1_4000_0000)]
     );
     assert_eq!(t.node_memory_bytes(0), 2 * GIB);
     assert_eq!(t.node_of_addr(0x1_0000_0000), Some(0));
@@ -213,16 +179,7 @@ fn several_ranges_per_node_and_disabled_nodes() {
 #[test]
 fn one_memory_node_with_several_pairs() {
     let mut m = Machine::qemu(1, 1, GIB);
-    m.mem[0].reg = vec![
-        0,
-        0x4000_0000,
-        0,
-        0x1000_0000,
-        0,
-        0x8000_0000,
-        0,
-        0x1000_0000,
-    ];
+    m.mem[0].reg = vec![0, 0x4000_0000, 0, 0x1000_0000, 0, 0x8000_0000, 0, 0x1000_0000];
     let t = parse(&m).unwrap();
     assert_eq!(t.nodes()[0].memory.len(), 2);
     assert_eq!(t.node_memory_bytes(0), 0x2000_0000);
@@ -234,10 +191,7 @@ fn one_cell_root_addresses() {
     m.root_cells = (1, 1);
     m.mem[0].reg = vec![0x4000_0000, 0x1000_0000];
     let t = parse(&m).unwrap();
-    assert_eq!(
-        t.nodes()[0].memory,
-        [MemRange::new(0x4000_0000, 0x5000_0000)]
-    );
+    assert_eq!(t.nodes()[0].memory, [MemRange::new(0x4000_0000, 0x5000_0000)]);
 }
 
 // ---- errors ----
@@ -270,28 +224,13 @@ fn cpu_without_or_with_bad_reg() {
     let mut m = Machine::qemu(1, 2, GIB);
     m.cpus[1].reg = None;
     let e = err(&m);
-    assert_eq!(
-        e,
-        TopologyError::CpuWithoutReg {
-            node: "/cpus/cpu@1".into()
-        }
-    );
+    assert_eq!(e, TopologyError::CpuWithoutReg { node: "/cpus/cpu@1".into() });
     assert_eq!(e.to_string(), "/cpus/cpu@1: no reg (MPIDR)");
 
     m.cpus[1].reg = Some(vec![]);
-    assert_eq!(
-        err(&m),
-        TopologyError::BadCpuReg {
-            node: "/cpus/cpu@1".into()
-        }
-    );
+    assert_eq!(err(&m), TopologyError::BadCpuReg { node: "/cpus/cpu@1".into() });
     m.cpus[1].reg = Some(vec![0x8000_0001]); // RES1 bit: not an affinity value
-    assert_eq!(
-        err(&m),
-        TopologyError::BadCpuReg {
-            node: "/cpus/cpu@1".into()
-        }
-    );
+    assert_eq!(err(&m), TopologyError::BadCpuReg { node: "/cpus/cpu@1".into() });
 }
 
 #[test]
@@ -306,53 +245,28 @@ fn node_id_out_of_range() {
     let mut m = Machine::qemu(1, 1, GIB);
     m.cpus[0].node = Some(vec![MAX_NODES as u32]);
     let e = err(&m);
-    assert_eq!(
-        e,
-        TopologyError::NodeIdOutOfRange {
-            node: "/cpus/cpu@0".into(),
-            id: 64
-        }
-    );
+    assert_eq!(e, TopologyError::NodeIdOutOfRange { node: "/cpus/cpu@0".into(), id: 64 });
     assert!(e.to_string().contains("node id 64 out of range"));
 
     let mut m = Machine::qemu(1, 1, GIB);
     m.mem[0].node = Some(vec![u32::MAX]);
-    assert_eq!(
-        err(&m),
-        TopologyError::NodeIdOutOfRange {
-            node: "/memory@40000000".into(),
-            id: u32::MAX
-        }
-    );
+    assert_eq!(err(&m), TopologyError::NodeIdOutOfRange { node: "/memory@40000000".into(), id: u32::MAX });
 
     let mut m = Machine::qemu(1, 1, GIB);
     m.distance = Some(vec![0, 1000, 20]);
-    assert_eq!(
-        err(&m),
-        TopologyError::NodeIdOutOfRange {
-            node: "/distance-map".into(),
-            id: 1000
-        }
-    );
+    assert_eq!(err(&m), TopologyError::NodeIdOutOfRange { node: "/distance-map".into(), id: 1000 });
 }
 
 #[test]
 fn bad_node_id_property() {
     let mut m = Machine::qemu(1, 1, GIB);
     m.mem[0].node = Some(vec![0, 0]);
-    assert_eq!(
-        err(&m),
-        TopologyError::BadNodeIdProperty {
-            node: "/memory@40000000".into()
-        }
-    );
+    assert_eq!(err(&m), TopologyError::BadNodeIdProperty { node: "/memory@40000000".into() });
 }
 
 #[test]
 fn bad_memory_reg() {
-    let bad = TopologyError::BadMemoryReg {
-        node: "/memory@40000000".into(),
-    };
+    let bad = TopologyError::BadMemoryReg { node: "/memory@40000000".into() };
     let mut m = Machine::qemu(1, 1, GIB);
     m.mem[0].reg.pop();
     assert_eq!(err(&m), bad);
@@ -369,12 +283,7 @@ fn bad_cells() {
     assert_eq!(err(&m), TopologyError::BadCells { node: "/".into() });
     let mut m = Machine::qemu(1, 1, GIB);
     m.cpu_cells = 0;
-    assert_eq!(
-        err(&m),
-        TopologyError::BadCells {
-            node: "/cpus".into()
-        }
-    );
+    assert_eq!(err(&m), TopologyError::BadCells { node: "/cpus".into() });
 }
 
 #[test]
@@ -407,24 +316,12 @@ fn bad_distance_entries() {
 #[test]
 fn malformed_blobs() {
     let good = Machine::qemu(2, 2, GIB).dtb();
-    assert!(matches!(
-        Topology::from_fdt(&[]),
-        Err(TopologyError::Malformed(_))
-    ));
-    assert!(matches!(
-        Topology::from_fdt(&good[..100]),
-        Err(TopologyError::Malformed(_))
-    ));
+    assert!(matches!(Topology::from_fdt(&[]), Err(TopologyError::Malformed(_))));
+    assert!(matches!(Topology::from_fdt(&good[..100]), Err(TopologyError::Malformed(_))));
     let mut b = good.clone();
     b[3] ^= 1;
-    assert_eq!(
-        Topology::from_fdt(&b),
-        Err(TopologyError::Malformed("bad FDT magic"))
-    );
-    assert_eq!(
-        Topology::from_fdt(&b).unwrap_err().to_string(),
-        "malformed device tree: bad FDT magic"
-    );
+    assert_eq!(Topology::from_fdt(&b), Err(TopologyError::Malformed("bad FDT magic")));
+    assert_eq!(Topology::from_fdt(&b).unwrap_err().to_string(), "malformed device tree: bad FDT magic");
 }
 
 mod fuzz {

@@ -128,10 +128,7 @@ fn cpus(fdt: &mut FdtWriter, mpidrs: &[u64]) -> Result<(), Error> {
 
 fn psci(fdt: &mut FdtWriter) -> Result<(), Error> {
     let node = fdt.begin_node("psci")?;
-    fdt.property_string_list(
-        "compatible",
-        strings(&["arm,psci-1.0", "arm,psci-0.2", "arm,psci"]),
-    )?;
+    fdt.property_string_list("compatible", strings(&["arm,psci-1.0", "arm,psci-0.2", "arm,psci"]))?;
     fdt.property_string("method", "hvc")?;
     fdt.end_node(node)
 }
@@ -147,18 +144,8 @@ fn gic(fdt: &mut FdtWriter, cfg: &GuestFdtConfig) -> Result<(), Error> {
     fdt.property_u32("#size-cells", 2)?;
     fdt.property_null("ranges")?;
     fdt.property_u32("#redistributor-regions", 1)?;
-    fdt.property_array_u64(
-        "reg",
-        &[cfg.gicd_base, GICD_FRAME_SIZE, cfg.gicr_base, gicr_size],
-    )?;
-    fdt.property_array_u32(
-        "interrupts",
-        &[
-            GIC_FDT_IRQ_TYPE_PPI,
-            GIC_MAINTENANCE_PPI,
-            IRQ_TYPE_LEVEL_HIGH,
-        ],
-    )?;
+    fdt.property_array_u64("reg", &[cfg.gicd_base, GICD_FRAME_SIZE, cfg.gicr_base, gicr_size])?;
+    fdt.property_array_u32("interrupts", &[GIC_FDT_IRQ_TYPE_PPI, GIC_MAINTENANCE_PPI, IRQ_TYPE_LEVEL_HIGH])?;
     fdt.end_node(node)
 }
 
@@ -188,10 +175,7 @@ fn pl011(fdt: &mut FdtWriter, cfg: &GuestFdtConfig) -> Result<(), Error> {
     let node = fdt.begin_node(&format!("pl011@{:x}", cfg.uart_base))?;
     fdt.property_string_list("compatible", strings(&["arm,pl011", "arm,primecell"]))?;
     fdt.property_array_u64("reg", &[cfg.uart_base, PL011_SIZE])?;
-    fdt.property_array_u32(
-        "interrupts",
-        &[GIC_FDT_IRQ_TYPE_SPI, cfg.uart_spi, IRQ_TYPE_LEVEL_HIGH],
-    )?;
+    fdt.property_array_u32("interrupts", &[GIC_FDT_IRQ_TYPE_SPI, cfg.uart_spi, IRQ_TYPE_LEVEL_HIGH])?;
     fdt.property_array_u32("clocks", &[APB_PCLK_PHANDLE, APB_PCLK_PHANDLE])?;
     fdt.property_string_list("clock-names", strings(&["uartclk", "apb_pclk"]))?;
     fdt.end_node(node)

@@ -66,11 +66,7 @@ pub(crate) fn lane32(offset: u64, size: u8) -> Result<Lane, MmioError> {
     }
     let shift = ((offset & 3) * 8) as u32;
     let mask = (size_mask(size) as u32) << shift;
-    Ok(Lane {
-        reg: offset & !3,
-        shift,
-        mask,
-    })
+    Ok(Lane { reg: offset & !3, shift, mask })
 }
 
 /// Reads a 64-bit register that also allows 32-bit accesses to either
@@ -101,30 +97,9 @@ mod tests {
 
     #[test]
     fn lanes() {
-        assert_eq!(
-            lane32(0x18, 4),
-            Ok(Lane {
-                reg: 0x18,
-                shift: 0,
-                mask: u32::MAX
-            })
-        );
-        assert_eq!(
-            lane32(0x19, 1),
-            Ok(Lane {
-                reg: 0x18,
-                shift: 8,
-                mask: 0xff00
-            })
-        );
-        assert_eq!(
-            lane32(0x1a, 2),
-            Ok(Lane {
-                reg: 0x18,
-                shift: 16,
-                mask: 0xffff_0000
-            })
-        );
+        assert_eq!(lane32(0x18, 4), Ok(Lane { reg: 0x18, shift: 0, mask: u32::MAX }));
+        assert_eq!(lane32(0x19, 1), Ok(Lane { reg: 0x18, shift: 8, mask: 0xff00 }));
+        assert_eq!(lane32(0x1a, 2), Ok(Lane { reg: 0x18, shift: 16, mask: 0xffff_0000 }));
         assert_eq!(lane32(0x19, 2), Err(MmioError::BadWidth));
         assert_eq!(lane32(0x18, 8), Err(MmioError::BadWidth));
         assert_eq!(lane32(0x18, 3), Err(MmioError::BadWidth));
@@ -134,22 +109,13 @@ mod tests {
 
     #[test]
     fn wide_registers() {
-        assert_eq!(
-            read_wide(0x1122_3344_5566_7788, 0, 8),
-            Ok(0x1122_3344_5566_7788)
-        );
+        assert_eq!(read_wide(0x1122_3344_5566_7788, 0, 8), Ok(0x1122_3344_5566_7788));
         assert_eq!(read_wide(0x1122_3344_5566_7788, 0, 4), Ok(0x5566_7788));
         assert_eq!(read_wide(0x1122_3344_5566_7788, 4, 4), Ok(0x1122_3344));
         assert_eq!(read_wide(0, 4, 8), Err(MmioError::BadWidth));
         assert_eq!(read_wide(0, 0, 2), Err(MmioError::BadWidth));
-        assert_eq!(
-            write_wide(0x1122_3344_5566_7788, 4, 4, 0xAABB_CCDD_0000_0001),
-            Ok(0x0000_0001_5566_7788)
-        );
-        assert_eq!(
-            write_wide(0x1122_3344_5566_7788, 0, 4, 9),
-            Ok(0x1122_3344_0000_0009)
-        );
+        assert_eq!(write_wide(0x1122_3344_5566_7788, 4, 4, 0xAABB_CCDD_0000_0001), Ok(0x0000_0001_5566_7788));
+        assert_eq!(write_wide(0x1122_3344_5566_7788, 0, 4, 9), Ok(0x1122_3344_0000_0009));
         assert_eq!(write_wide(1, 0, 8, 2), Ok(2));
     }
 }

@@ -7,8 +7,8 @@
 
 use crate::boot::{Boot, Env, VmShape, VM_NAME};
 use crate::exec;
-use crate::qemu::{self, Session};
 use crate::machine;
+use crate::qemu::{self, Session};
 use anyhow::{bail, Result};
 use std::time::Duration;
 
@@ -19,7 +19,11 @@ pub fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.total_cmp(b));
     let m = s.len() / 2;
-    if s.len() % 2 == 1 { s[m] } else { (s[m - 1] + s[m]) / 2.0 }
+    if s.len() % 2 == 1 {
+        s[m]
+    } else {
+        (s[m - 1] + s[m]) / 2.0
+    }
 }
 
 pub fn boot(machine_name: &str, runs: usize) -> Result<()> {
@@ -62,7 +66,10 @@ pub fn boot(machine_name: &str, runs: usize) -> Result<()> {
             }
         }
     }
-    println!("boot to DISCO-READY on {} ({} nodes x {} CPUs), guest {} vCPU / {} MiB", m.name, m.nodes, m.cpus_per_node, vm.vcpus, vm.memory_mib);
+    println!(
+        "boot to DISCO-READY on {} ({} nodes x {} CPUs), guest {} vCPU / {} MiB",
+        m.name, m.nodes, m.cpus_per_node, vm.vcpus, vm.memory_mib
+    );
     let mut med = [None, None];
     for (k, kind) in ["native", "monitor"].iter().enumerate() {
         if times[k].is_empty() {

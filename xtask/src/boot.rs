@@ -103,7 +103,10 @@ impl Boot {
         } else {
             let monitor = env.monitor()?;
             let bundle = Bundle {
-                images: vec![("kernel".into(), std::fs::read(&env.guest.kernel)?), ("initrd".into(), std::fs::read(&initrd)?)],
+                images: vec![
+                    ("kernel".into(), std::fs::read(&env.guest.kernel)?),
+                    ("initrd".into(), std::fs::read(&initrd)?),
+                ],
                 vms: vec![Vm {
                     name: VM_NAME.into(),
                     vcpus: self.vm.vcpus,
@@ -128,7 +131,13 @@ impl Boot {
 /// The QEMU command for several VMs (a manifest) under the monitor. Each VM
 /// with `exec` gets its own initrd (its base initrd + `/exec.sh`); images
 /// several VMs share are stored once in the bundle.
-pub fn manifest_command(env: &mut Env, machine: &Machine, vms: &[VmSpec], tag: &str, interactive: bool) -> Result<Command> {
+pub fn manifest_command(
+    env: &mut Env,
+    machine: &Machine,
+    vms: &[VmSpec],
+    tag: &str,
+    interactive: bool,
+) -> Result<Command> {
     let mut images: Vec<(String, Vec<u8>)> = Vec::new();
     let mut paths: Vec<(PathBuf, String)> = Vec::new();
     let mut image = |path: &PathBuf, name: String| -> Result<String> {

@@ -45,7 +45,9 @@ pub fn ensure() -> Result<Guest> {
 /// The versioned image package behind the `linux-image-arm64` metapackage.
 fn kernel_package() -> Result<String> {
     let text = output(Command::new("apt-cache").args(["depends", "linux-image-arm64:arm64"]))?;
-    parse_depends(&text).ok_or_else(|| anyhow!("`apt-cache depends linux-image-arm64:arm64` names no linux-image-*-arm64 package:\n{text}"))
+    parse_depends(&text).ok_or_else(|| {
+        anyhow!("`apt-cache depends linux-image-arm64:arm64` names no linux-image-*-arm64 package:\n{text}")
+    })
 }
 
 /// Finds `linux-image-<release>-arm64` in `apt-cache depends` output.
@@ -64,10 +66,7 @@ fn fetch(pkg: &str) -> Result<PathBuf> {
     let download = || {
         // Root downloads normally drop to the _apt user, who cannot write
         // here; keep root instead of loosening the directory's permissions.
-        run(apt_get()
-            .current_dir(&dir)
-            .args(["-o", "APT::Sandbox::User=root", "download"])
-            .arg(format!("{pkg}:arm64")))
+        run(apt_get().current_dir(&dir).args(["-o", "APT::Sandbox::User=root", "download"]).arg(format!("{pkg}:arm64")))
     };
     if download().is_err() {
         apt_update()?;
@@ -127,7 +126,10 @@ mod tests {
     fn depends_parsing() {
         let t = "linux-image-arm64:arm64\n  Depends: linux-image-6.1.0-56-arm64:arm64\n";
         assert_eq!(super::parse_depends(t).as_deref(), Some("linux-image-6.1.0-56-arm64"));
-        assert_eq!(super::parse_depends("x\n  Depends: <linux-image-6.1.0-9-arm64>\n").as_deref(), Some("linux-image-6.1.0-9-arm64"));
+        assert_eq!(
+            super::parse_depends("x\n  Depends: <linux-image-6.1.0-9-arm64>\n").as_deref(),
+            Some("linux-image-6.1.0-9-arm64")
+        );
         assert_eq!(super::parse_depends("nothing"), None);
     }
 }

@@ -42,7 +42,14 @@ pub struct Watcher {
 
 impl Watcher {
     pub fn new(vm_name: &str) -> Watcher {
-        Watcher { prefix: format!("[{vm_name}] "), state: State::Booting, prefixed: false, output: Vec::new(), ready: false, fatal: None }
+        Watcher {
+            prefix: format!("[{vm_name}] "),
+            state: State::Booting,
+            prefixed: false,
+            output: Vec::new(),
+            ready: false,
+            fatal: None,
+        }
     }
 
     /// `(had prefix, text without it)`.
@@ -150,11 +157,9 @@ pub fn run(mut s: Session, vm_name: &str, timeout: Duration) -> Result<Outcome> 
     s.kill();
     match verdict {
         Ok(()) => Ok(Outcome { output: w.output, ready_after }),
-        Err(why) => bail!(
-            "{why}\nlog: {}\nlast {TAIL_LINES} lines:\n{}",
-            crate::util::rel(&s.log_path),
-            s.tail(TAIL_LINES)
-        ),
+        Err(why) => {
+            bail!("{why}\nlog: {}\nlast {TAIL_LINES} lines:\n{}", crate::util::rel(&s.log_path), s.tail(TAIL_LINES))
+        }
     }
 }
 
@@ -172,7 +177,14 @@ mod tests {
 
     #[test]
     fn native_console() {
-        let w = feed(&["[    0.1] Booting Linux", "DISCO-READY", "DISCO-EXEC-BEGIN", "6.1.0-56-arm64", "DISCO-EXEC-END status=0", "reboot: Power down"]);
+        let w = feed(&[
+            "[    0.1] Booting Linux",
+            "DISCO-READY",
+            "DISCO-EXEC-BEGIN",
+            "6.1.0-56-arm64",
+            "DISCO-EXEC-END status=0",
+            "reboot: Power down",
+        ]);
         assert!(w.ready);
         assert_eq!(w.output, ["6.1.0-56-arm64"]);
         assert_eq!(w.status(), Some(0));
@@ -278,7 +290,14 @@ impl MultiWatcher {
     pub fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> MultiWatcher {
         let vms = names
             .into_iter()
-            .map(|n| VmRun { name: n.to_string(), output: Vec::new(), end: None, reboots: 0, crashes: Vec::new(), watcher: Watcher::new(n) })
+            .map(|n| VmRun {
+                name: n.to_string(),
+                output: Vec::new(),
+                end: None,
+                reboots: 0,
+                crashes: Vec::new(),
+                watcher: Watcher::new(n),
+            })
             .collect();
         MultiWatcher { vms, all_ended: false, fatal: None }
     }
@@ -349,7 +368,8 @@ impl MultiOutcome {
 
     /// `Err` naming the failed VMs, with the log tail.
     pub fn check(&self) -> Result<()> {
-        let bad: Vec<String> = self.vms.iter().filter(|v| !v.ok()).map(|v| format!("vm {}: {}", v.name, v.describe())).collect();
+        let bad: Vec<String> =
+            self.vms.iter().filter(|v| !v.ok()).map(|v| format!("vm {}: {}", v.name, v.describe())).collect();
         if bad.is_empty() {
             return Ok(());
         }
@@ -395,7 +415,10 @@ pub fn run_multi(mut s: Session, names: &[&str], timeout: Duration) -> Result<Mu
             }
             Event::Timeout if done_at.is_some() && Instant::now() < deadline => {
                 if !w.all_ended {
-                    why = Some(format!("every VM ended but the monitor did not power off within {}s", EXIT_GRACE.as_secs()));
+                    why = Some(format!(
+                        "every VM ended but the monitor did not power off within {}s",
+                        EXIT_GRACE.as_secs()
+                    ));
                 }
                 break;
             }
@@ -466,6 +489,9 @@ mod multi_tests {
         w.feed("disco: [  4.000 cpu2] vm b ended: powered off");
         assert_eq!(w.vms[0].end, Some(VmEnd::Crashed("stage-2 fault at 0x0".into())));
         assert!(matches!(w.vms[1].end, Some(VmEnd::Failed(_))));
-        assert_eq!(monitor_vm_line("disco: [  1.234 cpu0] vm a-1 reset: booting it again"), Some(("a-1", "reset: booting it again")));
+        assert_eq!(
+            monitor_vm_line("disco: [  1.234 cpu0] vm a-1 reset: booting it again"),
+            Some(("a-1", "reset: booting it again"))
+        );
     }
 }

@@ -23,16 +23,25 @@ pub fn build_monitor() -> Result<PathBuf> {
     let dir = root().join("target").join(MONITOR_TARGET).join("release");
     let elf = match std::env::var_os(ELF_OVERRIDE) {
         Some(p) => {
-            eprintln!("build: using {} from ${ELF_OVERRIDE} instead of building the monitor", PathBuf::from(&p).display());
+            eprintln!(
+                "build: using {} from ${ELF_OVERRIDE} instead of building the monitor",
+                PathBuf::from(&p).display()
+            );
             std::fs::create_dir_all(&dir)?;
             PathBuf::from(p)
         }
         None => {
             eprintln!("build: monitor ({MONITOR_TARGET}, release) ...");
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            run(Command::new(cargo)
-                .current_dir(root())
-                .args(["build", "--quiet", "-p", "monitor", "--release", "--target", MONITOR_TARGET]))?;
+            run(Command::new(cargo).current_dir(root()).args([
+                "build",
+                "--quiet",
+                "-p",
+                "monitor",
+                "--release",
+                "--target",
+                MONITOR_TARGET,
+            ]))?;
             dir.join("monitor")
         }
     };

@@ -30,7 +30,8 @@ impl Cpio {
     fn entry(&mut self, name: &str, mode: u32, data: &[u8], rdev: (u32, u32)) {
         self.ino += 1;
         let nlink = if mode & S_IFDIR != 0 { 2 } else { 1 };
-        let fields = [self.ino, mode, 0, 0, nlink, 0, data.len() as u32, 0, 0, rdev.0, rdev.1, name.len() as u32 + 1, 0];
+        let fields =
+            [self.ino, mode, 0, 0, nlink, 0, data.len() as u32, 0, 0, rdev.0, rdev.1, name.len() as u32 + 1, 0];
         self.buf.extend_from_slice(b"070701");
         for f in fields {
             self.buf.extend_from_slice(format!("{f:08x}").as_bytes());
@@ -107,7 +108,9 @@ pub fn base(busybox: &Path) -> Result<PathBuf> {
 /// The archive a VM boots: the base alone, or the base followed by an
 /// archive holding `/exec.sh` (a per-run file, see [`run_file`]).
 pub fn with_exec(base: &Path, exec: Option<&str>, tag: &str) -> Result<PathBuf> {
-    let Some(cmd) = exec else { return Ok(base.to_path_buf()) };
+    let Some(cmd) = exec else {
+        return Ok(base.to_path_buf());
+    };
     let mut data = std::fs::read(base)?;
     data.extend(exec_archive(cmd));
     let path = run_file("initramfs", tag, "cpio")?;

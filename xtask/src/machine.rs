@@ -79,11 +79,7 @@ pub fn load(name: &str) -> Result<Machine> {
         dir().join(format!("{name}.toml"))
     };
     if !path.is_file() {
-        bail!(
-            "unknown machine `{name}`; available: {} (files in {})",
-            available().join(", "),
-            rel(&dir())
-        );
+        bail!("unknown machine `{name}`; available: {} (files in {})", available().join(", "), rel(&dir()));
     }
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let stem = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
@@ -132,7 +128,8 @@ pub fn parse(name: &str, file: &str, text: &str) -> Result<Machine> {
             let v = *d.get_ref();
             let bad = if src == dst { v != 10 } else { !(11..=255).contains(&v) };
             if bad {
-                let want = if src == dst { "the local distance must be 10" } else { "remote distances must be in 11..=255" };
+                let want =
+                    if src == dst { "the local distance must be 10" } else { "remote distances must be in 11..=255" };
                 return Err(err(d.span(), "distances", format!("[{src}][{dst}] = {v}: {want}")));
             }
             out.push(v);
@@ -220,7 +217,10 @@ mod tests {
         let m = parse("t", "t.toml", NUMA2).unwrap();
         let a = m.qemu_args().join(" ");
         assert!(a.contains("-m 2048M -smp 4,sockets=2,cores=2,threads=1"), "{a}");
-        assert!(a.contains("-object memory-backend-ram,id=m1,size=1024M -numa node,nodeid=1,cpus=2-3,memdev=m1"), "{a}");
+        assert!(
+            a.contains("-object memory-backend-ram,id=m1,size=1024M -numa node,nodeid=1,cpus=2-3,memdev=m1"),
+            "{a}"
+        );
         assert!(a.contains("-numa dist,src=0,dst=1,val=20 -numa dist,src=1,dst=0,val=20"), "{a}");
         assert_eq!(m.node_cpus(1), 2..4);
     }

@@ -158,7 +158,11 @@ fn to_boot(a: &RunArgs) -> Result<boot::Boot> {
         native: a.native,
         native_like_vm: false,
         exec: a.exec.clone(),
-        vm: boot::VmShape { vcpus: a.vcpus.unwrap_or(d.vcpus), memory_mib: a.memory.unwrap_or(d.memory_mib), append: a.append.clone() },
+        vm: boot::VmShape {
+            vcpus: a.vcpus.unwrap_or(d.vcpus),
+            memory_mib: a.memory.unwrap_or(d.memory_mib),
+            append: a.append.clone(),
+        },
         tag: if a.native { "run-native".into() } else { "run".into() },
     })
 }
@@ -191,9 +195,17 @@ fn run_manifest(a: RunArgs) -> Result<u8> {
     if !exec && unsafe { libc::isatty(0) } == 0 {
         anyhow::bail!("{}: no VM has `exec`, so `cargo xtask run` attaches the console to this terminal, but stdin is not one; give the VMs `exec` for unattended runs", man.file);
     }
-    let summary: Vec<String> = man.vms.iter().map(|v| format!("{} ({} vCPU, {} MiB)", v.name, v.vcpus, v.memory_mib)).collect();
+    let summary: Vec<String> =
+        man.vms.iter().map(|v| format!("{} ({} vCPU, {} MiB)", v.name, v.vcpus, v.memory_mib)).collect();
     eprintln!("run: {} on {}: {}", man.file, m.name, summary.join(", "));
-    let b = boot::Boot { machine: m.clone(), native: false, native_like_vm: false, exec: exec.then(String::new), vm: Default::default(), tag: "run".into() };
+    let b = boot::Boot {
+        machine: m.clone(),
+        native: false,
+        native_like_vm: false,
+        exec: exec.then(String::new),
+        vm: Default::default(),
+        tag: "run".into(),
+    };
     let mut env = boot::Env::prepare()?;
     let cmd = boot::manifest_command(&mut env, &m, &man.vms, &b.tag, !exec)?;
     let (cmd, _numa_sim) = numasim::for_run(&b, cmd, a.numa_sim.as_deref())?;
@@ -206,14 +218,24 @@ fn run_manifest(a: RunArgs) -> Result<u8> {
     let names: Vec<&str> = man.vms.iter().map(|v| v.name.as_str()).collect();
     let out = exec::run_multi(session, &names, Duration::from_secs(a.timeout))?;
     for vm in &out.vms {
-        println!("== vm {}: {}{}", vm.name, vm.describe(), if vm.reboots > 0 { format!(" (after {} reboot(s))", vm.reboots) } else { String::new() });
+        println!(
+            "== vm {}: {}{}",
+            vm.name,
+            vm.describe(),
+            if vm.reboots > 0 { format!(" (after {} reboot(s))", vm.reboots) } else { String::new() }
+        );
         for l in &vm.output {
             println!("{l}");
         }
     }
     if !out.ok() {
-        eprintln!("log: {}
-last {} lines:\n{}", out.log, exec::TAIL_LINES, out.tail);
+        eprintln!(
+            "log: {}
+last {} lines:\n{}",
+            out.log,
+            exec::TAIL_LINES,
+            out.tail
+        );
     }
     Ok(u8::from(!out.ok()))
 }
@@ -253,7 +275,10 @@ mod cli_tests {
     #[test]
     fn run_defaults() {
         let Cmd::Run(a) = parse(&["run"]).cmd else { panic!() };
-        assert_eq!((a.machine.as_deref(), a.exec.as_deref(), a.timeout, a.native, a.vcpus, a.memory), (None, None, 300, false, None, None));
+        assert_eq!(
+            (a.machine.as_deref(), a.exec.as_deref(), a.timeout, a.native, a.vcpus, a.memory),
+            (None, None, 300, false, None, None)
+        );
         assert!(!single_vm(&a));
         let (m, man) = to_manifest(&a).unwrap();
         assert_eq!((m.name.as_str(), man.vms.len()), ("numa2", 2));
@@ -264,7 +289,9 @@ mod cli_tests {
 
     #[test]
     fn run_exec_options() {
-        let Cmd::Run(a) = parse(&["run", "--machine", "numa4", "--exec", "uname -r; echo x", "--timeout", "60", "--native"]).cmd else {
+        let Cmd::Run(a) =
+            parse(&["run", "--machine", "numa4", "--exec", "uname -r; echo x", "--timeout", "60", "--native"]).cmd
+        else {
             panic!()
         };
         assert_eq!(a.exec.as_deref(), Some("uname -r; echo x"));
@@ -282,14 +309,26 @@ mod cli_tests {
         assert!(bad(&["run", "--exec"]));
         assert!(bad(&["run", "--bogus"]));
         assert!(bad(&["bench", "boot", "--runs", "-1"]));
-        let a = RunArgs { machine: Some("numa9".into()), ..match parse(&["run"]).cmd { Cmd::Run(a) => a, _ => panic!() } };
+        let a = RunArgs {
+            machine: Some("numa9".into()),
+            ..match parse(&["run"]).cmd {
+                Cmd::Run(a) => a,
+                _ => panic!(),
+            }
+        };
         let e = to_boot(&a).unwrap_err().to_string();
         assert!(e.contains("unknown machine `numa9`") && e.contains("numa2, numa4"), "{e}");
     }
 
     #[test]
     fn bench_and_test_parse() {
-        assert!(matches!(parse(&["bench", "boot", "--runs", "5"]).cmd, Cmd::Bench { what: BenchCmd::Boot { runs: 5, .. } }));
-        assert!(matches!(parse(&["test", "--native", "--only", "topology"]).cmd, Cmd::Test(TestArgs { native: true, .. })));
+        assert!(matches!(
+            parse(&["bench", "boot", "--runs", "5"]).cmd,
+            Cmd::Bench { what: BenchCmd::Boot { runs: 5, .. } }
+        ));
+        assert!(matches!(
+            parse(&["test", "--native", "--only", "topology"]).cmd,
+            Cmd::Test(TestArgs { native: true, .. })
+        ));
     }
 }

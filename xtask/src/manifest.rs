@@ -6,7 +6,7 @@
 //!
 //! [[vm]]
 //! name = "a"                 # 1-16 of [A-Za-z0-9_-], unique: console prefix `[a] `
-//! vcpus = 2                  # >= 1; the sum over all VMs <= the machine's CPUs
+//! vcpus = 2                  # 1..=64; more vCPUs than CPUs in all is fine (time-shared)
 //! memory = "512M"            # K/M/G (or KiB/MiB/GiB), a multiple of 2 MiB, >= 16 MiB
 //! kernel = "path/Image"      # optional: default the Debian kernel
 //! initrd = "path/x.cpio"     # optional: default the project initramfs
@@ -25,6 +25,9 @@ use serde::Deserialize;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use toml::Spanned;
+
+/// vCPUs one VM may have: the virtual GIC routes SGIs to at most 64.
+pub const MAX_VCPUS: u32 = 64;
 
 /// Memory the monitor keeps for itself (image, page tables, bundle copy).
 pub const MONITOR_RESERVE_MIB: u64 = 64;
@@ -143,7 +146,7 @@ pub fn parse(file: &str, text: &str, machine: &Machine, base: &Path) -> Result<M
         return Err(anyhow!("{file}: no [[vm]] tables: a manifest lists at least one VM"));
     }
     let avail_mib = machine.total_mib().saturating_sub(MONITOR_RESERVE_MIB);
-    let (mut cpus, mut mib) = (0u64, 0u64);
+    let mut mib = 0u64;
     let mut vms: Vec<VmSpec> = Vec::new();
     for v in &raw.vm {
         let v = v.get_ref();
@@ -158,24 +161,25 @@ pub fn parse(file: &str, text: &str, machine: &Machine, base: &Path) -> Result<M
         if vcpus == 0 {
             return Err(err(v.vcpus.span(), &name, "vcpus", "0: a VM needs at least 1 vCPU".into()));
         }
-        cpus += u64::from(vcpus);
-        if cpus > machine.cpus() as u64 {
+        if vcpus > MAX_VCPUS {
             return Err(err(
                 v.vcpus.span(),
                 &name,
                 "vcpus",
-                format!(
-                    "{cpus} vCPUs in all so far, machine {} has {} CPUs: the monitor pins each vCPU to a CPU; overcommit is not supported yet",
-                    machine.name,
-                    machine.cpus()
-                ),
+                format!("{vcpus}: a VM has at most {MAX_VCPUS} vCPUs (its virtual GIC's limit)"),
             ));
         }
         let size = v.memory.get_ref();
-        let bytes = parse_size(size)
-            .ok_or_else(|| err(v.memory.span(), &name, "memory", format!("`{size}` is not a size such as \"256M\" or \"1G\"")))?;
+        let bytes = parse_size(size).ok_or_else(|| {
+            err(v.memory.span(), &name, "memory", format!("`{size}` is not a size such as \"256M\" or \"1G\""))
+        })?;
         if bytes < 16 << 20 || bytes % (2 << 20) != 0 {
-            return Err(err(v.memory.span(), &name, "memory", format!("`{size}` must be a multiple of 2 MiB, at least 16 MiB")));
+            return Err(err(
+                v.memory.span(),
+                &name,
+                "memory",
+                format!("`{size}` must be a multiple of 2 MiB, at least 16 MiB"),
+            ));
         }
         let m = bytes >> 20;
         mib += m;
@@ -194,7 +198,9 @@ pub fn parse(file: &str, text: &str, machine: &Machine, base: &Path) -> Result<M
         let restart = match v.restart.as_ref().map(|r| (r.get_ref().as_str(), r.span())) {
             None | Some(("never", _)) => Restart::Never,
             Some(("on-crash", _)) => Restart::OnCrash,
-            Some((other, span)) => return Err(err(span, &name, "restart", format!("`{other}`: expected \"never\" or \"on-crash\""))),
+            Some((other, span)) => {
+                return Err(err(span, &name, "restart", format!("`{other}`: expected \"never\" or \"on-crash\"")))
+            }
         };
         let home_node = match &v.home_node {
             Some(h) if *h.get_ref() as usize >= machine.nodes => {
@@ -202,7 +208,12 @@ pub fn parse(file: &str, text: &str, machine: &Machine, base: &Path) -> Result<M
                     h.span(),
                     &name,
                     "home_node",
-                    format!("node {} does not exist: machine {} has nodes 0..={}", h.get_ref(), machine.name, machine.nodes - 1),
+                    format!(
+                        "node {} does not exist: machine {} has nodes 0..={}",
+                        h.get_ref(),
+                        machine.name,
+                        machine.nodes - 1
+                    ),
                 ))
             }
             h => h.as_ref().map(|h| *h.get_ref()),
@@ -280,8 +291,8 @@ mod tests {
         assert!(e.starts_with("m.toml:7: field `name`: duplicate VM name `a`"), "{e}");
         let e = parse_err(&TWO.replace("home_node = 1", "home_node = 2"));
         assert!(e.starts_with("m.toml:11: vm `b`: field `home_node`: node 2 does not exist"), "{e}");
-        let e = parse_err(&TWO.replace("vcpus = 2\nmemory = \"1G\"", "vcpus = 3\nmemory = \"1G\""));
-        assert!(e.starts_with("m.toml:8: vm `b`: field `vcpus`:") && e.contains("overcommit is not supported yet"), "{e}");
+        let e = parse_err(&TWO.replace("vcpus = 2\nmemory = \"1G\"", "vcpus = 65\nmemory = \"1G\""));
+        assert!(e.starts_with("m.toml:8: vm `b`: field `vcpus`: 65") && e.contains("at most 64 vCPUs"), "{e}");
         let e = parse_err(&TWO.replace("\"on-crash\"", "\"always\""));
         assert!(e.starts_with("m.toml:10: vm `b`: field `restart`"), "{e}");
     }

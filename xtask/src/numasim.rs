@@ -33,7 +33,8 @@ use std::process::Command;
 pub const RAM_BASE: u64 = 0x4000_0000;
 /// Plugin parameters a user may set with `--numa-sim=k=v,...`; the machine
 /// keys (`mem`, `cpus`, `dist`, `shm`, `out`, `ram_prefix`) always come from xtask.
-pub const USER_KEYS: &[&str] = &["cache", "assoc", "line", "local_ns", "remote_ns", "insn_ns", "top", "filter", "ifetch"];
+pub const USER_KEYS: &[&str] =
+    &["cache", "assoc", "line", "local_ns", "remote_ns", "insn_ns", "top", "filter", "ifetch"];
 /// Debian packages behind `numactl` in the guest.
 const GUEST_DEBS: &[&str] = &["numactl", "libnuma1", "libc6"];
 
@@ -91,12 +92,15 @@ pub fn build_plugin() -> Result<PathBuf> {
 pub fn build_memloop() -> Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let dir = root().join("target/memloop");
-    run(Command::new(cargo).current_dir(root()).args(["build", "--quiet", "--release", "--target", "aarch64-unknown-none"]).args([
-        "--manifest-path".as_ref(),
-        root().join("bench/numa-sim/memloop/Cargo.toml").as_os_str(),
-        "--target-dir".as_ref(),
-        dir.as_os_str(),
-    ]))?;
+    run(Command::new(cargo)
+        .current_dir(root())
+        .args(["build", "--quiet", "--release", "--target", "aarch64-unknown-none"])
+        .args([
+            "--manifest-path".as_ref(),
+            root().join("bench/numa-sim/memloop/Cargo.toml").as_os_str(),
+            "--target-dir".as_ref(),
+            dir.as_os_str(),
+        ]))?;
     Ok(dir.join("aarch64-unknown-none/release/memloop"))
 }
 
@@ -107,7 +111,9 @@ fn guest_packages() -> Result<PathBuf> {
         return Ok(dest);
     }
     let debs = cache_dir("debs")?;
-    let download = |p: &str| run(apt_get().current_dir(&debs).args(["-o", "APT::Sandbox::User=root", "download"]).arg(format!("{p}:arm64")));
+    let download = |p: &str| {
+        run(apt_get().current_dir(&debs).args(["-o", "APT::Sandbox::User=root", "download"]).arg(format!("{p}:arm64")))
+    };
     let tmp = dest.with_extension("unpacking");
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)?;
@@ -120,7 +126,11 @@ fn guest_packages() -> Result<PathBuf> {
         let deb = std::fs::read_dir(&debs)?
             .flatten()
             .map(|e| e.path())
-            .filter(|x| x.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("{p}_")) && n.to_string_lossy().ends_with("_arm64.deb")))
+            .filter(|x| {
+                x.file_name().is_some_and(|n| {
+                    n.to_string_lossy().starts_with(&format!("{p}_")) && n.to_string_lossy().ends_with("_arm64.deb")
+                })
+            })
             .max_by_key(|x| x.metadata().and_then(|m| m.modified()).ok())
             .ok_or_else(|| anyhow!("apt-get download left no {p}_*_arm64.deb in {}", rel(&debs)))?;
         run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tmp))?;
@@ -196,7 +206,15 @@ impl Sim {
         if args.iter().any(|a| a.contains(',') && !a.ends_with(".so")) {
             bail!("numa-sim arguments may not contain commas: {args:?}");
         }
-        Ok(Sim { shm, prefix, report, plugin_arg: args.join(","), machine: m.clone(), tag: tag.into(), announce: false })
+        Ok(Sim {
+            shm,
+            prefix,
+            report,
+            plugin_arg: args.join(","),
+            machine: m.clone(),
+            tag: tag.into(),
+            announce: false,
+        })
     }
 
     /// Rewrites a QEMU command from [`Boot::command`]: every node's RAM
@@ -225,7 +243,8 @@ impl Sim {
                 ("-object", Some(n)) if n.starts_with(ram) => {
                     let rest = &n["memory-backend-ram".len()..];
                     let node = rest[",id=m".len()..].split(',').next().unwrap_or_default();
-                    out.arg("-object").arg(format!("memory-backend-file{rest},mem-path={}.m{node},share=on", self.prefix));
+                    out.arg("-object")
+                        .arg(format!("memory-backend-file{rest},mem-path={}.m{node},share=on", self.prefix));
                     swapped += 1;
                     i += 2;
                 }
@@ -273,7 +292,8 @@ impl Sim {
         l.check(&h).map_err(|e| anyhow!("counter region header: {e:?}"))?;
         let hs = counters::HEADER_SIZE as usize;
         let n = l.counter_count() as usize;
-        let total = region[hs..hs + 4 * n].chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as u64).sum();
+        let total =
+            region[hs..hs + 4 * n].chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as u64).sum();
         Ok((h, total))
     }
 }
@@ -286,19 +306,37 @@ pub fn summary(r: &Json) -> String {
     for n in r.get("nodes").map(Json::items).unwrap_or_default() {
         s += &format!(
             "numa-sim: node {}: {:.0} local, {:.0} remote misses ({:.2}% local)\n",
-            num(n, "node"), num(n, "local_misses"), num(n, "remote_misses"), num(n, "local_pct")
+            num(n, "node"),
+            num(n, "local_misses"),
+            num(n, "remote_misses"),
+            num(n, "local_pct")
         );
     }
     for c in r.get("cpus").map(Json::items).unwrap_or_default() {
-        s += &format!("numa-sim: cpu {} (node {}): {:.3} ms simulated\n", num(c, "cpu"), num(c, "node"), num(c, "sim_ns") / 1e6);
+        s += &format!(
+            "numa-sim: cpu {} (node {}): {:.3} ms simulated\n",
+            num(c, "cpu"),
+            num(c, "node"),
+            num(c, "sim_ns") / 1e6
+        );
     }
     for p in r.get("top_pages").map(Json::items).unwrap_or_default().iter().take(5) {
-        let counts: Vec<String> = p.get("counts").map(Json::items).unwrap_or_default().iter().map(|c| format!("{:.0}", c.num().unwrap_or(0.0))).collect();
+        let counts: Vec<String> = p
+            .get("counts")
+            .map(Json::items)
+            .unwrap_or_default()
+            .iter()
+            .map(|c| format!("{:.0}", c.num().unwrap_or(0.0)))
+            .collect();
         let addr = match p.get("addr") {
             Some(Json::Str(a)) => a.clone(),
             _ => "?".into(),
         };
-        s += &format!("numa-sim: hot page {addr} (home node {}): misses per node [{}]\n", num(p, "home"), counts.join(", "));
+        s += &format!(
+            "numa-sim: hot page {addr} (home node {}): misses per node [{}]\n",
+            num(p, "home"),
+            counts.join(", ")
+        );
     }
     s
 }
@@ -320,7 +358,9 @@ impl Drop for Sim {
 /// `cargo xtask run --numa-sim[=PARAMS]`: instruments the run's QEMU
 /// command. Keep the returned [`Sim`] alive until QEMU has exited.
 pub fn for_run(b: &Boot, cmd: Command, params: Option<&str>) -> Result<(Command, Option<Sim>)> {
-    let Some(params) = params else { return Ok((cmd, None)) };
+    let Some(params) = params else {
+        return Ok((cmd, None));
+    };
     let mut sim = Sim::new(&b.machine, params, &b.tag)?;
     sim.announce = b.exec.is_some();
     let payload = if b.native { Some(payload()?) } else { None };

@@ -56,7 +56,8 @@ pub struct RoiView {
 }
 
 pub fn roi(r: &Json) -> Result<RoiView> {
-    let cpu = r.path("roi.0.begin_vcpu").context("no region of interest in the report (memloop did not run?)")? as usize;
+    let cpu =
+        r.path("roi.0.begin_vcpu").context("no region of interest in the report (memloop did not run?)")? as usize;
     let p = |f: &str| r.path(&format!("roi.0.cpus.{cpu}.{f}"));
     Ok(RoiView {
         cpu,
@@ -111,7 +112,10 @@ pub fn validate_test(env: &mut Env, _native: bool) -> Result<()> {
     for (name, r) in [("membind=0", &lr), ("membind=1", &rr)] {
         let roi_misses = if name == "membind=0" { local.misses } else { remote.misses };
         if (r.region_total as f64) < roi_misses {
-            bail!("{name}: the shared counter region holds {} misses, fewer than the {roi_misses} of the ROI", r.region_total);
+            bail!(
+                "{name}: the shared counter region holds {} misses, fewer than the {roi_misses} of the ROI",
+                r.region_total
+            );
         }
     }
     Ok(())
@@ -244,12 +248,20 @@ pub fn cost(machine_name: &str, runs: usize) -> Result<()> {
             times[k].push(s);
         }
     }
-    println!("numa-sim cost: native Linux boot to poweroff on {} ({} nodes x {} CPUs)", m.name, m.nodes, m.cpus_per_node);
+    println!(
+        "numa-sim cost: native Linux boot to poweroff on {} ({} nodes x {} CPUs)",
+        m.name, m.nodes, m.cpus_per_node
+    );
     let base = median(&times[0]);
     for (k, (name, params)) in kinds.iter().enumerate() {
         let md = median(&times[k]);
         let all: Vec<String> = times[k].iter().map(|t| format!("{t:.2}")).collect();
-        println!("{name:10} median {md:6.2} s  slowdown {:.2}x  (params {:?}; runs: {})", md / base, params.unwrap_or("-"), all.join(" "));
+        println!(
+            "{name:10} median {md:6.2} s  slowdown {:.2}x  (params {:?}; runs: {})",
+            md / base,
+            params.unwrap_or("-"),
+            all.join(" ")
+        );
     }
     println!(
         "method: wall time from spawning QEMU to its exit; the guest runs `true` and powers off; {runs} runs of each, \

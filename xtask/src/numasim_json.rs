@@ -155,7 +155,8 @@ impl P<'_> {
                                 b'n' => '\n',
                                 b't' => '\t',
                                 b'u' => {
-                                    let h = std::str::from_utf8(self.b.get(self.i + 2..self.i + 6).unwrap_or_default())?;
+                                    let h =
+                                        std::str::from_utf8(self.b.get(self.i + 2..self.i + 6).unwrap_or_default())?;
                                     self.i += 4;
                                     char::from_u32(u32::from_str_radix(h, 16)?).unwrap_or('?')
                                 }
@@ -204,7 +205,8 @@ mod tests {
 
     #[test]
     fn parses_and_walks() {
-        let j = Json::parse(r#" {"a": [1, {"b": -2.5e1}], "s": "x\"y", "t": true, "n": null, "e": {}, "f": []} "#).unwrap();
+        let j =
+            Json::parse(r#" {"a": [1, {"b": -2.5e1}], "s": "x\"y", "t": true, "n": null, "e": {}, "f": []} "#).unwrap();
         assert_eq!(j.path("a.0").unwrap(), 1.0);
         assert_eq!(j.path("a.1.b").unwrap(), -25.0);
         assert_eq!(j.get("s"), Some(&Json::Str("x\"y".into())));

@@ -25,9 +25,18 @@ const TAIL_KEEP: usize = 200;
 /// Console wiring for a terminal session: serial and QEMU monitor share
 /// stdio (Ctrl-A x quits, Ctrl-A c for the QEMU monitor); Ctrl-C goes to the guest.
 pub fn interactive_console() -> Vec<String> {
-    ["-display", "none", "-chardev", "stdio,id=con,mux=on,signal=off", "-serial", "chardev:con", "-mon", "chardev=con,mode=readline"]
-        .map(String::from)
-        .to_vec()
+    [
+        "-display",
+        "none",
+        "-chardev",
+        "stdio,id=con,mux=on,signal=off",
+        "-serial",
+        "chardev:con",
+        "-mon",
+        "chardev=con,mode=readline",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 /// Console wiring for captured runs: serial on stdout, no QEMU monitor.

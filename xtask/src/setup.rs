@@ -69,9 +69,7 @@ fn apt() -> Result<()> {
                     plan.install.push(pkg);
                 }
             }
-            Some((_, v)) if pkg == "qemu-system-arm" && qemu_major(v) < MIN_QEMU_MAJOR => {
-                plan.install_qemu = true
-            }
+            Some((_, v)) if pkg == "qemu-system-arm" && qemu_major(v) < MIN_QEMU_MAJOR => plan.install_qemu = true,
             Some(_) => {}
         }
     }
@@ -157,17 +155,12 @@ fn require_root(plan: &AptPlan) -> Result<()> {
     if what.is_empty() {
         what.push("fresh apt package lists".to_string());
     }
-    bail!(
-        "setup: this host still needs {}, and installing them needs root (apt-get); run as root.",
-        what.join(", ")
-    )
+    bail!("setup: this host still needs {}, and installing them needs root (apt-get); run as root.", what.join(", "))
 }
 
 fn os_codename() -> Option<String> {
     let text = std::fs::read_to_string("/etc/os-release").ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
-        .map(|v| v.trim_matches('"').to_string())
+    text.lines().find_map(|l| l.strip_prefix("VERSION_CODENAME=")).map(|v| v.trim_matches('"').to_string())
 }
 
 /// `(package, version)` for each installed package of [`PACKAGES`].
@@ -197,7 +190,9 @@ fn qemu_major(version: &str) -> u32 {
 /// Whether apt has lists for arm64 (and backports when used): otherwise the
 /// arch or source was added without an update, and downloads would fail.
 fn lists_present(backports: bool) -> bool {
-    let Ok(dir) = std::fs::read_dir("/var/lib/apt/lists") else { return false };
+    let Ok(dir) = std::fs::read_dir("/var/lib/apt/lists") else {
+        return false;
+    };
     let names: Vec<String> = dir.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     let arm64 = names.iter().any(|n| n.contains("binary-arm64_Packages"));
     let bp = !backports || names.iter().any(|n| n.contains("_dists_bookworm-backports_"));
@@ -235,9 +230,8 @@ fn all_stanzas() -> Result<Vec<Stanza>> {
     if let Ok(text) = std::fs::read_to_string("/etc/apt/sources.list") {
         out.extend(text.lines().filter_map(parse_one_line));
     }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(SOURCES_DIR)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(SOURCES_DIR).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
     files.sort();
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap_or_default();
@@ -283,7 +277,9 @@ pub fn parse_deb822(text: &str) -> Vec<Stanza> {
         if line.starts_with('#') || line.starts_with(|c: char| c.is_whitespace()) {
             continue;
         }
-        let Some((k, v)) = line.split_once(':') else { continue };
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
         let words = || v.split_whitespace().map(String::from).collect::<Vec<_>>();
         match k.trim().to_ascii_lowercase().as_str() {
             "types" => cur.types = words(),
@@ -346,7 +342,8 @@ mod tests {
 
     #[test]
     fn one_line_sources() {
-        let s = parse_one_line("deb [arch=amd64 signed-by=/k.gpg] http://m.example/debian bookworm main contrib").unwrap();
+        let s =
+            parse_one_line("deb [arch=amd64 signed-by=/k.gpg] http://m.example/debian bookworm main contrib").unwrap();
         assert_eq!(s.uris, ["http://m.example/debian"]);
         assert_eq!(s.suites, ["bookworm"]);
         assert_eq!(s.signed_by.as_deref(), Some("/k.gpg"));

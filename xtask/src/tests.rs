@@ -9,16 +9,16 @@
 //! monitor.
 
 use crate::boot::{Boot, Env, VmShape, VM_NAME};
+use crate::exec::MultiOutcome;
 use crate::exec::{self, Watcher, TAIL_LINES};
 use crate::qemu::{code, Event, Session};
 use crate::topology::{self, Parser};
 use crate::util::{rel, root};
-use crate::exec::MultiOutcome;
 use crate::{boot, machine, manifest};
-use std::sync::{Arc, Mutex};
 use anyhow::{anyhow, bail, Context, Result};
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const TOPOLOGY_TIMEOUT: Duration = Duration::from_secs(180);
@@ -180,8 +180,12 @@ fn topology_test(env: &mut Env, native: bool, name: &str) -> Result<()> {
                     break Some(f);
                 }
             }
-            Event::Exit(st) => break Some(format!("QEMU exited (status {}) before a complete topology report", code(st))),
-            Event::Timeout => break Some(format!("no complete topology report within {}s", TOPOLOGY_TIMEOUT.as_secs())),
+            Event::Exit(st) => {
+                break Some(format!("QEMU exited (status {}) before a complete topology report", code(st)))
+            }
+            Event::Timeout => {
+                break Some(format!("no complete topology report within {}s", TOPOLOGY_TIMEOUT.as_secs()))
+            }
         }
     };
     s.kill();
@@ -222,12 +226,19 @@ fn guest_boot(env: &mut Env, native: bool) -> Result<()> {
         errs.push(format!("uname -r is `{release}`, the Debian kernel is `{}`", env.guest.release));
     }
     let want = b.vm.memory_mib * 1024;
-    let kb: u64 = field(&out, "MemTotal:")?.trim_end_matches("kB").trim().parse().context("MemTotal is not a number")?;
+    let kb: u64 =
+        field(&out, "MemTotal:")?.trim_end_matches("kB").trim().parse().context("MemTotal is not a number")?;
     let seen = dmesg_total_kb(&out)?;
-    for (what, got, tol) in [("MemTotal", kb, MEMTOTAL_TOLERANCE), ("RAM found at boot (dmesg Memory:)", seen, MEM_TOLERANCE)] {
+    for (what, got, tol) in
+        [("MemTotal", kb, MEMTOTAL_TOLERANCE), ("RAM found at boot (dmesg Memory:)", seen, MEM_TOLERANCE)]
+    {
         let off = (got as f64 - want as f64).abs() / want as f64;
         if off > tol || got > want {
-            errs.push(format!("{what} {got} kB is {:.1}% off the VM's {want} kB (tolerance {:.0}%)", off * 100.0, tol * 100.0));
+            errs.push(format!(
+                "{what} {got} kB is {:.1}% off the VM's {want} kB (tolerance {:.0}%)",
+                off * 100.0,
+                tol * 100.0
+            ));
         }
     }
     let guest_md5 = field(&out, "md5=")?.split_whitespace().next().unwrap_or_default().to_string();
@@ -269,7 +280,10 @@ fn wild_access(env: &mut Env, native: bool) -> Result<()> {
     let out = exec_lines(env, &b)?;
     let status = field(&out, "devmem-status=")?;
     if status != "135" {
-        bail!("devmem {WILD_ADDRESS} ended with status {status}, expected 135 (SIGBUS)\nguest output:\n{}", indent(&out.join("\n")));
+        bail!(
+            "devmem {WILD_ADDRESS} ended with status {status}, expected 135 (SIGBUS)\nguest output:\n{}",
+            indent(&out.join("\n"))
+        );
     }
     if !out.iter().any(|l| l == "wild-access-survived") {
         bail!("the command after the wild access did not run\nguest output:\n{}", indent(&out.join("\n")));
@@ -309,7 +323,13 @@ fn host_two_md5(lo: u64, mid: u64, hi: u64) -> Result<String> {
 }
 
 /// Checks one VM's `nproc=` and `md5=` lines.
-fn check_vm(out: &MultiOutcome, vm: &str, vcpus: u32, (lo, mid, hi): (u64, u64, u64), errs: &mut Vec<String>) -> Result<()> {
+fn check_vm(
+    out: &MultiOutcome,
+    vm: &str,
+    vcpus: u32,
+    (lo, mid, hi): (u64, u64, u64),
+    errs: &mut Vec<String>,
+) -> Result<()> {
     let lines = &out.vm(vm).output;
     let nproc = field(lines, "nproc=").unwrap_or("?");
     if nproc != vcpus.to_string() {
@@ -327,7 +347,8 @@ fn with_log(out: &MultiOutcome, errs: Vec<String>) -> Result<()> {
     if errs.is_empty() {
         return Ok(());
     }
-    let outputs: Vec<String> = out.vms.iter().map(|v| format!("vm {} output:\n{}", v.name, indent(&v.output.join("\n")))).collect();
+    let outputs: Vec<String> =
+        out.vms.iter().map(|v| format!("vm {} output:\n{}", v.name, indent(&v.output.join("\n")))).collect();
     bail!("{}\n{}log: {}\nlast {TAIL_LINES} lines:\n{}", errs.join("\n"), outputs.join(""), out.log, out.tail)
 }
 
@@ -371,7 +392,8 @@ fn frames_returned(env: &mut Env) -> Result<()> {
     let run = smp_run(env);
     let out = run.as_ref().as_ref().map_err(|e| anyhow!("{e}"))?;
     let m = machine::load("numa2")?;
-    let mut errs: Vec<String> = out.lines.iter().filter(|l| l.contains("KiB free after all VMs ended")).cloned().collect();
+    let mut errs: Vec<String> =
+        out.lines.iter().filter(|l| l.contains("KiB free after all VMs ended")).cloned().collect();
     for n in 0..m.nodes {
         let want = format!("node {n}: all frames returned");
         if !out.lines.iter().any(|l| l.contains("disco:") && l.contains(&want)) {
@@ -401,7 +423,10 @@ fn crash_containment(env: &mut Env) -> Result<()> {
     let vb = out.vm("b");
     let panicked = out.lines.iter().any(|l| l.starts_with("[b] ") && l.contains("Kernel panic"));
     if vb.crashes.is_empty() && !panicked {
-        errs.push("the log shows no crash of vm b (no `vm b ended: crashed` from the monitor, no `[b] ... Kernel panic`)".into());
+        errs.push(
+            "the log shows no crash of vm b (no `vm b ended: crashed` from the monitor, no `[b] ... Kernel panic`)"
+                .into(),
+        );
     }
     if vb.reboots == 0 {
         errs.push("vm b did not boot again (no `vm b restarting` / `vm b reset` from the monitor)".into());
@@ -418,12 +443,37 @@ fn manifest_errors() -> Result<()> {
     let good = "[[vm]]\nname = \"a\"\nvcpus = 2\nmemory = \"512M\"\n\n[[vm]]\nname = \"b\"\nvcpus = 2\nmemory = \"512M\"\nhome_node = 1\n";
     manifest::parse("t.toml", good, &m, &root()).context("the valid manifest was rejected")?;
     let cases = [
-        ("unknown key", good.replace("home_node = 1", "home_node = 1\ncolor = \"red\""), "t.toml:11:", "unknown field `color`"),
-        ("zero vcpus", good.replacen("vcpus = 2", "vcpus = 0", 1), "t.toml:3: vm `a`: field `vcpus`", "at least 1 vCPU"),
+        (
+            "unknown key",
+            good.replace("home_node = 1", "home_node = 1\ncolor = \"red\""),
+            "t.toml:11:",
+            "unknown field `color`",
+        ),
+        (
+            "zero vcpus",
+            good.replacen("vcpus = 2", "vcpus = 0", 1),
+            "t.toml:3: vm `a`: field `vcpus`",
+            "at least 1 vCPU",
+        ),
         ("too much memory", good.replacen("\"512M\"", "\"2G\"", 1), "t.toml:4: vm `a`: field `memory`", "does not fit"),
-        ("duplicate name", good.replace("name = \"b\"", "name = \"a\""), "t.toml:7: field `name`", "duplicate VM name `a`"),
-        ("missing node", good.replace("home_node = 1", "home_node = 5"), "t.toml:10: vm `b`: field `home_node`", "node 5 does not exist"),
-        ("too many vCPUs", good.replace("vcpus = 2\nmemory = \"512M\"\nhome", "vcpus = 3\nmemory = \"512M\"\nhome"), "t.toml:8: vm `b`: field `vcpus`", "overcommit is not supported yet"),
+        (
+            "duplicate name",
+            good.replace("name = \"b\"", "name = \"a\""),
+            "t.toml:7: field `name`",
+            "duplicate VM name `a`",
+        ),
+        (
+            "missing node",
+            good.replace("home_node = 1", "home_node = 5"),
+            "t.toml:10: vm `b`: field `home_node`",
+            "node 5 does not exist",
+        ),
+        (
+            "too many vCPUs",
+            good.replace("vcpus = 2\nmemory = \"512M\"\nhome", "vcpus = 65\nmemory = \"512M\"\nhome"),
+            "t.toml:8: vm `b`: field `vcpus`",
+            "at most 64 vCPUs",
+        ),
     ];
     let mut errs = Vec::new();
     for (what, text, at, msg) in cases {
@@ -459,7 +509,9 @@ mod unit {
             assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
         }
         assert_eq!(names[0], "guest-boot-native", "the native canary runs first");
-        assert!(super::integration(true).iter().all(|t| t.native && t.name.ends_with("-native") || t.name == "numa-sim" || t.name == "manifest-errors"));
+        assert!(super::integration(true)
+            .iter()
+            .all(|t| t.native && t.name.ends_with("-native") || t.name == "numa-sim" || t.name == "manifest-errors"));
         for want in ["manifest-errors", "smp-two-guests", "frames-returned", "crash-containment"] {
             assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
         }

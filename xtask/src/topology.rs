@@ -63,7 +63,9 @@ impl Parser {
         }
         if let Some(at) = line.rfind("node ") {
             let rest = &line[at + 5..];
-            let Some((id, rest)) = rest.split_once(' ') else { return };
+            let Some((id, rest)) = rest.split_once(' ') else {
+                return;
+            };
             let Ok(id) = id.parse::<usize>() else { return };
             let node = match self.report.nodes.iter().position(|n| n.id == id) {
                 Some(i) => &mut self.report.nodes[i],
@@ -142,7 +144,12 @@ mod tests {
 [INFO] later line 3: 4";
 
     fn machine() -> Machine {
-        crate::machine::parse("numa2", "t", "nodes = 2\ncpus-per-node = 2\nmemory-per-node-mib = 1024\ndistances = [[10, 20], [20, 10]]\n").unwrap()
+        crate::machine::parse(
+            "numa2",
+            "t",
+            "nodes = 2\ncpus-per-node = 2\nmemory-per-node-mib = 1024\ndistances = [[10, 20], [20, 10]]\n",
+        )
+        .unwrap()
     }
 
     fn parse(text: &str) -> Parser {

@@ -47,10 +47,7 @@ pub fn show(cmd: &Command) -> String {
 
 /// Runs a command with inherited output; fails naming the command.
 pub fn run(cmd: &mut Command) -> Result<()> {
-    let status = cmd
-        .stdin(Stdio::null())
-        .status()
-        .with_context(|| format!("cannot start `{}`", show(cmd)))?;
+    let status = cmd.stdin(Stdio::null()).status().with_context(|| format!("cannot start `{}`", show(cmd)))?;
     if !status.success() {
         bail!("`{}` failed ({status})", show(cmd));
     }
@@ -59,25 +56,17 @@ pub fn run(cmd: &mut Command) -> Result<()> {
 
 /// Runs a command and returns its stdout; stderr is included in the error.
 pub fn output(cmd: &mut Command) -> Result<String> {
-    let Output { status, stdout, stderr } = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot start `{}`", show(cmd)))?;
+    let Output { status, stdout, stderr } =
+        cmd.stdin(Stdio::null()).output().with_context(|| format!("cannot start `{}`", show(cmd)))?;
     if !status.success() {
-        bail!(
-            "`{}` failed ({status}): {}",
-            show(cmd),
-            String::from_utf8_lossy(&stderr).trim()
-        );
+        bail!("`{}` failed ({status}): {}", show(cmd), String::from_utf8_lossy(&stderr).trim());
     }
     Ok(String::from_utf8_lossy(&stdout).into_owned())
 }
 
 /// Whether a program is on PATH (no `which` dependency).
 pub fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-        .unwrap_or(false)
+    std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file())).unwrap_or(false)
 }
 
 /// UTC time stamp `YYYYmmdd-HHMMSS` for log names (no date crate needed).
@@ -94,12 +83,7 @@ pub fn timestamp() -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    format!("{y:04}{m:02}{d:02}-{:02}{:02}{:02}", rem / 3600, rem / 60 % 60, rem % 60)
 }
 
 /// Writes `data` to `path` only when the content differs, so timestamps (and
@@ -126,7 +110,9 @@ pub fn run_file(sub: &str, tag: &str, ext: &str) -> Result<PathBuf> {
 /// Deletes per-run files of processes that no longer exist.
 pub fn gc_run_files(subs: &[&str]) {
     for sub in subs {
-        let Ok(dir) = std::fs::read_dir(root().join(".cache").join(sub)) else { continue };
+        let Ok(dir) = std::fs::read_dir(root().join(".cache").join(sub)) else {
+            continue;
+        };
         for e in dir.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if let Some(pid) = run_file_owner(&name) {
@@ -142,11 +128,11 @@ pub fn gc_run_files(subs: &[&str]) {
 const KEEP_LOGS: usize = 300;
 
 fn prune_logs(dir: &Path, keep: usize) {
-    let Ok(d) = std::fs::read_dir(dir) else { return };
-    let mut logs: Vec<(SystemTime, PathBuf)> = d
-        .flatten()
-        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-        .collect();
+    let Ok(d) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut logs: Vec<(SystemTime, PathBuf)> =
+        d.flatten().filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path()))).collect();
     if logs.len() < keep {
         return;
     }

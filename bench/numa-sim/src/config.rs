@@ -60,9 +60,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     } else {
         num.parse::<u64>()
     };
-    v.map_err(|e| format!("bad size {s:?}: {e}"))?
-        .checked_mul(mult)
-        .ok_or_else(|| format!("size {s:?} overflows"))
+    v.map_err(|e| format!("bad size {s:?}: {e}"))?.checked_mul(mult).ok_or_else(|| format!("size {s:?} overflows"))
 }
 
 /// Nanoseconds (possibly fractional) to picoseconds.

@@ -33,13 +33,19 @@ impl HostMap {
             else {
                 continue;
             };
-            let Some(node) = path.strip_prefix(prefix).and_then(|r| r.strip_prefix(".m")).and_then(|n| n.parse::<usize>().ok())
+            let Some(node) =
+                path.strip_prefix(prefix).and_then(|r| r.strip_prefix(".m")).and_then(|n| n.parse::<usize>().ok())
             else {
                 continue;
             };
-            let Some(&base) = node_base.get(node) else { continue };
-            let Some((s, e)) = range.split_once('-') else { continue };
-            let (Ok(s), Ok(e), Ok(o)) = (u64::from_str_radix(s, 16), u64::from_str_radix(e, 16), u64::from_str_radix(offset, 16))
+            let Some(&base) = node_base.get(node) else {
+                continue;
+            };
+            let Some((s, e)) = range.split_once('-') else {
+                continue;
+            };
+            let (Ok(s), Ok(e), Ok(o)) =
+                (u64::from_str_radix(s, 16), u64::from_str_radix(e, 16), u64::from_str_radix(offset, 16))
             else {
                 continue;
             };

@@ -36,8 +36,8 @@ pub mod report;
 pub use numa::counters;
 
 use cache::Cache;
-use hostmap::HostMap;
 use config::Config;
+use hostmap::HostMap;
 use qemu_plugin_sys::*;
 use region::Region;
 use report::{CpuStats, Report, Roi};
@@ -163,7 +163,9 @@ fn outs(s: &str) {
 
 unsafe extern "C" fn mem_cb(vcpu: c_uint, info: qemu_plugin_meminfo_t, vaddr: u64, _: *mut c_void) {
     let Some(sim) = SIM.get() else { return };
-    let Some(cpu) = sim.cpus.get(vcpu as usize) else { return };
+    let Some(cpu) = sim.cpus.get(vcpu as usize) else {
+        return;
+    };
     let vline = vaddr >> sim.line_shift;
     if sim.cfg.filter {
         if cpu.last_vline.get() == vline {
@@ -184,7 +186,9 @@ unsafe extern "C" fn mem_cb(vcpu: c_uint, info: qemu_plugin_meminfo_t, vaddr: u6
 /// Instruction fetch of one TB segment: `userdata` is `first_line << 6 | (lines - 1)`.
 unsafe extern "C" fn ifetch_cb(vcpu: c_uint, userdata: *mut c_void) {
     let Some(sim) = SIM.get() else { return };
-    let Some(cpu) = sim.cpus.get(vcpu as usize) else { return };
+    let Some(cpu) = sim.cpus.get(vcpu as usize) else {
+        return;
+    };
     let u = userdata as u64;
     let first = u >> 6;
     for line in first..=first + (u & 63) {
@@ -216,7 +220,9 @@ unsafe fn instrument_ifetch(sim: &Sim, tb: *mut qemu_plugin_tb, n: usize) {
             let insn = qemu_plugin_tb_get_insn(tb, i);
             (qemu_plugin_insn_haddr(insn) as u64, qemu_plugin_insn_size(insn) as u64)
         };
-        let Some(pa) = (h != 0).then(|| map.pa(h)).flatten() else { continue };
+        let Some(pa) = (h != 0).then(|| map.pa(h)).flatten() else {
+            continue;
+        };
         let (a, b) = (pa >> sim.line_shift, (pa + size.max(1) - 1) >> sim.line_shift);
         match runs.last_mut() {
             Some(r) if a >= r.0 && a <= r.1 + 1 && b - r.0 < 64 => r.1 = r.1.max(b),
@@ -253,7 +259,12 @@ unsafe extern "C" fn tb_trans_cb(_id: qemu_plugin_id_t, tb: *mut qemu_plugin_tb)
     // SAFETY: `tb` and its instructions are valid during translation.
     unsafe {
         let n = qemu_plugin_tb_n_insns(tb);
-        qemu_plugin_register_vcpu_tb_exec_inline_per_vcpu(tb, qemu_plugin_op::QEMU_PLUGIN_INLINE_ADD_U64, sim.insns, n as u64);
+        qemu_plugin_register_vcpu_tb_exec_inline_per_vcpu(
+            tb,
+            qemu_plugin_op::QEMU_PLUGIN_INLINE_ADD_U64,
+            sim.insns,
+            n as u64,
+        );
         if sim.cfg.ifetch {
             instrument_ifetch(sim, tb, n);
         }
@@ -329,7 +340,8 @@ fn setup(argc: c_int, argv: *const *const c_char, max_vcpus: usize) -> Result<Si
     let nodes = cfg.nodes();
     let layout = counters::CounterLayout::for_machine(cfg.ram_base, cfg.ram_end(), nodes as u32)
         .ok_or("machine too small for the counter region")?;
-    let shm_off = layout.region_base.checked_sub(cfg.node_base(cfg.shm_node)).ok_or("counter region is not in shm_node's RAM")?;
+    let shm_off =
+        layout.region_base.checked_sub(cfg.node_base(cfg.shm_node)).ok_or("counter region is not in shm_node's RAM")?;
     let region = Region::open(layout, cfg.shm.as_deref(), shm_off, cfg.line)?;
     let mut lat = [[0; MAX_NODES]; MAX_NODES];
     for (i, row) in lat.iter_mut().enumerate().take(nodes) {

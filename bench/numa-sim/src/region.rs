@@ -117,7 +117,9 @@ impl Region {
         if req == self.u32_at(off::RESET_DONE).load(Relaxed) {
             return;
         }
-        let Ok(_g) = self.reset_lock.try_lock() else { return };
+        let Ok(_g) = self.reset_lock.try_lock() else {
+            return;
+        };
         for i in 0..self.layout.counter_count() {
             self.counter(i).store(0, Relaxed);
         }

@@ -68,7 +68,11 @@ pub fn node_split(cpus: &[CpuStats], nodes: usize) -> Vec<(u64, u64)> {
 }
 
 fn pct(a: u64, b: u64) -> f64 {
-    if b == 0 { 0.0 } else { 100.0 * a as f64 / b as f64 }
+    if b == 0 {
+        0.0
+    } else {
+        100.0 * a as f64 / b as f64
+    }
 }
 
 fn json_cpus(s: &mut String, cpus: &[CpuStats], insn_ps: u64) {

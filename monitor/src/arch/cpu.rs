@@ -5,8 +5,8 @@ use super::{vcpu::VcpuRegs, MAX_CPUS};
 use aarch64_cpu::{
     asm::barrier,
     registers::{
-        Readable, Writeable, CNTHCTL_EL2, CNTVOFF_EL2, CPTR_EL2, HCR_EL2, ICC_SRE_EL2, ICH_HCR_EL2,
-        MDCR_EL2, MIDR_EL1, MPIDR_EL1, TPIDR_EL2,
+        Readable, Writeable, CNTHCTL_EL2, CNTVOFF_EL2, CPTR_EL2, HCR_EL2, ICC_SRE_EL2, ICH_HCR_EL2, MDCR_EL2, MIDR_EL1,
+        MPIDR_EL1, TPIDR_EL2,
     },
 };
 use tock_registers::{register_bitfields, LocalRegisterCopy};
@@ -34,8 +34,7 @@ pub struct PerCpu {
     pub index: usize,
 }
 
-static mut PER_CPU: [PerCpu; MAX_CPUS] =
-    [const { PerCpu { regs: core::ptr::null_mut(), index: 0 } }; MAX_CPUS];
+static mut PER_CPU: [PerCpu; MAX_CPUS] = [const { PerCpu { regs: core::ptr::null_mut(), index: 0 } }; MAX_CPUS];
 
 /// Configures EL2 on the calling CPU for running guests.
 pub fn init(index: usize) {

@@ -61,6 +61,8 @@ pub mod intid {
     /// The SGI one CPU sends another to make it look at its vCPU again.
     pub const KICK: u32 = 0;
     pub const MAINTENANCE: u32 = 25;
+    /// The EL2 physical timer (CNTHP): the scheduler's clock.
+    pub const HYP_TIMER: u32 = 26;
     pub const VIRT_TIMER: u32 = 27;
     /// First INTID that is not spurious.
     pub const SPURIOUS: u32 = 1020;
@@ -128,9 +130,7 @@ impl Gic {
     pub fn init_cpu(&self, mpidr: u64, ppis: &[u32]) {
         let frame = self.redistributor(mpidr).expect("no GICv3 redistributor for this CPU");
         // SAFETY: `frame` is this CPU's redistributor.
-        let (rd, sgi) = unsafe {
-            (&*(frame as *const GicrRd), &*((frame + GICR_SGI_OFFSET) as *const GicrSgi))
-        };
+        let (rd, sgi) = unsafe { (&*(frame as *const GicrRd), &*((frame + GICR_SGI_OFFSET) as *const GicrSgi)) };
         rd.waker.set(rd.waker.get() & !GICR_WAKER_PROCESSOR_SLEEP);
         while rd.waker.get() & GICR_WAKER_CHILDREN_ASLEEP != 0 {}
         sgi.igroupr0.set(!0);
@@ -193,6 +193,12 @@ pub mod lr {
     pub const STATE_PENDING: u64 = 0b01 << 62;
     const STATE_MASK: u64 = 0b11 << 62;
     const GROUP1: u64 = 1 << 60;
+
+    /// Stops the underflow maintenance interrupt (ICH_HCR_EL2.UIE), which
+    /// stays asserted while the list registers are (nearly) empty.
+    pub fn disable_underflow() {
+        ICH_HCR_EL2.modify(ICH_HCR_EL2::UIE::CLEAR);
+    }
 
     /// How many list registers this CPU has.
     pub fn count() -> usize {

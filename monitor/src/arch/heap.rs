@@ -18,4 +18,3 @@ pub fn init() {
     // SAFETY: called once on the boot CPU; the region is used only by the heap.
     unsafe { HEAP.lock().init(&raw mut HEAP_SPACE as *mut u8, HEAP_SIZE) };
 }
-

@@ -48,8 +48,5 @@ pub fn guest_value(crm: u64, op2: u64) -> u64 {
         6: 0 1 2 3 4 5 6 7;
         7: 0 1 2 3 4 5 6 7;
     );
-    HIDDEN
-        .iter()
-        .filter(|(c, o, _)| (*c, *o) == (crm, op2))
-        .fold(raw, |value, (_, _, mask)| value & !mask)
+    HIDDEN.iter().filter(|(c, o, _)| (*c, *o) == (crm, op2)).fold(raw, |value, (_, _, mask)| value & !mask)
 }

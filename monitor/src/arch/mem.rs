@@ -47,7 +47,11 @@ fn zva_block_size() -> u64 {
     let dczid: u64;
     // SAFETY: reading DCZID_EL0 has no side effects.
     unsafe { asm!("mrs {0}, dczid_el0", out(reg) dczid) };
-    if dczid & (1 << 4) != 0 { 0 } else { 4 << (dczid & 0xf) }
+    if dczid & (1 << 4) != 0 {
+        0
+    } else {
+        4 << (dczid & 0xf)
+    }
 }
 
 /// Cleans data caches to the point of coherency and invalidates the

@@ -3,6 +3,7 @@
 
 use core::arch::global_asm;
 
+pub mod context;
 pub mod cpu;
 pub mod esr;
 pub mod gicv3;

@@ -55,14 +55,7 @@ impl Pte<'_> {
     }
     /// Maps the page read-write to normal memory at machine address `pa`.
     pub fn set_ram(&mut self, pa: u64) {
-        *self.0 = (pa & ADDR_MASK)
-            | VALID
-            | TABLE_OR_PAGE
-            | MEMATTR_NORMAL_WB
-            | S2AP_READ
-            | S2AP_WRITE
-            | SH_INNER
-            | AF;
+        *self.0 = (pa & ADDR_MASK) | VALID | TABLE_OR_PAGE | MEMATTR_NORMAL_WB | S2AP_READ | S2AP_WRITE | SH_INNER | AF;
     }
     pub fn clear(&mut self) {
         *self.0 = 0;
@@ -142,7 +135,9 @@ impl Stage2 {
             // SAFETY: `table` is a table frame owned by this Stage2.
             let entry = unsafe { &mut *(table as *mut u64).add(index as usize) };
             if *entry & VALID == 0 {
-                let Some(alloc) = new_table.as_mut() else { return Ok(None) };
+                let Some(alloc) = new_table.as_mut() else {
+                    return Ok(None);
+                };
                 let frame = alloc().ok_or(WalkError::NoMemory)?;
                 *entry = frame | VALID | TABLE_OR_PAGE;
             }
@@ -183,6 +178,15 @@ impl Stage2 {
             asm!("isb");
         }
     }
+}
+
+/// Invalidates the stage-1 TLB entries of the VM whose VTTBR_EL2 is loaded,
+/// on this CPU only: needed when another vCPU of the same VM ran here since
+/// this one did, because their entries share the VMID (as KVM does on
+/// vcpu_load).
+pub fn flush_local_guest_tlb() {
+    // SAFETY: TLB maintenance only; no memory is touched.
+    unsafe { asm!("isb", "tlbi vmalle1", "dsb nsh", "isb") };
 }
 
 fn free_tables(table: u64, level: u32, free: &mut dyn FnMut(u64)) {

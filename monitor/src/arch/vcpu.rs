@@ -1,10 +1,6 @@
 //! A virtual CPU's register state and the world switch into it.
 
-use aarch64_cpu::registers::{
-    Readable, Writeable, CNTKCTL_EL1, CNTV_CTL_EL0, CNTV_CVAL_EL0, CPACR_EL1, ELR_EL1, ESR_EL1,
-    FAR_EL1, ICH_AP1R0_EL2, ICH_VMCR_EL2, MDSCR_EL1, SCTLR_EL1, SPSR_EL1, VBAR_EL1, VMPIDR_EL2,
-    VTTBR_EL2,
-};
+use aarch64_cpu::registers::{Readable, Writeable, ELR_EL1, ESR_EL1, FAR_EL1, SPSR_EL1, VBAR_EL1, VTTBR_EL2};
 use core::mem::offset_of;
 
 /// The registers saved on every guest exit. The layout is shared with
@@ -33,20 +29,23 @@ const PSTATE_EL1H_MASKED: u64 = 0x3c5;
 const PSTATE_MODE: u64 = 0xf;
 const MODE_EL0T: u64 = 0b0000;
 const MODE_EL1T: u64 = 0b0100;
-/// SCTLR_EL1 at reset: MMU and caches off, RES1 bits set.
-const SCTLR_EL1_RESET: u64 = 0x30d0_0800;
 
 impl VcpuRegs {
     /// Registers at a Linux kernel's entry (arm64 booting.txt): x0 = DTB.
     pub fn boot(entry: u64, dtb: u64) -> Self {
-        let mut regs = Self { x: [0; 31], pc: entry, pstate: PSTATE_EL1H_MASKED, _pad: 0, v: [0; 32], fpsr: 0, fpcr: 0 };
+        let mut regs =
+            Self { x: [0; 31], pc: entry, pstate: PSTATE_EL1H_MASKED, _pad: 0, v: [0; 32], fpsr: 0, fpcr: 0 };
         regs.x[0] = dtb;
         regs
     }
 
     /// Register `n` as an instruction operand: 31 is the zero register.
     pub fn reg(&self, n: usize) -> u64 {
-        if n < 31 { self.x[n] } else { 0 }
+        if n < 31 {
+            self.x[n]
+        } else {
+            0
+        }
     }
 
     pub fn set_reg(&mut self, n: usize, value: u64) {
@@ -91,12 +90,18 @@ extern "C" {
     fn guest_run(regs: *mut VcpuRegs) -> u64;
 }
 
-/// Runs the guest vCPU whose EL1 state is loaded on this CPU until it exits.
-pub fn run(regs: &mut VcpuRegs, vttbr: u64) -> Exit {
+/// Makes `vttbr` (a VM's stage-2 tables and VMID) the current guest
+/// address space of the calling CPU.
+pub fn set_vttbr(vttbr: u64) {
     if VTTBR_EL2.get() != vttbr {
         VTTBR_EL2.set(vttbr);
         aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
     }
+}
+
+/// Runs the guest vCPU whose EL1 context and VTTBR are loaded on this CPU
+/// until it exits.
+pub fn run(regs: &mut VcpuRegs) -> Exit {
     // SAFETY: `regs` is a valid, exclusively borrowed VcpuRegs; the EL2
     // configuration (cpu::init, stage2::init_cpu) is in place.
     match unsafe { guest_run(regs) } {
@@ -105,23 +110,5 @@ pub fn run(regs: &mut VcpuRegs, vttbr: u64) -> Exit {
         2 => Exit::Fiq,
         3 => Exit::SError,
         _ => Exit::AArch32,
-    }
-}
-
-/// Puts the calling CPU's EL1 state, virtual timer and virtual GIC
-/// interface into their reset state for a vCPU with affinity `mpidr`.
-pub fn reset_el1(mpidr: u64, list_registers: usize) {
-    SCTLR_EL1.set(SCTLR_EL1_RESET);
-    VBAR_EL1.set(0);
-    CPACR_EL1.set(0);
-    MDSCR_EL1.set(0);
-    CNTKCTL_EL1.set(0);
-    CNTV_CTL_EL0.set(0);
-    CNTV_CVAL_EL0.set(0);
-    VMPIDR_EL2.set(mpidr | 1 << 31);
-    ICH_VMCR_EL2.set(0);
-    ICH_AP1R0_EL2.set(0);
-    for n in 0..list_registers {
-        super::gicv3::lr::write(n, 0);
     }
 }

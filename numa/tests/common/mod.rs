@@ -37,23 +37,13 @@ pub struct Machine {
 }
 
 pub fn cpu(mpidr: u64, node: Option<u32>) -> CpuSpec {
-    CpuSpec {
-        name: format!("cpu@{mpidr:x}"),
-        reg: Some(vec![mpidr as u32]),
-        node: node.map(|n| vec![n]),
-        status: None,
-    }
+    CpuSpec { name: format!("cpu@{mpidr:x}"), reg: Some(vec![mpidr as u32]), node: node.map(|n| vec![n]), status: None }
 }
 
 pub fn mem(start: u64, size: u64, node: Option<u32>) -> MemSpec {
     MemSpec {
         name: format!("memory@{start:x}"),
-        reg: vec![
-            (start >> 32) as u32,
-            start as u32,
-            (size >> 32) as u32,
-            size as u32,
-        ],
+        reg: vec![(start >> 32) as u32, start as u32, (size >> 32) as u32, size as u32],
         node: node.map(|n| vec![n]),
         status: None,
     }
@@ -75,20 +65,10 @@ impl Machine {
     /// numbering as QEMU does for `-smp N,sockets=nodes`), `mem_per_node`
     /// bytes per node from 0x4000_0000, and a full 10/20 distance matrix.
     pub fn qemu(nodes: u32, cpus_per_node: u32, mem_per_node: u64) -> Self {
-        let cpus = (0..nodes * cpus_per_node)
-            .map(|i| cpu(u64::from(i), Some(i / cpus_per_node)))
-            .collect();
+        let cpus = (0..nodes * cpus_per_node).map(|i| cpu(u64::from(i), Some(i / cpus_per_node))).collect();
         // QEMU writes memory nodes highest address first.
-        let mem = (0..nodes)
-            .rev()
-            .map(|n| {
-                mem(
-                    0x4000_0000 + u64::from(n) * mem_per_node,
-                    mem_per_node,
-                    Some(n),
-                )
-            })
-            .collect();
+        let mem =
+            (0..nodes).rev().map(|n| mem(0x4000_0000 + u64::from(n) * mem_per_node, mem_per_node, Some(n))).collect();
         Machine {
             root_cells: (2, 2),
             cpu_cells: 1,
@@ -146,8 +126,7 @@ impl Machine {
         }
         if let Some(cells) = &self.distance {
             let map = w.begin_node("distance-map").unwrap();
-            w.property_string("compatible", "numa-distance-map-v1")
-                .unwrap();
+            w.property_string("compatible", "numa-distance-map-v1").unwrap();
             w.property_array_u32("distance-matrix", cells).unwrap();
             w.end_node(map).unwrap();
         }

@@ -14,11 +14,7 @@ pub struct RxFifo {
 
 impl RxFifo {
     pub const fn new() -> Self {
-        Self {
-            buf: [0; FIFO_DEPTH],
-            head: 0,
-            len: 0,
-        }
+        Self { buf: [0; FIFO_DEPTH], head: 0, len: 0 }
     }
 
     pub fn len(&self) -> usize {

@@ -19,11 +19,7 @@ fn amba_bus_reads_primecell_ids() {
         pid |= (r(&mut u, 0xFE0 + i * 4) & 0xFF) << (i * 8);
         cid |= (r(&mut u, 0xFF0 + i * 4) & 0xFF) << (i * 8);
     }
-    assert_eq!(
-        pid & 0x000F_FFFF,
-        0x0004_1011,
-        "arm,pl011 (AMBA id 0x00041011)"
-    );
+    assert_eq!(pid & 0x000F_FFFF, 0x0004_1011, "arm,pl011 (AMBA id 0x00041011)");
     assert_eq!(cid, 0xB105_F00D);
 }
 
@@ -187,11 +183,7 @@ fn linux_driver_sequence() {
     w(&mut u, UARTIMSC, 0);
     w(&mut u, UARTICR, 0xFFFF);
     // pl011_hwinit: clear errors and RX interrupts, save IMSC.
-    w(
-        &mut u,
-        UARTICR,
-        INT_OE | INT_BE | INT_PE | INT_FE | INT_RT | INT_RX,
-    );
+    w(&mut u, UARTICR, INT_OE | INT_BE | INT_PE | INT_FE | INT_RT | INT_RX);
     let im = r(&mut u, UARTIMSC);
     assert_eq!(im, 0);
     // pl011_startup: IFLS, CR, then set_termios writes baud and LCR_H.

@@ -39,11 +39,7 @@ impl VGic {
         let sgi = Sgi1r::decode(value);
         let mut targets = 0u64;
         for (i, cpu) in self.cpus.iter_mut().enumerate() {
-            let hit = if sgi.irm {
-                i != source
-            } else {
-                sgi.targets(cpu.mpidr)
-            };
+            let hit = if sgi.irm { i != source } else { sgi.targets(cpu.mpidr) };
             if hit {
                 cpu.bank.set_pending(sgi.intid);
                 if i < 64 {
@@ -56,11 +52,7 @@ impl VGic {
 
     /// Whether SPI `intid` is routed to a vCPU with affinity `mpidr`.
     fn routed(&self, intid: u32, mpidr: u64) -> bool {
-        let route = self
-            .irouter
-            .get((intid - SPI_BASE) as usize)
-            .copied()
-            .unwrap_or(0);
+        let route = self.irouter.get((intid - SPI_BASE) as usize).copied().unwrap_or(0);
         route & GICD_IROUTER_IRM != 0 || affinity(route) == mpidr
     }
 
@@ -104,9 +96,7 @@ impl VGic {
             if let Some(cpu) = self.cpus.get_mut(vcpu) {
                 cpu.bank.complete(intid);
             }
-        } else if self.spis.is_in_flight(intid)
-            && self.spi_owner[(intid - SPI_BASE) as usize] == vcpu
-        {
+        } else if self.spis.is_in_flight(intid) && self.spi_owner[(intid - SPI_BASE) as usize] == vcpu {
             self.spis.complete(intid);
         }
     }

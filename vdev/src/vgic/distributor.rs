@@ -30,10 +30,7 @@ impl VGic {
     fn gicd_typer(&self) -> u32 {
         let it_lines = (self.spis() / 32) & GICD_TYPER_ITLINESNUMBER_MASK;
         let cpus = (self.vcpus().clamp(1, 8) - 1) as u32;
-        it_lines
-            | (cpus << GICD_TYPER_CPUNUMBER_SHIFT)
-            | (ID_BITS << GICD_TYPER_IDBITS_SHIFT)
-            | GICD_TYPER_A3V
+        it_lines | (cpus << GICD_TYPER_CPUNUMBER_SHIFT) | (ID_BITS << GICD_TYPER_IDBITS_SHIFT) | GICD_TYPER_A3V
     }
 
     /// The IROUTER index of the register at `offset`, if it is an SPI's.

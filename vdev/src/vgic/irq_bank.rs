@@ -60,11 +60,7 @@ impl IrqBank {
     /// and everything else level-sensitive.
     pub fn new(first: u32, count: u32) -> Self {
         let n = (count / 32) as usize;
-        let mut bank = Self {
-            first,
-            words: vec![IrqWord::default(); n],
-            priority: vec![0; n * 32],
-        };
+        let mut bank = Self { first, words: vec![IrqWord::default(); n], priority: vec![0; n * 32] };
         if first == 0 && n > 0 {
             bank.words[0].edge = (1 << SGI_LIMIT) - 1;
         }
@@ -108,8 +104,7 @@ impl IrqBank {
 
     /// Splits an INTID of this bank into its word's first INTID and bit.
     fn locate(&self, intid: u32) -> Option<(u32, u32)> {
-        self.contains(intid)
-            .then(|| (intid & !31, 1u32 << (intid % 32)))
+        self.contains(intid).then(|| (intid & !31, 1u32 << (intid % 32)))
     }
 
     pub fn priority(&self, intid: u32) -> Option<u8> {
@@ -165,9 +160,7 @@ impl IrqBank {
 
     /// Whether `intid` is in flight.
     pub fn is_in_flight(&self, intid: u32) -> bool {
-        self.locate(intid)
-            .and_then(|(w, bit)| self.word(w).map(|word| word.in_flight & bit != 0))
-            .unwrap_or(false)
+        self.locate(intid).and_then(|(w, bit)| self.word(w).map(|word| word.in_flight & bit != 0)).unwrap_or(false)
     }
 
     /// `intid` is no longer in flight.

@@ -92,10 +92,8 @@ pub fn read(bank: &IrqBank, reg: IrqReg, size: u8) -> Result<u32, MmioError> {
             let mut value = 0;
             for k in 0..16 {
                 let intid = first + k;
-                let edge = bank.contains(intid)
-                    && bank
-                        .word(intid & !31)
-                        .is_some_and(|w| w.edge & (1 << (intid % 32)) != 0);
+                let edge =
+                    bank.contains(intid) && bank.word(intid & !31).is_some_and(|w| w.edge & (1 << (intid % 32)) != 0);
                 if edge {
                     value |= 2 << (2 * k);
                 }

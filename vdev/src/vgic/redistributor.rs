@@ -20,11 +20,7 @@ pub struct Redistributor {
 
 impl Redistributor {
     pub fn new(mpidr: u64) -> Self {
-        Self {
-            mpidr: affinity(mpidr),
-            bank: IrqBank::new(0, SPI_BASE),
-            processor_sleep: true,
-        }
+        Self { mpidr: affinity(mpidr), bank: IrqBank::new(0, SPI_BASE), processor_sleep: true }
     }
 
     fn waker(&self) -> u32 {
@@ -61,8 +57,7 @@ fn locate(gic: &VGic, offset: u64, size: u8) -> Result<(usize, u64), MmioError> 
 
 impl VGic {
     fn gicr_typer(&self, index: usize) -> u64 {
-        let mut typer = (u64::from(affinity32(self.cpus[index].mpidr))
-            << GICR_TYPER_AFFINITY_SHIFT)
+        let mut typer = (u64::from(affinity32(self.cpus[index].mpidr)) << GICR_TYPER_AFFINITY_SHIFT)
             | (((index as u64) & 0xFFFF) << GICR_TYPER_PROCESSOR_NUMBER_SHIFT);
         if index + 1 == self.cpus.len() {
             typer |= GICR_TYPER_LAST;

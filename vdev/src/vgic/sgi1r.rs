@@ -35,9 +35,7 @@ impl Sgi1r {
     /// Whether the PE with this MPIDR is in the target list (IRM == 0).
     pub fn targets(&self, mpidr: u64) -> bool {
         let aff = affinity(mpidr);
-        let cluster = (u64::from(self.aff3) << 32)
-            | (u64::from(self.aff2) << 16)
-            | (u64::from(self.aff1) << 8);
+        let cluster = (u64::from(self.aff3) << 32) | (u64::from(self.aff2) << 16) | (u64::from(self.aff1) << 8);
         if aff & !0xFF != cluster {
             return false;
         }
@@ -56,10 +54,7 @@ mod tests {
         // What Linux's gic_send_sgi writes: cluster Aff1=1, CPUs Aff0 0 and 2, SGI 3.
         let v = (3 << 24) | (1 << 16) | 0b101;
         let s = Sgi1r::decode(v);
-        assert_eq!(
-            (s.intid, s.target_list, s.aff1, s.irm),
-            (3, 0b101, 1, false)
-        );
+        assert_eq!((s.intid, s.target_list, s.aff1, s.irm), (3, 0b101, 1, false));
         assert!(s.targets(0x8000_0100));
         assert!(s.targets(0x102));
         assert!(!s.targets(0x101));

@@ -8,9 +8,7 @@ use crate::vgic::regs::*;
 fn highest_priority_first_then_lowest_intid() {
     let mut gic = booted();
     gicd_w(&mut gic, GICD_ISENABLER + 4, !0);
-    gic.distributor()
-        .write(GICD_IPRIORITYR + 40, 1, 0x80)
-        .unwrap();
+    gic.distributor().write(GICD_IPRIORITYR + 40, 1, 0x80).unwrap();
     gic.set_pending(0, 27);
     gic.set_spi_level(34, true);
     gic.set_spi_level(33, true);
@@ -19,22 +17,10 @@ fn highest_priority_first_then_lowest_intid() {
     assert_eq!(
         order,
         [
-            Virq {
-                intid: 40,
-                priority: 0x80
-            },
-            Virq {
-                intid: 27,
-                priority: 0xA0
-            },
-            Virq {
-                intid: 33,
-                priority: 0xA0
-            },
-            Virq {
-                intid: 34,
-                priority: 0xA0
-            },
+            Virq { intid: 40, priority: 0x80 },
+            Virq { intid: 27, priority: 0xA0 },
+            Virq { intid: 33, priority: 0xA0 },
+            Virq { intid: 34, priority: 0xA0 },
         ]
     );
 }
@@ -52,11 +38,7 @@ fn group_enable_and_group_bits_gate_delivery() {
     sgi_w(&mut gic, 0, GICR_IGROUPR0, !0);
     sgi_w(&mut gic, 0, GICR_ICENABLER0, 1 << 27);
     assert!(!gic.has_pending(0));
-    assert_eq!(
-        sgi_r(&mut gic, 0, GICR_ISPENDR0),
-        1 << 27,
-        "still pending while disabled"
-    );
+    assert_eq!(sgi_r(&mut gic, 0, GICR_ISPENDR0), 1 << 27, "still pending while disabled");
     sgi_w(&mut gic, 0, GICR_ISENABLER0, 1 << 27);
     assert_eq!(gic.take_pending(0).map(|v| v.intid), Some(27));
 }

@@ -114,16 +114,8 @@ fn enable_spi(gic: &mut VGic, intid: u32, target_mpidr: u64) {
     let off = GICD_ICFGR + u64::from(intid / 16) * 4;
     let cfg = gicd_r(gic, off);
     gicd_w(gic, off, configure(cfg, intid, false));
-    gicd_w64(
-        gic,
-        GICD_IROUTER + u64::from(intid) * 8,
-        mpidr_to_affinity(target_mpidr),
-    );
-    gicd_w(
-        gic,
-        GICD_ISENABLER + u64::from(intid / 32) * 4,
-        1 << (intid % 32),
-    );
+    gicd_w64(gic, GICD_IROUTER + u64::from(intid) * 8, mpidr_to_affinity(target_mpidr));
+    gicd_w(gic, GICD_ISENABLER + u64::from(intid / 32) * 4, 1 << (intid % 32));
 }
 
 /// A 2-vCPU VM after Linux has brought up the GIC on both CPUs, enabled
@@ -149,20 +141,13 @@ fn boot_sequence_leaves_expected_state() {
     );
     assert_eq!(gicd_r(&mut gic, GICD_ISENABLER + 4), 1 << 1);
     assert_eq!(gicd_r(&mut gic, GICD_IGROUPR + 4), !0);
-    assert_eq!(
-        gicd_r(&mut gic, GICD_IGROUPR),
-        0,
-        "SGI/PPI bank RAZ with ARE"
-    );
+    assert_eq!(gicd_r(&mut gic, GICD_IGROUPR), 0, "SGI/PPI bank RAZ with ARE");
     assert_eq!(gicd_r64(&mut gic, GICD_IROUTER + 33 * 8), 0);
     for cpu in 0..2 {
         assert_eq!(rd_r(&mut gic, cpu, GICR_WAKER), 0);
         assert_eq!(sgi_r(&mut gic, cpu, GICR_ISENABLER0), 0xFF | 1 << 27);
         assert_eq!(sgi_r(&mut gic, cpu, GICR_IGROUPR0), !0);
-        assert_eq!(
-            sgi_r(&mut gic, cpu, GICR_IPRIORITYR0 + 24),
-            GICD_INT_DEF_PRI_X4
-        );
+        assert_eq!(sgi_r(&mut gic, cpu, GICR_IPRIORITYR0 + 24), GICD_INT_DEF_PRI_X4);
         assert_eq!(sgi_r(&mut gic, cpu, GICR_ICFGR0), 0xAAAA_AAAA);
         assert_eq!(sgi_r(&mut gic, cpu, GICR_ICFGR1), 0);
     }
@@ -175,18 +160,8 @@ fn timer_ppi_take_and_complete() {
     gic.set_pending(0, 27);
     assert!(gic.has_pending(0));
     assert!(!gic.has_pending(1), "PPIs are private");
-    assert_eq!(
-        gic.take_pending(0),
-        Some(Virq {
-            intid: 27,
-            priority: 0xA0
-        })
-    );
-    assert_eq!(
-        sgi_r(&mut gic, 0, GICR_ISACTIVER0),
-        1 << 27,
-        "in flight reads as active"
-    );
+    assert_eq!(gic.take_pending(0), Some(Virq { intid: 27, priority: 0xA0 }));
+    assert_eq!(sgi_r(&mut gic, 0, GICR_ISACTIVER0), 1 << 27, "in flight reads as active");
     assert_eq!(sgi_r(&mut gic, 0, GICR_ISPENDR0), 0);
     assert_eq!(gic.take_pending(0), None, "in flight");
     // The timer fires again while the first is in flight: held until done.
@@ -205,13 +180,7 @@ fn uart_spi_level_re_pends_after_complete() {
     gic.set_spi_level(33, true);
     assert_eq!(gicd_r(&mut gic, GICD_ISPENDR + 4), 1 << 1);
     assert!(!gic.has_pending(1), "routed to vCPU 0");
-    assert_eq!(
-        gic.take_pending(0),
-        Some(Virq {
-            intid: 33,
-            priority: 0xA0
-        })
-    );
+    assert_eq!(gic.take_pending(0), Some(Virq { intid: 33, priority: 0xA0 }));
     assert_eq!(gic.take_pending(0), None);
     // Guest EOIs but the line is still high: pending again.
     gic.complete(0, 33);
@@ -234,13 +203,7 @@ fn ipis_through_sgi1r() {
     let targets = gic.write_sgi1r(0, (1 << 24) | 0b10);
     assert_eq!(targets, 0b10);
     assert!(!gic.has_pending(0));
-    assert_eq!(
-        gic.take_pending(1),
-        Some(Virq {
-            intid: 1,
-            priority: 0xA0
-        })
-    );
+    assert_eq!(gic.take_pending(1), Some(Virq { intid: 1, priority: 0xA0 }));
     gic.complete(1, 1);
     // Broadcast (IRM=1) from CPU 1 reaches everyone else.
     assert_eq!(gic.write_sgi1r(1, (1 << 40) | (2 << 24)), 0b01);
@@ -261,11 +224,7 @@ fn irouter_moves_spi_between_vcpus() {
     let mut gic = booted();
     // gic_set_affinity to CPU 1: mask, write IROUTER, unmask.
     gicd_w(&mut gic, GICD_ICENABLER + 4, 1 << 1);
-    gicd_w64(
-        &mut gic,
-        GICD_IROUTER + 33 * 8,
-        mpidr_to_affinity(MPIDRS[1]),
-    );
+    gicd_w64(&mut gic, GICD_IROUTER + 33 * 8, mpidr_to_affinity(MPIDRS[1]));
     gicd_w(&mut gic, GICD_ISENABLER + 4, 1 << 1);
     gic.set_spi_level(33, true);
     assert!(!gic.has_pending(0));

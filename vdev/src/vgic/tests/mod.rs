@@ -25,19 +25,13 @@ pub fn gicd_w64(gic: &mut VGic, off: u64, v: u64) {
 }
 /// RD_base register of vCPU `cpu`.
 pub fn rd_r(gic: &mut VGic, cpu: u64, off: u64) -> u32 {
-    gic.redistributors()
-        .read(cpu * GICR_FRAME_SIZE + off, 4)
-        .unwrap() as u32
+    gic.redistributors().read(cpu * GICR_FRAME_SIZE + off, 4).unwrap() as u32
 }
 pub fn rd_w(gic: &mut VGic, cpu: u64, off: u64, v: u32) {
-    gic.redistributors()
-        .write(cpu * GICR_FRAME_SIZE + off, 4, v.into())
-        .unwrap()
+    gic.redistributors().write(cpu * GICR_FRAME_SIZE + off, 4, v.into()).unwrap()
 }
 pub fn rd_r64(gic: &mut VGic, cpu: u64, off: u64) -> u64 {
-    gic.redistributors()
-        .read(cpu * GICR_FRAME_SIZE + off, 8)
-        .unwrap()
+    gic.redistributors().read(cpu * GICR_FRAME_SIZE + off, 8).unwrap()
 }
 /// SGI_base register of vCPU `cpu`.
 pub fn sgi_r(gic: &mut VGic, cpu: u64, off: u64) -> u32 {

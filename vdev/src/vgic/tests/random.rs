@@ -22,22 +22,11 @@ fn size() -> impl Strategy<Value = u8> {
 }
 
 fn gicd_offset() -> impl Strategy<Value = u64> {
-    prop_oneof![
-        0u64..0x1000,
-        0x6000u64..0x6400,
-        0xFFC0u64..0x10010,
-        any::<u64>()
-    ]
+    prop_oneof![0u64..0x1000, 0x6000u64..0x6400, 0xFFC0u64..0x10010, any::<u64>()]
 }
 
 fn gicr_offset() -> impl Strategy<Value = u64> {
-    prop_oneof![
-        0u64..0x100,
-        0x10000u64..0x10E10,
-        0x20000u64..0x20100,
-        0x30000u64..0x30E10,
-        any::<u64>()
-    ]
+    prop_oneof![0u64..0x100, 0x10000u64..0x10E10, 0x20000u64..0x20100, 0x30000u64..0x30E10, any::<u64>()]
 }
 
 fn intid() -> impl Strategy<Value = u32> {

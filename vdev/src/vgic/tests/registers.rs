@@ -12,22 +12,14 @@ fn identification() {
     assert_eq!(typer & 0x1F, 2, "ITLinesNumber: INTIDs up to 95");
     assert_eq!(typer >> 5 & 7, 1, "CPUNumber");
     assert_eq!(typer >> 19 & 0x1F, 9, "IDbits");
-    assert_eq!(
-        typer & (1 << 17 | 1 << 16 | 1 << 8 | 1 << 10),
-        0,
-        "no LPIS, MBIS, ESPI, SecurityExtn"
-    );
+    assert_eq!(typer & (1 << 17 | 1 << 16 | 1 << 8 | 1 << 10), 0, "no LPIS, MBIS, ESPI, SecurityExtn");
     assert_eq!(gicd_r(&mut gic, GICD_IIDR) & 0xFFF, 0x43B);
     assert_eq!(gicd_r(&mut gic, GICD_PIDR2), 0x3B);
     assert_eq!(rd_r(&mut gic, 1, GICR_PIDR2), 0x3B);
     assert_eq!(rd_r(&mut gic, 1, GICR_IIDR), gicd_r(&mut gic, GICD_IIDR));
     assert_eq!(gicd_r(&mut gic, GICD_CTLR), GICD_CTLR_ARE | GICD_CTLR_DS);
     gicd_w(&mut gic, GICD_CTLR, 0);
-    assert_eq!(
-        gicd_r(&mut gic, GICD_CTLR),
-        GICD_CTLR_ARE | GICD_CTLR_DS,
-        "ARE and DS are RAO/WI"
-    );
+    assert_eq!(gicd_r(&mut gic, GICD_CTLR), GICD_CTLR_ARE | GICD_CTLR_DS, "ARE and DS are RAO/WI");
 }
 
 #[test]
@@ -42,11 +34,7 @@ fn gicr_typer_fields() {
     assert_eq!(t1 >> 8 & 0xFFFF, 1);
     assert_eq!(t0 & GICR_TYPER_LAST, 0);
     assert_ne!(t1 & GICR_TYPER_LAST, 0);
-    assert_eq!(
-        t1 & 0xFF & !GICR_TYPER_LAST,
-        0,
-        "no PLPIS, VLPIS, DirectLPI, ..."
-    );
+    assert_eq!(t1 & 0xFF & !GICR_TYPER_LAST, 0, "no PLPIS, VLPIS, DirectLPI, ...");
     // 32-bit halves.
     assert_eq!(u64::from(rd_r(&mut gic, 1, GICR_TYPER)), t1 & 0xFFFF_FFFF);
     assert_eq!(u64::from(rd_r(&mut gic, 1, GICR_TYPER + 4)), t1 >> 32);
@@ -86,25 +74,13 @@ fn irouter_halves_and_masking() {
 #[test]
 fn distributor_private_bank_is_raz_wi() {
     let mut gic = VGic::new(&MPIDRS, 32);
-    for off in [
-        GICD_IGROUPR,
-        GICD_ISENABLER,
-        GICD_ISPENDR,
-        GICD_ISACTIVER,
-        GICD_IPRIORITYR,
-        GICD_ICFGR + 4,
-    ] {
+    for off in [GICD_IGROUPR, GICD_ISENABLER, GICD_ISPENDR, GICD_ISACTIVER, GICD_IPRIORITYR, GICD_ICFGR + 4] {
         gicd_w(&mut gic, off, !0);
         assert_eq!(gicd_r(&mut gic, off), 0, "offset {off:#x}");
     }
     assert_eq!(sgi_r(&mut gic, 0, GICR_ISENABLER0), 0);
     // ITARGETSR, IGRPMODR, NSACR, SGIR: RAZ/WI.
-    for off in [
-        GICD_ITARGETSR + 32,
-        GICD_IGRPMODR + 4,
-        GICD_NSACR + 8,
-        GICD_SGIR,
-    ] {
+    for off in [GICD_ITARGETSR + 32, GICD_IGRPMODR + 4, GICD_NSACR + 8, GICD_SGIR] {
         gicd_w(&mut gic, off, !0);
         assert_eq!(gicd_r(&mut gic, off), 0);
     }
@@ -122,20 +98,10 @@ fn redistributor_sgi_frame_extras() {
         gic.redistributors().write(off, 8, u64::MAX).unwrap();
         assert_eq!(rd_r64(&mut gic, 0, off), 0);
     }
-    gic.redistributors()
-        .write(GICR_SGI_BASE + GICR_IPRIORITYR0 + 27, 1, 0x90)
-        .unwrap();
+    gic.redistributors().write(GICR_SGI_BASE + GICR_IPRIORITYR0 + 27, 1, 0x90).unwrap();
     assert_eq!(sgi_r(&mut gic, 0, GICR_IPRIORITYR0 + 24), 0x9000_0000);
-    assert_eq!(
-        sgi_r(&mut gic, 1, GICR_IPRIORITYR0 + 24),
-        0,
-        "banked per vCPU"
-    );
-    assert_eq!(
-        gic.redistributors()
-            .read(GICR_SGI_BASE + GICR_ICENABLER0, 4),
-        Ok(0)
-    );
+    assert_eq!(sgi_r(&mut gic, 1, GICR_IPRIORITYR0 + 24), 0, "banked per vCPU");
+    assert_eq!(gic.redistributors().read(GICR_SGI_BASE + GICR_ICENABLER0, 4), Ok(0));
 }
 
 #[test]

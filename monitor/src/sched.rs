@@ -1,0 +1,318 @@
+//! The vCPU scheduler's data: per-CPU run queues, where each vCPU is, and
+//! the wake-up protocol.
+//!
+//! A vCPU is a [`Task`] that moves between three places: a CPU's run queue,
+//! the CPU running it, and its VM's [`Slot`] while it is parked (in WFI, or
+//! powered off). A parked vCPU costs nothing: its context is saved and no
+//! CPU looks at it until [`kick`] moves it to a run queue, either because
+//! its VM has a new virtual interrupt for it or because its virtual timer's
+//! deadline, which the parking CPU keeps in its sleeper list, has come.
+//!
+//! Lost wake-ups are avoided with the slot's `wake` flag: a kick that finds
+//! its vCPU active sets it, and a vCPU about to park refuses to while it is
+//! set. The vCPU clears it before it looks for work (see `trap::idle`).
+//!
+//! Placement (Disco's "vCPUs prefer their VM's home node"): a woken vCPU
+//! goes to the CPU it last ran on if that CPU is idle, else to the idle CPU
+//! nearest its home node, else to the least-loaded CPU of its home node.
+//! An idle CPU steals queued vCPUs, nearest node first.
+//!
+//! Lock order: a VM's devices, then a vCPU slot, then a run queue or a
+//! sleeper list; never two slots or two queues at once.
+
+use crate::{
+    arch::{
+        cpu,
+        gicv3::{self, intid},
+        timer, MAX_CPUS,
+    },
+    vm::{Vcpu, Vm},
+};
+use alloc::{
+    boxed::Box,
+    collections::VecDeque,
+    sync::{Arc, Weak},
+    vec::Vec,
+};
+use core::sync::atomic::{
+    AtomicU64, AtomicUsize,
+    Ordering::{Acquire, Relaxed, Release},
+};
+use numa::NodeId;
+use spin::{Mutex, Once};
+
+/// A vCPU and the VM it belongs to: the unit the scheduler moves.
+pub struct Task {
+    pub vm: Arc<Vm>,
+    pub vcpu: Box<Vcpu>,
+}
+
+enum Place {
+    /// Queued on, or running on, this CPU.
+    Active(usize),
+    /// Off every CPU until kicked.
+    Parked(Task),
+}
+
+/// Where one vCPU is; one per vCPU, in its VM.
+pub struct Slot {
+    place: Place,
+    /// A kick came while the vCPU was active: it must not park.
+    wake: bool,
+    /// The virtual timer deadline it parked with.
+    deadline: Option<u64>,
+    /// When it parked in WFI (0 when parked powered off).
+    idle_since: u64,
+}
+
+impl Slot {
+    /// A vCPU not handed to the scheduler yet.
+    pub const fn new() -> Self {
+        Self { place: Place::Active(usize::MAX), wake: false, deadline: None, idle_since: 0 }
+    }
+}
+
+/// A parked vCPU whose virtual timer is armed.
+struct Sleeper {
+    deadline: u64,
+    vm: Weak<Vm>,
+    vcpu: usize,
+}
+
+struct Cpu {
+    queue: Mutex<VecDeque<Task>>,
+    /// Tasks queued here plus the one running: what placement compares.
+    load: AtomicUsize,
+    sleepers: Mutex<Vec<Sleeper>>,
+    /// The earliest sleeper deadline (u64::MAX: none), read without the lock.
+    next_deadline: AtomicU64,
+}
+
+static CPUS: [Cpu; MAX_CPUS] = [const {
+    Cpu {
+        queue: Mutex::new(VecDeque::new()),
+        load: AtomicUsize::new(0),
+        sleepers: Mutex::new(Vec::new()),
+        next_deadline: AtomicU64::new(u64::MAX),
+    }
+}; MAX_CPUS];
+
+/// The machine as the scheduler sees it.
+struct Machine {
+    /// Per CPU: its node and MPIDR.
+    cpus: Vec<(NodeId, u64)>,
+    /// Per node: every CPU, nearest first (then by index).
+    nearest: Vec<Vec<usize>>,
+}
+
+static MACHINE: Once<Machine> = Once::new();
+
+/// Records the CPUs (node, MPIDR per logical index) and, per node, the CPUs
+/// nearest to it.
+pub fn init(cpus: Vec<(NodeId, u64)>, nearest: Vec<Vec<usize>>) {
+    MACHINE.call_once(|| Machine { cpus, nearest });
+}
+
+fn machine() -> &'static Machine {
+    MACHINE.get().expect("sched::init runs before any VM starts")
+}
+
+/// The node of CPU `cpu`.
+pub fn node_of(cpu: usize) -> NodeId {
+    MACHINE.get().and_then(|m| m.cpus.get(cpu)).map_or(0, |c| c.0)
+}
+
+pub fn cpu_count() -> usize {
+    MACHINE.get().map_or(1, |m| m.cpus.len())
+}
+
+/// Hands a new task to the scheduler: powered-on vCPUs are queued, others
+/// park until a CPU_ON kicks them.
+pub fn start(task: Task, powered_on: bool) {
+    let vm = task.vm.clone();
+    let mut slot = vm.slots[task.vcpu.index].lock();
+    if powered_on {
+        let target = choose_cpu(vm.home, None);
+        slot.place = Place::Active(target);
+        drop(slot);
+        enqueue(target, task);
+    } else {
+        slot.place = Place::Parked(task);
+    }
+}
+
+/// Makes vCPU `vcpu` of `vm` look at its state again (new virtual
+/// interrupt, power change, VM ending): a parked vCPU is queued, an active
+/// one is interrupted.
+pub fn kick(vm: &Vm, vcpu: usize) {
+    wake(vm, vcpu, None);
+}
+
+/// `timer`: only wake it if it still sleeps on that deadline.
+fn wake(vm: &Vm, vcpu: usize, timer: Option<u64>) {
+    let Some(slot) = vm.slots.get(vcpu) else {
+        return;
+    };
+    let mut slot = slot.lock();
+    match slot.place {
+        Place::Active(_) if timer.is_some() => {}
+        Place::Active(cpu) => {
+            slot.wake = true;
+            drop(slot);
+            kick_cpu(cpu);
+        }
+        Place::Parked(_) if timer.is_some() && slot.deadline != timer => {}
+        Place::Parked(_) => {
+            let Place::Parked(task) = core::mem::replace(&mut slot.place, Place::Active(usize::MAX)) else {
+                unreachable!()
+            };
+            let target = choose_cpu(vm.home, task.vcpu.last_cpu);
+            slot.place = Place::Active(target);
+            slot.deadline = None;
+            if slot.idle_since != 0 {
+                vm.stats.idle_ticks.fetch_add(timer::now() - slot.idle_since, Relaxed);
+                slot.idle_since = 0;
+            }
+            drop(slot);
+            enqueue(target, task);
+        }
+    }
+}
+
+/// Forgets earlier kicks of an active vCPU: it is about to look for work.
+pub fn clear_wake(vm: &Vm, vcpu: usize) {
+    vm.slots[vcpu].lock().wake = false;
+}
+
+/// Parks the task that CPU `me` was running (its context saved): in WFI
+/// (`idle`) it wakes at its timer deadline or at a kick; powered off only
+/// at a kick. Returns the task if a kick came first: it must run again.
+pub fn park(me: usize, task: Task, idle: bool) -> Option<Task> {
+    let vm = task.vm.clone();
+    let index = task.vcpu.index;
+    let deadline = if idle { task.vcpu.el1.timer_deadline() } else { None };
+    let mut slot = vm.slots[index].lock();
+    if slot.wake {
+        slot.wake = false;
+        return Some(task);
+    }
+    slot.place = Place::Parked(task);
+    slot.deadline = deadline;
+    slot.idle_since = if idle { timer::now().max(1) } else { 0 };
+    drop(slot);
+    CPUS[me].load.fetch_sub(1, Release);
+    if let Some(deadline) = deadline {
+        let mut sleepers = CPUS[me].sleepers.lock();
+        sleepers.push(Sleeper { deadline, vm: Arc::downgrade(&vm), vcpu: index });
+        CPUS[me].next_deadline.fetch_min(deadline, Relaxed);
+    }
+    None
+}
+
+/// Wakes the sleepers of CPU `me` whose deadline has come.
+pub fn wake_sleepers(me: usize) {
+    let now = timer::now();
+    if CPUS[me].next_deadline.load(Relaxed) > now {
+        return;
+    }
+    let due: Vec<Sleeper> = {
+        let mut sleepers = CPUS[me].sleepers.lock();
+        let due = sleepers.extract_if(.., |s| s.deadline <= now).collect();
+        let next = sleepers.iter().map(|s| s.deadline).min().unwrap_or(u64::MAX);
+        CPUS[me].next_deadline.store(next, Relaxed);
+        due
+    };
+    for sleeper in due {
+        if let Some(vm) = sleeper.vm.upgrade() {
+            wake(&vm, sleeper.vcpu, Some(sleeper.deadline));
+        }
+    }
+}
+
+/// The earliest sleeper deadline of CPU `me`.
+pub fn next_deadline(me: usize) -> Option<u64> {
+    Some(CPUS[me].next_deadline.load(Relaxed)).filter(|&d| d != u64::MAX)
+}
+
+/// Marks the running task of CPU `me` as active there.
+pub fn set_running(me: usize, task: &Task) {
+    task.vm.slots[task.vcpu.index].lock().place = Place::Active(me);
+}
+
+/// The next task for CPU `me`: its own queue first, then one stolen from
+/// the nearest CPU that has tasks waiting.
+pub fn next_task(me: usize) -> Option<Task> {
+    if let Some(task) = CPUS[me].queue.lock().pop_front() {
+        return Some(task);
+    }
+    let nearest = machine().nearest.get(node_of(me))?;
+    for &other in nearest.iter().filter(|&&c| c != me) {
+        if CPUS[other].load.load(Acquire) < 2 {
+            continue; // at most the one it runs
+        }
+        let Some(mut queue) = CPUS[other].queue.try_lock() else {
+            continue;
+        };
+        if let Some(task) = queue.pop_back() {
+            CPUS[other].load.fetch_sub(1, Release);
+            CPUS[me].load.fetch_add(1, Release);
+            return Some(task);
+        }
+    }
+    None
+}
+
+/// Does another task wait for CPU `me`?
+pub fn others_waiting(me: usize) -> bool {
+    !CPUS[me].queue.lock().is_empty()
+}
+
+/// Puts a preempted (or refused-to-park) task back on its own CPU's queue.
+pub fn requeue(me: usize, task: Task, front: bool) {
+    let mut queue = CPUS[me].queue.lock();
+    if front {
+        queue.push_front(task)
+    } else {
+        queue.push_back(task)
+    }
+}
+
+/// A task left CPU `me` for good (its VM ended).
+pub fn retired(me: usize) {
+    CPUS[me].load.fetch_sub(1, Release);
+}
+
+fn enqueue(cpu: usize, task: Task) {
+    CPUS[cpu].queue.lock().push_back(task);
+    CPUS[cpu].load.fetch_add(1, Release);
+    kick_cpu(cpu);
+}
+
+/// The CPU a waking vCPU of a VM homed on `home` goes to.
+fn choose_cpu(home: NodeId, last: Option<usize>) -> usize {
+    let load = |cpu: usize| CPUS[cpu].load.load(Acquire);
+    if let Some(last) = last.filter(|&c| load(c) == 0) {
+        return last;
+    }
+    let machine = machine();
+    let nearest = &machine.nearest[home.min(machine.nearest.len() - 1)];
+    if let Some(&idle) = nearest.iter().find(|&&c| load(c) == 0) {
+        return idle;
+    }
+    let home_node = node_of(nearest[0]);
+    nearest
+        .iter()
+        .copied()
+        .take_while(|&c| node_of(c) == home_node)
+        .min_by_key(|&c| (load(c), Some(c) != last))
+        .unwrap_or(nearest[0])
+}
+
+/// Interrupts CPU `cpu` (unless it is the caller) so it re-reads its state.
+pub fn kick_cpu(cpu: usize) {
+    if cpu != cpu::index() {
+        if let Some(&(_, mpidr)) = MACHINE.get().and_then(|m| m.cpus.get(cpu)) {
+            gicv3::send_sgi(intid::KICK, mpidr);
+        }
+    }
+}
