@@ -14,7 +14,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -99,12 +99,24 @@ pub struct Session {
     tee: bool,
     tail: VecDeque<String>,
     exited: Option<ExitStatus>,
+    /// QEMU's stdin (the serial console's input), for [`Session::send`].
+    input: Option<ChildStdin>,
 }
 
 impl Session {
     /// Spawns `cmd` with stdin null, logging to `.cache/logs/<tag>-<time>.log`.
     /// `tee` also copies every line to xtask's stderr.
-    pub fn spawn(mut cmd: Command, tag: &str, tee: bool) -> Result<Session> {
+    pub fn spawn(cmd: Command, tag: &str, tee: bool) -> Result<Session> {
+        Self::start(cmd, tag, tee, false)
+    }
+
+    /// Like [`Session::spawn`], but QEMU's stdin is a pipe that
+    /// [`Session::send`] types into (the console's input).
+    pub fn spawn_with_input(cmd: Command, tag: &str) -> Result<Session> {
+        Self::start(cmd, tag, false, true)
+    }
+
+    fn start(mut cmd: Command, tag: &str, tee: bool, input: bool) -> Result<Session> {
         let (mut log, log_path) = new_log(tag)?;
         writeln!(log, "# {}", show(&cmd))?;
         if tee {
@@ -112,9 +124,10 @@ impl Session {
             eprintln!("run: log in {}", rel(&log_path));
         }
         guard(&mut cmd, true);
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(if input { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
         let started = Instant::now();
         let mut child = cmd.spawn().with_context(|| format!("cannot start {QEMU}"))?;
+        let input = child.stdin.take();
         let (tx, rx) = channel();
         let out: Box<dyn Read + Send> = Box::new(child.stdout.take().expect("piped"));
         let err: Box<dyn Read + Send> = Box::new(child.stderr.take().expect("piped"));
@@ -134,7 +147,7 @@ impl Session {
                 let _ = tx.send(Msg::Eof);
             });
         }
-        Ok(Session { child, rx, open_streams: 2, log, log_path, started, tee, tail: VecDeque::new(), exited: None })
+        Ok(Session { child, rx, open_streams: 2, log, log_path, started, tee, tail: VecDeque::new(), exited: None, input })
     }
 
     /// The next line, QEMU's exit (after all output), or the deadline.
@@ -172,6 +185,14 @@ impl Session {
                 Err(RecvTimeoutError::Disconnected) => self.open_streams = 0,
             }
         }
+    }
+
+    /// Types `bytes` on the console (sessions from [`Session::spawn_with_input`]).
+    pub fn send(&mut self, bytes: &[u8]) -> Result<()> {
+        let input = self.input.as_mut().context("this QEMU session has no console input")?;
+        input.write_all(bytes).and_then(|()| input.flush()).context("writing to QEMU's console input")?;
+        let _ = writeln!(self.log, "# xtask typed {bytes:?}");
+        Ok(())
     }
 
     /// The last `n` lines, for failure reports.

@@ -9,20 +9,18 @@
 //! monitor.
 
 use crate::boot::{Boot, Env, VmShape, VM_NAME};
-use crate::exec::MultiOutcome;
 use crate::exec::{self, Watcher, TAIL_LINES};
 use crate::qemu::{code, Event, Session};
 use crate::topology::{self, Parser};
 use crate::util::{rel, root};
-use crate::{boot, machine, manifest};
+use crate::machine;
 use anyhow::{anyhow, bail, Context, Result};
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const TOPOLOGY_TIMEOUT: Duration = Duration::from_secs(180);
-const GUEST_TIMEOUT: Duration = Duration::from_secs(300);
+pub(crate) const GUEST_TIMEOUT: Duration = Duration::from_secs(300);
 /// MemTotal, and the RAM the kernel found (dmesg `Memory: avail/totalK`),
 /// may differ from the VM's memory by this fraction (issue 2). MemTotal
 /// excludes the kernel image and early reservations (~37 MiB for Debian's
@@ -33,6 +31,8 @@ const MEMTOTAL_TOLERANCE: f64 = 0.05;
 const GUEST_BOOT_MIB: u64 = 1024;
 /// An address that is neither guest RAM nor a guest device: see DESIGN.md.
 const WILD_ADDRESS: &str = "0x0a800000";
+
+mod smp;
 
 type TestFn = fn(&mut Env, bool) -> Result<()>;
 
@@ -97,11 +97,14 @@ fn integration(native: bool) -> Vec<Test> {
     v.push(t("wild-access", native, wild_access));
     v.push(t("numa-sim", true, crate::numasim_bench::validate_test));
     // Host only: no suffix, runs in both modes.
-    v.push(Test { name: "manifest-errors".into(), native: true, run: |_, _| manifest_errors() });
+    v.push(Test { name: "manifest-errors".into(), native: true, run: |_, _| smp::manifest_errors() });
     if !native {
-        v.push(t("smp-two-guests", false, |e, _| smp_two_guests(e)));
-        v.push(t("frames-returned", false, |e, _| frames_returned(e)));
-        v.push(t("crash-containment", false, |e, _| crash_containment(e)));
+        v.push(t("smp-overcommit", false, |e, _| smp::smp_overcommit(e)));
+        v.push(t("frames-returned", false, |e, _| smp::frames_returned(e)));
+        v.push(t("eight-vcpus", false, |e, _| smp::eight_vcpus(e)));
+        v.push(t("crash-containment", false, |e, _| smp::crash_containment(e)));
+        v.push(t("guest-reset", false, |e, _| smp::guest_reset(e)));
+        v.push(t("idle-guests", false, |e, _| smp::idle_guests(e)));
     }
     v
 }
@@ -120,7 +123,7 @@ fn timed(name: &str, f: impl FnOnce() -> Result<()>) -> (String, Result<()>) {
     (name.to_string(), r)
 }
 
-fn indent(s: &str) -> String {
+pub(crate) fn indent(s: &str) -> String {
     s.lines().map(|l| format!("    {l}\n")).collect()
 }
 
@@ -203,7 +206,7 @@ fn exec_lines(env: &mut Env, b: &Boot) -> Result<Vec<String>> {
 }
 
 /// The value after `key` on the first output line starting with it.
-fn field<'a>(lines: &'a [String], key: &str) -> Result<&'a str> {
+pub(crate) fn field<'a>(lines: &'a [String], key: &str) -> Result<&'a str> {
     lines
         .iter()
         .find_map(|l| l.strip_prefix(key))
@@ -265,7 +268,7 @@ fn dmesg_total_kb(lines: &[String]) -> Result<u64> {
         .ok_or_else(|| anyhow!("cannot read the total from `{l}`"))
 }
 
-fn host_md5(data: &[u8]) -> Result<String> {
+pub(crate) fn host_md5(data: &[u8]) -> Result<String> {
     let mut child = Command::new("md5sum").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().context("md5sum")?;
     child.stdin.take().expect("piped").write_all(data)?;
     let out = child.wait_with_output()?;
@@ -291,208 +294,6 @@ fn wild_access(env: &mut Env, native: bool) -> Result<()> {
     Ok(())
 }
 
-/// Boots the VMs of manifest `text` on numa2 and follows their exec runs.
-fn multi(env: &mut Env, tag: &str, text: &str) -> Result<MultiOutcome> {
-    let m = machine::load("numa2")?;
-    let man = manifest::parse(&format!("<{tag} manifest>"), text, &m, &root())?;
-    let tag = format!("test-{tag}");
-    let cmd = boot::manifest_command(env, &m, &man.vms, &tag, false)?;
-    let s = Session::spawn(cmd, &tag, false)?;
-    let names: Vec<&str> = man.vms.iter().map(|v| v.name.as_str()).collect();
-    exec::run_multi(s, &names, GUEST_TIMEOUT)
-}
-
-/// A 2-process computation: md5 of `seq lo mid` and of `seq mid+1 hi`, in
-/// parallel, printed as `md5=X,Y`; plus `nproc=N`. `pre` runs first.
-fn two_process_script(pre: &str, lo: u64, mid: u64, hi: u64) -> String {
-    format!(
-        "{pre}echo nproc=$(nproc)\nseq {lo} {mid} | md5sum > /tmp/p1 &\nseq {} {hi} | md5sum > /tmp/p2 &\nwait\necho md5=$(cut -d' ' -f1 /tmp/p1),$(cut -d' ' -f1 /tmp/p2)",
-        mid + 1
-    )
-}
-
-/// A `[[vm]]` table of 2 vCPUs and 512 MiB; `extra` are more `key = value` lines.
-fn vm_table(name: &str, extra: &str, exec: &str) -> String {
-    format!("[[vm]]\nname = \"{name}\"\nvcpus = 2\nmemory = \"512M\"\n{extra}exec = '''\n{exec}\n'''\n\n")
-}
-
-/// What [`two_process_script`] must print, computed on the host.
-fn host_two_md5(lo: u64, mid: u64, hi: u64) -> Result<String> {
-    let range = |a: u64, b: u64| -> String { (a..=b).map(|i| format!("{i}\n")).collect() };
-    Ok(format!("{},{}", host_md5(range(lo, mid).as_bytes())?, host_md5(range(mid + 1, hi).as_bytes())?))
-}
-
-/// Checks one VM's `nproc=` and `md5=` lines.
-fn check_vm(
-    out: &MultiOutcome,
-    vm: &str,
-    vcpus: u32,
-    (lo, mid, hi): (u64, u64, u64),
-    errs: &mut Vec<String>,
-) -> Result<()> {
-    let lines = &out.vm(vm).output;
-    let nproc = field(lines, "nproc=").unwrap_or("?");
-    if nproc != vcpus.to_string() {
-        errs.push(format!("vm {vm}: nproc is {nproc}, the VM has {vcpus} vCPUs"));
-    }
-    let want = host_two_md5(lo, mid, hi)?;
-    let got = field(lines, "md5=").unwrap_or("?");
-    if got != want {
-        errs.push(format!("vm {vm}: md5 of seq {lo}..{hi} in two processes: guest {got}, host {want}"));
-    }
-    Ok(())
-}
-
-fn with_log(out: &MultiOutcome, errs: Vec<String>) -> Result<()> {
-    if errs.is_empty() {
-        return Ok(());
-    }
-    let outputs: Vec<String> =
-        out.vms.iter().map(|v| format!("vm {} output:\n{}", v.name, indent(&v.output.join("\n")))).collect();
-    bail!("{}\n{}log: {}\nlast {TAIL_LINES} lines:\n{}", errs.join("\n"), outputs.join(""), out.log, out.tail)
-}
-
-const SMP_RANGES: [(&str, (u64, u64, u64)); 2] = [("a", (1, 150_000, 300_000)), ("b", (7, 100_000, 250_000))];
-
-type Shared = Arc<std::result::Result<MultiOutcome, String>>;
-
-/// The one boot of smp-two-guests, shared with frames-returned.
-static SMP_RUN: Mutex<Option<Shared>> = Mutex::new(None);
-
-fn smp_run(env: &mut Env) -> Shared {
-    let mut cached = SMP_RUN.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(r) = &*cached {
-        return r.clone();
-    }
-    let mut text = String::new();
-    for (node, (name, (lo, mid, hi))) in SMP_RANGES.iter().enumerate() {
-        text.push_str(&vm_table(name, &format!("home_node = {node}\n"), &two_process_script("", *lo, *mid, *hi)));
-    }
-    let r = Arc::new(multi(env, "smp-two-guests", &text).map_err(|e| format!("{e:#}")));
-    *cached = Some(r.clone());
-    r
-}
-
-/// (a) Two VMs x 2 vCPUs on numa2 (all 4 CPUs), each runs a 2-process
-/// computation whose result equals the host's, and sees 2 CPUs.
-fn smp_two_guests(env: &mut Env) -> Result<()> {
-    let run = smp_run(env);
-    let out = run.as_ref().as_ref().map_err(|e| anyhow!("{e}"))?;
-    out.check()?;
-    let mut errs = Vec::new();
-    for (name, r) in SMP_RANGES {
-        check_vm(out, name, 2, r, &mut errs)?;
-    }
-    with_log(out, errs)
-}
-
-/// (e) After the VMs of smp-two-guests ended, the monitor reports every
-/// node's frames back (`node N: all frames returned`), and no shortfall.
-fn frames_returned(env: &mut Env) -> Result<()> {
-    let run = smp_run(env);
-    let out = run.as_ref().as_ref().map_err(|e| anyhow!("{e}"))?;
-    let m = machine::load("numa2")?;
-    let mut errs: Vec<String> =
-        out.lines.iter().filter(|l| l.contains("KiB free after all VMs ended")).cloned().collect();
-    for n in 0..m.nodes {
-        let want = format!("node {n}: all frames returned");
-        if !out.lines.iter().any(|l| l.contains("disco:") && l.contains(&want)) {
-            errs.push(format!("no `{want}` line from the monitor"));
-        }
-    }
-    if !out.lines.iter().any(|l| l.contains("all VMs ended")) {
-        errs.push("no `all VMs ended` line from the monitor".into());
-    }
-    with_log(out, errs)
-}
-
-/// (b) VM b (restart = on-crash) panics in the middle of its work on its
-/// first boot; VM a's longer computation finishes correctly; b boots again
-/// (`disco.boot=2`) and finishes its computation correctly.
-fn crash_containment(env: &mut Env) -> Result<()> {
-    let a = (1, 400_000, 800_000);
-    let b = (3, 60_000, 120_000);
-    let crash = "if grep -q disco.boot=1 /proc/cmdline; then seq 1 100000000 | md5sum > /dev/null & sleep 2; echo c > /proc/sysrq-trigger; fi\n";
-    let text = vm_table("a", "home_node = 0\n", &two_process_script("", a.0, a.1, a.2))
-        + &vm_table("b", "home_node = 1\nrestart = \"on-crash\"\n", &two_process_script(crash, b.0, b.1, b.2));
-    let out = multi(env, "crash-containment", &text)?;
-    out.check()?;
-    let mut errs = Vec::new();
-    check_vm(&out, "a", 2, a, &mut errs)?;
-    check_vm(&out, "b", 2, b, &mut errs)?;
-    let vb = out.vm("b");
-    let panicked = out.lines.iter().any(|l| l.starts_with("[b] ") && l.contains("Kernel panic"));
-    if vb.crashes.is_empty() && !panicked {
-        errs.push(
-            "the log shows no crash of vm b (no `vm b ended: crashed` from the monitor, no `[b] ... Kernel panic`)"
-                .into(),
-        );
-    }
-    if vb.reboots == 0 {
-        errs.push("vm b did not boot again (no `vm b restarting` / `vm b reset` from the monitor)".into());
-    }
-    if out.vm("a").reboots != 0 || !out.vm("a").crashes.is_empty() {
-        errs.push("vm a was disturbed: it crashed or rebooted".into());
-    }
-    with_log(&out, errs)
-}
-
-/// (c) Manifest validation messages name file, line and field (host only).
-fn manifest_errors() -> Result<()> {
-    let m = machine::load("numa2")?;
-    let good = "[[vm]]\nname = \"a\"\nvcpus = 2\nmemory = \"512M\"\n\n[[vm]]\nname = \"b\"\nvcpus = 2\nmemory = \"512M\"\nhome_node = 1\n";
-    manifest::parse("t.toml", good, &m, &root()).context("the valid manifest was rejected")?;
-    let cases = [
-        (
-            "unknown key",
-            good.replace("home_node = 1", "home_node = 1\ncolor = \"red\""),
-            "t.toml:11:",
-            "unknown field `color`",
-        ),
-        (
-            "zero vcpus",
-            good.replacen("vcpus = 2", "vcpus = 0", 1),
-            "t.toml:3: vm `a`: field `vcpus`",
-            "at least 1 vCPU",
-        ),
-        ("too much memory", good.replacen("\"512M\"", "\"2G\"", 1), "t.toml:4: vm `a`: field `memory`", "does not fit"),
-        (
-            "duplicate name",
-            good.replace("name = \"b\"", "name = \"a\""),
-            "t.toml:7: field `name`",
-            "duplicate VM name `a`",
-        ),
-        (
-            "missing node",
-            good.replace("home_node = 1", "home_node = 5"),
-            "t.toml:10: vm `b`: field `home_node`",
-            "node 5 does not exist",
-        ),
-        (
-            "too many vCPUs",
-            good.replace("vcpus = 2\nmemory = \"512M\"\nhome", "vcpus = 65\nmemory = \"512M\"\nhome"),
-            "t.toml:8: vm `b`: field `vcpus`",
-            "at most 64 vCPUs",
-        ),
-    ];
-    let mut errs = Vec::new();
-    for (what, text, at, msg) in cases {
-        match manifest::parse("t.toml", &text, &m, &root()) {
-            Ok(_) => errs.push(format!("{what}: accepted")),
-            Err(e) => {
-                let e = e.to_string();
-                if !e.starts_with(at) || !e.contains(msg) {
-                    errs.push(format!("{what}: got `{e}`, want `{at} ... {msg}`"));
-                }
-            }
-        }
-    }
-    if !errs.is_empty() {
-        bail!("{}", errs.join("\n"));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod unit {
     #[test]
@@ -512,7 +313,15 @@ mod unit {
         assert!(super::integration(true)
             .iter()
             .all(|t| t.native && t.name.ends_with("-native") || t.name == "numa-sim" || t.name == "manifest-errors"));
-        for want in ["manifest-errors", "smp-two-guests", "frames-returned", "crash-containment"] {
+        for want in [
+            "manifest-errors",
+            "smp-overcommit",
+            "frames-returned",
+            "eight-vcpus",
+            "crash-containment",
+            "guest-reset",
+            "idle-guests",
+        ] {
             assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
         }
     }
