@@ -47,14 +47,9 @@ pub fn run(topology: &Topology, specs: Vec<VmSpec>) -> Result<(), String> {
     }
     let mut table = alloc::vec![(0, 0); cpus.iter().map(|c| c.index + 1).max().unwrap_or(1)];
     cpus.iter().for_each(|c| table[c.index] = (c.node, c.mpidr));
-    let nearest = (0..topology.node_count())
-        .map(|node| {
-            let mut order: Vec<_> = cpus.iter().map(|c| (topology.distance(node, c.node), c.index)).collect();
-            order.sort();
-            order.into_iter().map(|(_, cpu)| cpu).collect()
-        })
-        .collect();
-    sched::init(table, nearest);
+    let nodes = topology.node_count();
+    let distance = (0..nodes).map(|a| (0..nodes).map(|b| topology.distance(a, b)).collect()).collect();
+    sched::init(table, distance);
     // A VM without a home node gets the one with the fewest vCPUs so far.
     let mut homed = alloc::vec![0usize; topology.node_count()];
     let placements = specs

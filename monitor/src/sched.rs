@@ -8,14 +8,16 @@
 //! its VM has a new virtual interrupt for it or because its virtual timer's
 //! deadline, which the parking CPU keeps in its sleeper list, has come.
 //!
-//! Lost wake-ups are avoided with the slot's `wake` flag: a kick that finds
-//! its vCPU active sets it, and a vCPU about to park refuses to while it is
-//! set. The vCPU clears it before it looks for work (see `trap::idle`).
+//! Lost wake-ups are avoided with the slot's `wake` flag (`numa::park`,
+//! model-checked with loom): a kick that finds its vCPU active sets it, and
+//! a vCPU about to park refuses to while it is set. The vCPU clears it
+//! before it looks for work (see `trap::idle`).
 //!
-//! Placement (Disco's "vCPUs prefer their VM's home node"): a woken vCPU
-//! goes to the CPU it last ran on if that CPU is idle, else to the idle CPU
-//! nearest its home node, else to the least-loaded CPU of its home node.
-//! An idle CPU steals queued vCPUs, nearest node first.
+//! Placement (Disco's "vCPUs prefer their VM's home node";
+//! `numa::placement`): a woken vCPU goes to the CPU it last ran on if that
+//! CPU is idle, else to the idle CPU nearest its home node, else to the
+//! least-loaded CPU of its home node. An idle CPU steals queued vCPUs,
+//! nearest node first.
 //!
 //! Lock order: a VM's devices, then a vCPU slot, then a run queue or a
 //! sleeper list; never two slots or two queues at once.
@@ -38,7 +40,10 @@ use core::sync::atomic::{
     AtomicU64, AtomicUsize,
     Ordering::{Acquire, Relaxed, Release},
 };
-use numa::NodeId;
+use numa::{
+    park::{Kick, ParkSlot},
+    placement, NodeId,
+};
 use spin::{Mutex, Once};
 
 /// A vCPU and the VM it belongs to: the unit the scheduler moves.
@@ -47,30 +52,9 @@ pub struct Task {
     pub vcpu: Box<Vcpu>,
 }
 
-enum Place {
-    /// Queued on, or running on, this CPU.
-    Active(usize),
-    /// Off every CPU until kicked.
-    Parked(Task),
-}
-
-/// Where one vCPU is; one per vCPU, in its VM.
-pub struct Slot {
-    place: Place,
-    /// A kick came while the vCPU was active: it must not park.
-    wake: bool,
-    /// The virtual timer deadline it parked with.
-    deadline: Option<u64>,
-    /// When it parked in WFI (0 when parked powered off).
-    idle_since: u64,
-}
-
-impl Slot {
-    /// A vCPU not handed to the scheduler yet.
-    pub const fn new() -> Self {
-        Self { place: Place::Active(usize::MAX), wake: false, deadline: None, idle_since: 0 }
-    }
-}
+/// Where one vCPU is (active on a CPU, or parked with its task): one per
+/// vCPU, in its VM. The protocol is `numa::park`, model-checked with loom.
+pub type Slot = ParkSlot<Task>;
 
 /// A parked vCPU whose virtual timer is armed.
 struct Sleeper {
@@ -103,14 +87,19 @@ struct Machine {
     cpus: Vec<(NodeId, u64)>,
     /// Per node: every CPU, nearest first (then by index).
     nearest: Vec<Vec<usize>>,
+    /// Node distances (SLIT), [from][to].
+    distance: Vec<Vec<u8>>,
 }
 
 static MACHINE: Once<Machine> = Once::new();
 
-/// Records the CPUs (node, MPIDR per logical index) and, per node, the CPUs
-/// nearest to it.
-pub fn init(cpus: Vec<(NodeId, u64)>, nearest: Vec<Vec<usize>>) {
-    MACHINE.call_once(|| Machine { cpus, nearest });
+/// Records the CPUs (node, MPIDR per logical index) and the node
+/// distances; derives each node's CPU preference list.
+pub fn init(cpus: Vec<(NodeId, u64)>, distance: Vec<Vec<u8>>) {
+    let indexed: Vec<(usize, NodeId)> = cpus.iter().enumerate().map(|(cpu, &(node, _))| (cpu, node)).collect();
+    let nearest =
+        (0..distance.len()).map(|home| placement::nearest_cpus(&indexed, |node| distance[home][node])).collect();
+    MACHINE.call_once(|| Machine { cpus, nearest, distance });
 }
 
 fn machine() -> &'static Machine {
@@ -130,14 +119,13 @@ pub fn cpu_count() -> usize {
 /// park until a CPU_ON kicks them.
 pub fn start(task: Task, powered_on: bool) {
     let vm = task.vm.clone();
-    let mut slot = vm.slots[task.vcpu.index].lock();
+    let slot = &vm.slots[task.vcpu.index];
     if powered_on {
         let target = choose_cpu(vm.home, None);
-        slot.place = Place::Active(target);
-        drop(slot);
+        slot.set_active(target);
         enqueue(target, task);
     } else {
-        slot.place = Place::Parked(task);
+        slot.park_new(task);
     }
 }
 
@@ -150,38 +138,22 @@ pub fn kick(vm: &Vm, vcpu: usize) {
 
 /// `timer`: only wake it if it still sleeps on that deadline.
 fn wake(vm: &Vm, vcpu: usize, timer: Option<u64>) {
-    let Some(slot) = vm.slots.get(vcpu) else {
-        return;
-    };
-    let mut slot = slot.lock();
-    match slot.place {
-        Place::Active(_) if timer.is_some() => {}
-        Place::Active(cpu) => {
-            slot.wake = true;
-            drop(slot);
-            kick_cpu(cpu);
-        }
-        Place::Parked(_) if timer.is_some() && slot.deadline != timer => {}
-        Place::Parked(_) => {
-            let Place::Parked(task) = core::mem::replace(&mut slot.place, Place::Active(usize::MAX)) else {
-                unreachable!()
-            };
-            let target = choose_cpu(vm.home, task.vcpu.last_cpu);
-            slot.place = Place::Active(target);
-            slot.deadline = None;
-            if slot.idle_since != 0 {
-                vm.stats.idle_ticks.fetch_add(timer::now() - slot.idle_since, Relaxed);
-                slot.idle_since = 0;
+    let Some(slot) = vm.slots.get(vcpu) else { return };
+    match slot.kick(timer, |task| choose_cpu(vm.home, task.vcpu.last_cpu)) {
+        Kick::Interrupt(cpu) => kick_cpu(cpu),
+        Kick::Unparked { item, cpu, idle_since } => {
+            if idle_since != 0 {
+                vm.stats.idle_ticks.fetch_add(timer::now() - idle_since, Relaxed);
             }
-            drop(slot);
-            enqueue(target, task);
+            enqueue(cpu, item);
         }
+        Kick::Stale => {}
     }
 }
 
 /// Forgets earlier kicks of an active vCPU: it is about to look for work.
 pub fn clear_wake(vm: &Vm, vcpu: usize) {
-    vm.slots[vcpu].lock().wake = false;
+    vm.slots[vcpu].clear_wake();
 }
 
 /// Parks the task that CPU `me` was running (its context saved): in WFI
@@ -191,15 +163,10 @@ pub fn park(me: usize, task: Task, idle: bool) -> Option<Task> {
     let vm = task.vm.clone();
     let index = task.vcpu.index;
     let deadline = if idle { task.vcpu.el1.timer_deadline() } else { None };
-    let mut slot = vm.slots[index].lock();
-    if slot.wake {
-        slot.wake = false;
+    let idle_since = if idle { timer::now().max(1) } else { 0 };
+    if let Err(task) = vm.slots[index].park(task, deadline, idle_since) {
         return Some(task);
     }
-    slot.place = Place::Parked(task);
-    slot.deadline = deadline;
-    slot.idle_since = if idle { timer::now().max(1) } else { 0 };
-    drop(slot);
     CPUS[me].load.fetch_sub(1, Release);
     if let Some(deadline) = deadline {
         let mut sleepers = CPUS[me].sleepers.lock();
@@ -236,7 +203,7 @@ pub fn next_deadline(me: usize) -> Option<u64> {
 
 /// Marks the running task of CPU `me` as active there.
 pub fn set_running(me: usize, task: &Task) {
-    task.vm.slots[task.vcpu.index].lock().place = Place::Active(me);
+    task.vm.slots[task.vcpu.index].set_active(me);
 }
 
 /// The next task for CPU `me`: its own queue first, then one stolen from
@@ -290,22 +257,10 @@ fn enqueue(cpu: usize, task: Task) {
 
 /// The CPU a waking vCPU of a VM homed on `home` goes to.
 fn choose_cpu(home: NodeId, last: Option<usize>) -> usize {
-    let load = |cpu: usize| CPUS[cpu].load.load(Acquire);
-    if let Some(last) = last.filter(|&c| load(c) == 0) {
-        return last;
-    }
     let machine = machine();
     let nearest = &machine.nearest[home.min(machine.nearest.len() - 1)];
-    if let Some(&idle) = nearest.iter().find(|&&c| load(c) == 0) {
-        return idle;
-    }
-    let home_node = node_of(nearest[0]);
-    nearest
-        .iter()
-        .copied()
-        .take_while(|&c| node_of(c) == home_node)
-        .min_by_key(|&c| (load(c), Some(c) != last))
-        .unwrap_or(nearest[0])
+    let distance = |cpu: usize| machine.distance[home][node_of(cpu)];
+    placement::choose_cpu(nearest, distance, |cpu| CPUS[cpu].load.load(Acquire), last).unwrap_or(0)
 }
 
 /// Interrupts CPU `cpu` (unless it is the caller) so it re-reads its state.

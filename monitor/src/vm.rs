@@ -97,7 +97,7 @@ pub struct Vm {
     pub vttbr: u64,
     pub mpidrs: Vec<u64>,
     /// Where each vCPU is (run queue, CPU, parked): the scheduler's.
-    pub slots: Vec<Mutex<Slot>>,
+    pub slots: Vec<Slot>,
     pub power: Vec<Mutex<Power>>,
     pub memory: Mutex<Memory>,
     pub devices: Mutex<Devices>,
@@ -142,7 +142,7 @@ impl Vm {
                 uart: Pl011::new(),
                 console: GuestLines::default(),
             }),
-            slots: mpidrs.iter().map(|_| Mutex::new(Slot::new())).collect(),
+            slots: mpidrs.iter().map(|_| Slot::new()).collect(),
             mpidrs,
             memory: Mutex::new(Memory { stage2, frames }),
             end: Mutex::new(None),

@@ -17,7 +17,10 @@ mod error;
 mod fdt_parse;
 mod frame;
 mod numactl;
+pub mod park;
+pub mod placement;
 mod range;
+mod sync;
 mod topology;
 
 pub use error::TopologyError;

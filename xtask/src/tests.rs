@@ -10,10 +10,10 @@
 
 use crate::boot::{Boot, Env, VmShape, VM_NAME};
 use crate::exec::{self, Watcher, TAIL_LINES};
+use crate::machine;
 use crate::qemu::{code, Event, Session};
 use crate::topology::{self, Parser};
 use crate::util::{rel, root};
-use crate::machine;
 use anyhow::{anyhow, bail, Context, Result};
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -131,19 +131,30 @@ pub(crate) fn indent(s: &str) -> String {
 fn host_unit() -> Result<()> {
     let (log, log_path) = crate::util::new_log("host-unit")?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(root())
-        .args(["test", "--workspace", "--exclude", "monitor"])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .status()
-        .context("cannot run cargo test")?;
-    if !status.success() {
-        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        let tail = lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n  | ");
-        bail!("cargo test failed ({status})\nlog: {}\nlast {TAIL_LINES} lines:\n  | {tail}", rel(&log_path));
+    // The workspace's tests, then the loom models of the scheduler's
+    // wake-up protocol (numa::park) in a target directory of their own, so
+    // `--cfg loom` does not rebuild the normal one.
+    let runs: [(&[&str], Option<&str>); 2] = [
+        (&["test", "--workspace", "--exclude", "monitor"], None),
+        (&["test", "-p", "numa", "--release", "--lib", "loom_tests"], Some("--cfg loom")),
+    ];
+    for (args, rustflags) in runs {
+        let mut cmd = Command::new(&cargo);
+        cmd.current_dir(root()).args(args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log.try_clone()?);
+        if let Some(flags) = rustflags {
+            cmd.env("RUSTFLAGS", flags).env("CARGO_TARGET_DIR", root().join("target/loom"));
+        }
+        let status = cmd.status().context("cannot run cargo test")?;
+        if !status.success() {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n  | ");
+            bail!(
+                "cargo {} failed ({status})\nlog: {}\nlast {TAIL_LINES} lines:\n  | {tail}",
+                args.join(" "),
+                rel(&log_path)
+            );
+        }
     }
     Ok(())
 }
