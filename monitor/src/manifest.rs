@@ -13,10 +13,10 @@ pub enum Restart {
     OnCrash,
 }
 
-/// One VM as the bundle describes it.
 /// vCPUs per VM: the virtual GIC's SGI target lists have 64 entries.
 pub const MAX_VCPUS: usize = 64;
 
+/// One VM as the bundle describes it.
 pub struct VmSpec {
     pub restart: Restart,
     /// The node its vCPUs and memory should be on; None lets the monitor pick.
@@ -31,6 +31,8 @@ pub struct VmSpec {
 
 /// Parses the bundle at `blob`, which lives (reserved) for the whole run.
 pub fn parse(blob: &'static [u8]) -> Result<Vec<VmSpec>, String> {
+    // `fdt` trusts the blob's offsets; a corrupt bundle must not panic it.
+    numa::check_dtb(blob).map_err(|e| format!("boot bundle is not a valid DTB: {e}"))?;
     let fdt = Fdt::new(blob).map_err(|e| format!("boot bundle is not a valid DTB: {e:?}"))?;
     let root = fdt.find_node("/").ok_or("boot bundle has no root node")?;
     let compatible = root.property("compatible").and_then(|p| p.as_str());

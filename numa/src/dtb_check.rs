@@ -17,8 +17,9 @@ const END: u32 = 9;
 /// `fdt` keeps the parent chain in a 64-entry array indexed from 1.
 const MAX_DEPTH: usize = 63;
 
-/// Checks `dtb`; the message names the first thing found wrong.
-pub(crate) fn check(dtb: &[u8]) -> Result<(), &'static str> {
+/// Checks `dtb` before `fdt` may parse it; the message names the first
+/// thing found wrong.
+pub fn check(dtb: &[u8]) -> Result<(), &'static str> {
     if dtb.len() < HEADER_LEN {
         return Err("shorter than an FDT header");
     }

@@ -23,6 +23,7 @@ mod range;
 mod sync;
 mod topology;
 
+pub use dtb_check::check as check_dtb;
 pub use error::TopologyError;
 pub use frame::{FrameAllocator, FrameError};
 pub use numactl::Hardware;
