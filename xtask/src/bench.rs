@@ -105,7 +105,7 @@ pub fn boot(machine_name: &str, runs: usize) -> Result<()> {
 }
 
 /// Greedy word wrap, so the method paragraph reads as one in a terminal.
-fn wrap(text: &str, width: usize) -> String {
+pub fn wrap(text: &str, width: usize) -> String {
     let mut out = String::new();
     let mut line = 0;
     for w in text.split_whitespace() {

@@ -4,6 +4,7 @@
 //! tested and the same on every machine.
 
 mod bench;
+mod bench_smp;
 mod boot;
 mod bundle;
 mod debs;
@@ -110,6 +111,8 @@ enum BenchCmd {
     Autonuma(numasim_bench::AutonumaArgs),
     /// The numa-sim plugin's slowdown of a native Linux boot.
     NumaSimCost(numasim_bench::CostArgs),
+    /// N parallel CPU-bound processes in a guest with N vCPUs vs natively with N CPUs: time ratio per N.
+    Smp(bench_smp::SmpArgs),
 }
 
 fn main() -> ExitCode {
@@ -142,6 +145,7 @@ fn dispatch(cmd: Cmd) -> Result<u8> {
         Cmd::Bench { what: BenchCmd::Boot { runs, machine } } => bench::boot(&machine, runs).map(|_| 0),
         Cmd::Bench { what: BenchCmd::Autonuma(a) } => numasim_bench::autonuma_cmd(a),
         Cmd::Bench { what: BenchCmd::NumaSimCost(a) } => numasim_bench::cost_cmd(a),
+        Cmd::Bench { what: BenchCmd::Smp(a) } => bench_smp::smp_cmd(a),
         Cmd::Machines => {
             for m in machine::check_all()? {
                 println!("{:8} {}", m.name, m.description);
@@ -330,5 +334,18 @@ mod cli_tests {
             parse(&["test", "--native", "--only", "topology"]).cmd,
             Cmd::Test(TestArgs { native: true, .. })
         ));
+    }
+
+    #[test]
+    fn bench_smp_parse() {
+        let Cmd::Bench { what: BenchCmd::Smp(a) } = parse(&["bench", "smp"]).cmd else { panic!() };
+        assert_eq!((a.machine.as_str(), a.runs, a.vcpus.as_slice()), ("numa2", 3, &[1, 2, 4][..]));
+        let Cmd::Bench { what: BenchCmd::Smp(a) } =
+            parse(&["bench", "smp", "--machine", "numa4", "--runs", "1", "--vcpus", "2,8"]).cmd
+        else {
+            panic!()
+        };
+        assert_eq!((a.machine.as_str(), a.runs, a.vcpus.as_slice()), ("numa4", 1, &[2, 8][..]));
+        assert!(Cli::try_parse_from(["xtask", "bench", "smp", "--vcpus", "two"]).is_err());
     }
 }
