@@ -12,7 +12,7 @@ use crate::{
     console, memory, println, run,
 };
 use alloc::{format, string::String};
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use fdt::Fdt;
 use numa::{MemRange, Topology};
 use spin::Once;
@@ -25,6 +25,8 @@ extern "C" {
 
 static GIC: Once<Gic> = Once::new();
 static ONLINE: AtomicUsize = AtomicUsize::new(1);
+/// Bit n: CPU n came up (the boot CPU is CPU 0). Only these get vCPUs.
+static ONLINE_MASK: AtomicU64 = AtomicU64::new(1);
 /// PPIs every CPU takes at EL2.
 const PPIS: &[u32] = &[intid::MAINTENANCE, intid::HYP_TIMER, intid::VIRT_TIMER];
 
@@ -122,8 +124,15 @@ extern "C" fn secondary_main(index: usize) -> ! {
     mmu::enable();
     arch::cpu::init(index);
     init_cpu_common(GIC.get().expect("GIC set up before secondaries start"));
+    ONLINE_MASK.fetch_or(1 << index, Ordering::Release);
     ONLINE.fetch_add(1, Ordering::Release);
     run::secondary(index)
+}
+
+/// Did CPU `index` come up? (A CPU whose PSCI CPU_ON failed, or that was
+/// too slow to report, must not be given vCPUs: they would never run.)
+pub fn is_online(index: usize) -> bool {
+    index < 64 && ONLINE_MASK.load(Ordering::Acquire) & 1 << index != 0
 }
 
 fn first_reg(node: &fdt::node::FdtNode) -> Option<u64> {

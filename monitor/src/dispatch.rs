@@ -9,7 +9,7 @@
 
 use crate::{
     arch::{
-        context::El1Context,
+        context::{self, El1Context},
         gicv3::{self, intid},
         stage2, timer,
         vcpu::{self, VcpuRegs},
@@ -96,11 +96,14 @@ fn run_slice(me: usize, vm: &Vm, vcpu: &mut Vcpu, loaded: u64) -> Leave {
             Power::On => {}
             Power::OnPending { entry, context } => {
                 *vm.power[vcpu.index].lock() = Power::On;
+                virq::release(vm, vcpu);
                 vcpu.regs = VcpuRegs::boot(entry, context);
                 El1Context::reset().load(vm.mpidrs[vcpu.index], Vm::list_registers());
-                vcpu.lr_intid = [None; 16];
             }
-            Power::Off => return Leave::Park { idle: false },
+            Power::Off => {
+                virq::release(vm, vcpu);
+                return Leave::Park { idle: false };
+            }
         }
         sched::wake_sleepers(me);
         let waiting = sched::others_waiting(me);
@@ -115,7 +118,10 @@ fn run_slice(me: usize, vm: &Vm, vcpu: &mut Vcpu, loaded: u64) -> Leave {
         vm.stats.run_ticks.fetch_add(timer::now() - entered, Ordering::Relaxed);
         match trap::handle(vm, vcpu, exit) {
             Next::Run => {}
-            Next::Off => return Leave::Park { idle: false },
+            Next::Off => {
+                virq::release(vm, vcpu);
+                return Leave::Park { idle: false };
+            }
             Next::Idle => return Leave::Park { idle: true },
         }
     }
@@ -152,8 +158,13 @@ pub fn physical_irqs(current: Option<(&Vm, &mut Vcpu)>) {
             // again whether it needs to know.
             intid::MAINTENANCE => gicv3::lr::disable_underflow(),
             intid::HYP_TIMER => timer::cancel_hyp_timer(),
+            // On real hardware the line may still be seen high just after
+            // the previous vCPU's timer was silenced: only a timer that fired
+            // in the loaded context is this vCPU's (masking another's would
+            // leave it masked for good, as its guest finds nothing to handle).
             intid::VIRT_TIMER => match current.as_mut() {
-                Some((vm, vcpu)) => virq::vtimer_fired(vm, vcpu),
+                Some((vm, vcpu)) if context::vtimer_fired() => virq::vtimer_fired(vm, vcpu),
+                Some(_) => {}
                 None => timer::mask_guest_vtimer(),
             },
             id if id == crate::console_intid() => run::console_input(),

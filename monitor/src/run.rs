@@ -41,12 +41,13 @@ static READY: AtomicBool = AtomicBool::new(false);
 /// other CPUs in the scheduler.
 pub fn run(topology: &Topology, specs: Vec<VmSpec>) -> Result<(), String> {
     let specs: &'static [VmSpec] = specs.leak();
-    let cpus: Vec<_> = topology.cpus().iter().filter(|c| c.index < MAX_CPUS).collect();
+    let cpus: Vec<_> =
+        topology.cpus().iter().filter(|c| c.index < MAX_CPUS && crate::boot::is_online(c.index)).collect();
     if let Some(spec) = specs.iter().find(|s| s.home_node.is_some_and(|n| n >= topology.node_count())) {
         return Err(format!("VM {}: home node {:?} does not exist", spec.name, spec.home_node));
     }
-    let mut table = alloc::vec![(0, 0); cpus.iter().map(|c| c.index + 1).max().unwrap_or(1)];
-    cpus.iter().for_each(|c| table[c.index] = (c.node, c.mpidr));
+    let mut table = alloc::vec![None; cpus.iter().map(|c| c.index + 1).max().unwrap_or(1)];
+    cpus.iter().for_each(|c| table[c.index] = Some((c.node, c.mpidr)));
     let nodes = topology.node_count();
     let distance = (0..nodes).map(|a| (0..nodes).map(|b| topology.distance(a, b)).collect()).collect();
     sched::init(table, distance);
@@ -108,7 +109,9 @@ fn start_vm(id: usize) {
             let vm = Arc::new(vm);
             vm.tasks.store(vm.mpidrs.len(), Ordering::Release);
             VMS.lock()[id] = Some(vm.clone());
-            for index in 0..vm.mpidrs.len() {
+            // The secondaries park first: vCPU 0 may CPU_ON them as soon
+            // as it is queued, and a kick needs a parked task to wake.
+            for index in (0..vm.mpidrs.len()).rev() {
                 let vcpu = if index == 0 { Vcpu::new(0, entry, dtb) } else { Vcpu::new(index, 0, 0) };
                 sched::start(Task { vm: vm.clone(), vcpu: Box::new(vcpu) }, index == 0);
             }

@@ -83,8 +83,8 @@ static CPUS: [Cpu; MAX_CPUS] = [const {
 
 /// The machine as the scheduler sees it.
 struct Machine {
-    /// Per CPU: its node and MPIDR.
-    cpus: Vec<(NodeId, u64)>,
+    /// Per CPU index: its node and MPIDR, None if it is not online.
+    cpus: Vec<Option<(NodeId, u64)>>,
     /// Per node: every CPU, nearest first (then by index).
     nearest: Vec<Vec<usize>>,
     /// Node distances (SLIT), [from][to].
@@ -93,10 +93,12 @@ struct Machine {
 
 static MACHINE: Once<Machine> = Once::new();
 
-/// Records the CPUs (node, MPIDR per logical index) and the node
-/// distances; derives each node's CPU preference list.
-pub fn init(cpus: Vec<(NodeId, u64)>, distance: Vec<Vec<u8>>) {
-    let indexed: Vec<(usize, NodeId)> = cpus.iter().enumerate().map(|(cpu, &(node, _))| (cpu, node)).collect();
+/// Records the online CPUs (node and MPIDR per logical index; None for a
+/// CPU that did not come up) and the node distances; derives each node's
+/// CPU preference list, which only holds online CPUs.
+pub fn init(cpus: Vec<Option<(NodeId, u64)>>, distance: Vec<Vec<u8>>) {
+    let indexed: Vec<(usize, NodeId)> =
+        cpus.iter().enumerate().filter_map(|(cpu, c)| c.map(|(node, _)| (cpu, node))).collect();
     let nearest =
         (0..distance.len()).map(|home| placement::nearest_cpus(&indexed, |node| distance[home][node])).collect();
     MACHINE.call_once(|| Machine { cpus, nearest, distance });
@@ -108,7 +110,7 @@ fn machine() -> &'static Machine {
 
 /// The node of CPU `cpu`.
 pub fn node_of(cpu: usize) -> NodeId {
-    MACHINE.get().and_then(|m| m.cpus.get(cpu)).map_or(0, |c| c.0)
+    MACHINE.get().and_then(|m| *m.cpus.get(cpu)?).map_or(0, |c| c.0)
 }
 
 pub fn cpu_count() -> usize {
@@ -170,6 +172,10 @@ pub fn park(me: usize, task: Task, idle: bool) -> Option<Task> {
     CPUS[me].load.fetch_sub(1, Release);
     if let Some(deadline) = deadline {
         let mut sleepers = CPUS[me].sleepers.lock();
+        // A vCPU kicked before its deadline leaves its entry behind; drop
+        // it (and those of ended VMs) so that each CPU's list holds at most
+        // one entry per live vCPU however often a guest parks.
+        sleepers.retain(|s| s.vm.strong_count() > 0 && !(s.vcpu == index && s.vm.as_ptr() == Arc::as_ptr(&vm)));
         sleepers.push(Sleeper { deadline, vm: Arc::downgrade(&vm), vcpu: index });
         CPUS[me].next_deadline.fetch_min(deadline, Relaxed);
     }
@@ -250,15 +256,19 @@ pub fn retired(me: usize) {
 }
 
 fn enqueue(cpu: usize, task: Task) {
-    CPUS[cpu].queue.lock().push_back(task);
+    let mut queue = CPUS[cpu].queue.lock();
+    queue.push_back(task);
+    // Inside the lock: a thief that sees the task also sees the load.
     CPUS[cpu].load.fetch_add(1, Release);
+    drop(queue);
     kick_cpu(cpu);
 }
 
 /// The CPU a waking vCPU of a VM homed on `home` goes to.
 fn choose_cpu(home: NodeId, last: Option<usize>) -> usize {
     let machine = machine();
-    let nearest = &machine.nearest[home.min(machine.nearest.len() - 1)];
+    let home = home.min(machine.nearest.len().saturating_sub(1));
+    let Some(nearest) = machine.nearest.get(home) else { return 0 };
     let distance = |cpu: usize| machine.distance[home][node_of(cpu)];
     placement::choose_cpu(nearest, distance, |cpu| CPUS[cpu].load.load(Acquire), last).unwrap_or(0)
 }
@@ -266,7 +276,7 @@ fn choose_cpu(home: NodeId, last: Option<usize>) -> usize {
 /// Interrupts CPU `cpu` (unless it is the caller) so it re-reads its state.
 pub fn kick_cpu(cpu: usize) {
     if cpu != cpu::index() {
-        if let Some(&(_, mpidr)) = MACHINE.get().and_then(|m| m.cpus.get(cpu)) {
+        if let Some((_, mpidr)) = MACHINE.get().and_then(|m| *m.cpus.get(cpu)?) {
             gicv3::send_sgi(intid::KICK, mpidr);
         }
     }

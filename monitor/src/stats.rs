@@ -77,7 +77,7 @@ pub fn print_cpus(cpus: usize) {
     let now = timer::now();
     let window_start = WINDOW_START.swap(now, Relaxed);
     let window = now - window_start;
-    for (index, idle) in IDLE.iter().enumerate().take(cpus) {
+    for (index, idle) in IDLE.iter().enumerate().take(cpus).filter(|&(index, _)| crate::boot::is_online(index)) {
         // A wait still going on counts up to now (within the window).
         let since = IDLE_SINCE[index].load(Relaxed);
         let ongoing = if since == 0 { 0 } else { now - since.max(window_start) };

@@ -186,10 +186,18 @@ fn mmio(vm: &Vm, vcpu: &mut Vcpu, ipa: u64, access: DataAbort) -> Result<(), Mmi
     let mut devices = vm.devices.lock();
     let read = match ipa {
         a if (GICD_BASE..GICD_BASE + GICD_SIZE).contains(&a) => {
-            perform(&mut devices.vgic.distributor(), a - GICD_BASE, access, value)?
+            let read = perform(&mut devices.vgic.distributor(), a - GICD_BASE, access, value)?;
+            if access.write {
+                kick_pending(vm, &devices);
+            }
+            read
         }
         a if (GICR_BASE..gicr_end).contains(&a) => {
-            perform(&mut devices.vgic.redistributors(), a - GICR_BASE, access, value)?
+            let read = perform(&mut devices.vgic.redistributors(), a - GICR_BASE, access, value)?;
+            if access.write {
+                kick_pending(vm, &devices);
+            }
+            read
         }
         a if (UART_BASE..UART_BASE + UART_SIZE).contains(&a) => {
             let read = perform(&mut devices.uart, a - UART_BASE, access, value)?;
@@ -237,6 +245,13 @@ pub fn uart_changed(vm: &Vm, devices: &mut Devices) {
     }
     let level = devices.uart.irq_level();
     devices.vgic.set_spi_level(crate::vm::UART_INTID, level);
-    // The interrupt's target may be parked on another CPU.
+    kick_pending(vm, devices);
+}
+
+/// After the vGIC state changed (a line moved, or the guest enabled,
+/// routed or set pending an interrupt through GICD/GICR): every vCPU with
+/// something to take looks again, since it may be parked on another CPU.
+/// (The caller's own vCPU syncs its list registers before it re-enters.)
+fn kick_pending(vm: &Vm, devices: &Devices) {
     (0..vm.mpidrs.len()).filter(|&v| devices.vgic.has_pending(v)).for_each(|v| sched::kick(vm, v));
 }

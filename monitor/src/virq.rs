@@ -11,8 +11,9 @@ use crate::{
 use aarch64_cpu::registers::{ReadWriteable, ICH_HCR_EL2};
 
 /// Called before entering `vcpu`: list registers the guest finished with
-/// are completed in the model, free ones are filled with the
-/// highest-priority pending interrupts. If more are pending than fit, the
+/// are completed in the model, those whose interrupt became pending again
+/// are marked so, free ones are filled with the highest-priority pending
+/// interrupts. If more are pending than fit, the
 /// underflow maintenance interrupt brings the vCPU back when slots free up.
 pub fn sync(vm: &Vm, vcpu: &mut Vcpu) {
     let count = Vm::list_registers();
@@ -21,9 +22,14 @@ pub fn sync(vm: &Vm, vcpu: &mut Vcpu) {
     let held = &mut vcpu.lr_intid;
     for (n, slot) in held.iter_mut().enumerate().take(count) {
         if let Some(intid) = *slot {
-            if lr::state(lr::read(n)) == 0 {
+            let value = lr::read(n);
+            if lr::state(value) == 0 {
                 vgic.complete(vcpu.index, intid);
                 *slot = None;
+            } else if vgic.take_again(vcpu.index, intid) {
+                // Pending again while still active: the guest takes it once
+                // more when it deactivates this one.
+                lr::write(n, value | lr::STATE_PENDING);
             }
         }
     }
@@ -40,6 +46,25 @@ pub fn sync(vm: &Vm, vcpu: &mut Vcpu) {
     ICH_HCR_EL2.modify(if more { ICH_HCR_EL2::UIE::SET } else { ICH_HCR_EL2::UIE::CLEAR });
 }
 
+/// The vCPU powers off (PSCI CPU_OFF) or starts afresh (CPU_ON): the
+/// interrupts its list registers hold go back to the model, pending again
+/// unless the guest had already taken them, and the list registers are
+/// cleared. Otherwise they would stay in flight on a vCPU that never
+/// completes them, and an SPI routed elsewhere later would never arrive.
+pub fn release(vm: &Vm, vcpu: &mut Vcpu) {
+    let mut devices = vm.devices.lock();
+    for (n, slot) in vcpu.lr_intid.iter_mut().enumerate().take(Vm::list_registers()) {
+        if let Some(intid) = slot.take() {
+            if lr::state(lr::read(n)) & lr::STATE_PENDING != 0 {
+                devices.vgic.give_back(vcpu.index, intid);
+            } else {
+                devices.vgic.complete(vcpu.index, intid);
+            }
+            lr::write(n, 0);
+        }
+    }
+}
+
 /// Does a list register hold an interrupt the guest has not yet taken?
 /// (A guest may execute WFI with interrupts masked; it must not sleep then.)
 pub fn lr_pending(vcpu: &Vcpu) -> bool {
@@ -47,9 +72,14 @@ pub fn lr_pending(vcpu: &Vcpu) -> bool {
 }
 
 /// Anything for `vcpu` to do: a pending virtual interrupt in the model or
-/// in a list register.
+/// in a list register, or one in flight that became pending again.
 pub fn has_work(vm: &Vm, vcpu: &Vcpu) -> bool {
-    lr_pending(vcpu) || vm.devices.lock().vgic.has_pending(vcpu.index)
+    if lr_pending(vcpu) {
+        return true;
+    }
+    let devices = vm.devices.lock();
+    devices.vgic.has_pending(vcpu.index)
+        || vcpu.lr_intid.iter().flatten().any(|&intid| devices.vgic.is_pending_again(vcpu.index, intid))
 }
 
 /// The running guest's virtual timer fired (physical PPI 27): mask it and

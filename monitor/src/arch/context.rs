@@ -4,7 +4,7 @@
 //! hardware (timer off, list registers empty), so the next vCPU starts
 //! clean; loading writes the image back (KVM's vcpu_load / vcpu_put).
 
-use super::gicv3::lr;
+use super::{debug::DebugContext, gicv3::lr};
 use aarch64_cpu::registers::{
     Readable, Writeable, AFSR0_EL1, AFSR1_EL1, AMAIR_EL1, CNTKCTL_EL1, CNTV_CTL_EL0, CNTV_CVAL_EL0, CONTEXTIDR_EL1,
     CPACR_EL1, CSSELR_EL1, ELR_EL1, ESR_EL1, FAR_EL1, ICH_AP0R0_EL2, ICH_AP1R0_EL2, ICH_VMCR_EL2, ID_AA64ISAR1_EL1,
@@ -50,6 +50,7 @@ pub struct El1Context {
     csselr: u64,
     cntkctl: u64,
     mdscr: u64,
+    debug: DebugContext,
     /// Pointer-authentication keys: APIA, APIB, APDA, APDB, APGA (lo, hi).
     keys: [u64; 10],
     cntv_ctl: u64,
@@ -88,6 +89,7 @@ impl El1Context {
             csselr: 0,
             cntkctl: 0,
             mdscr: 0,
+            debug: DebugContext::reset(),
             keys: [0; 10],
             cntv_ctl: 0,
             cntv_cval: 0,
@@ -125,6 +127,7 @@ impl El1Context {
         self.csselr = CSSELR_EL1.get();
         self.cntkctl = CNTKCTL_EL1.get();
         self.mdscr = MDSCR_EL1.get();
+        self.debug.save();
         if has_pointer_auth() {
             self.keys = pauth_keys::read();
         }
@@ -169,6 +172,7 @@ impl El1Context {
         CSSELR_EL1.set(self.csselr);
         CNTKCTL_EL1.set(self.cntkctl);
         MDSCR_EL1.set(self.mdscr);
+        self.debug.load();
         if has_pointer_auth() {
             pauth_keys::write(&self.keys);
         }

@@ -5,8 +5,8 @@ use super::{vcpu::VcpuRegs, MAX_CPUS};
 use aarch64_cpu::{
     asm::barrier,
     registers::{
-        Readable, Writeable, CNTHCTL_EL2, CNTVOFF_EL2, CPTR_EL2, HCR_EL2, ICC_SRE_EL2, ICH_HCR_EL2, MDCR_EL2, MIDR_EL1,
-        MPIDR_EL1, TPIDR_EL2,
+        Readable, Writeable, CNTHCTL_EL2, CNTVOFF_EL2, CPTR_EL2, HCR_EL2, ICC_SRE_EL2, ICH_HCR_EL2, ID_AA64DFR0_EL1,
+        MDCR_EL2, MIDR_EL1, MPIDR_EL1, TPIDR_EL2,
     },
 };
 use tock_registers::{register_bitfields, LocalRegisterCopy};
@@ -69,9 +69,14 @@ pub fn init(index: usize) {
     // Guests may read the physical counter; the physical timer is the monitor's.
     CNTHCTL_EL2.write(CNTHCTL_EL2::EL1PCTEN::SET);
     CNTVOFF_EL2.set(0);
-    // No debug or PMU traps; all PMU counters stay with EL1.
+    // Debug registers are the guest's and switched with its context
+    // (debug.rs). The PMU is not virtualized: it is hidden (idregs.rs) and
+    // its registers trap, so one guest cannot count or stop another's events.
+    // (TPM and TPMCR are RES0 without a PMU.)
     let hpmn = MDCR_EL2.read(MDCR_EL2::HPMN);
-    MDCR_EL2.write(MDCR_EL2::HPMN.val(hpmn));
+    let pmu = !matches!(ID_AA64DFR0_EL1.read(ID_AA64DFR0_EL1::PMUVer), 0 | 0xf);
+    let trap_pmu = if pmu { MDCR_EL2::TPM::SET + MDCR_EL2::TPMCR::SET } else { MDCR_EL2::TPM::CLEAR };
+    MDCR_EL2.write(MDCR_EL2::HPMN.val(hpmn) + trap_pmu);
     // VPIDR_EL2: guests see the machine's MIDR (aarch64-cpu lacks this register).
     // SAFETY: sets the MIDR value EL1 reads; no other effect.
     unsafe { core::arch::asm!("msr vpidr_el2, {0}", in(reg) MIDR_EL1.get()) };

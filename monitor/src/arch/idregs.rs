@@ -2,7 +2,8 @@
 //!
 //! Guests see the machine's CPU features except those whose state or
 //! controls the monitor does not virtualize: SVE and SME (their wide
-//! registers are not switched), MTE, AMU, MPAM, NMI and GCS.
+//! registers are not switched), MTE, AMU, MPAM, NMI, GCS, the PMU,
+//! statistical profiling, trace and branch records.
 
 use core::arch::asm;
 
@@ -12,6 +13,11 @@ const HIDDEN: &[(u64, u64, u64)] = &[
     (4, 0, 0xf << 32 | 0xf << 40 | 0xf << 44),
     // ID_AA64PFR1_EL1: MTE [11:8], MPAM_frac [19:16], SME [27:24], NMI [39:36], GCS [47:44]
     (4, 1, 0xf << 8 | 0xf << 16 | 0xf << 24 | 0xf << 36 | 0xf << 44),
+    // ID_AA64DFR0_EL1: TraceVer [7:4], PMUVer [11:8], PMSS [19:16],
+    // PMSVer [35:32], TraceFilt [43:40], TraceBuffer [47:44], MTPMU [51:48],
+    // BRBE [55:52], ExtTrcBuff [59:56], HPMN0 [63:60]: no PMU, statistical
+    // profiling, trace or branch records. Breakpoints and watchpoints stay.
+    (5, 0, 0xf << 4 | 0xf << 8 | 0xf << 16 | 0xf << 32 | 0xfff << 40 | 0xfff << 52),
     // ID_AA64ZFR0_EL1, ID_AA64SMFR0_EL1: all
     (4, 4, u64::MAX),
     (4, 5, u64::MAX),

@@ -5,6 +5,7 @@ use core::arch::global_asm;
 
 pub mod context;
 pub mod cpu;
+pub mod debug;
 pub mod esr;
 pub mod gicv3;
 pub mod heap;

@@ -88,6 +88,35 @@ impl VGic {
         Some(Virq { intid, priority })
     }
 
+    /// Has `intid`, in flight on `vcpu`, become pending again since it was
+    /// placed in a list register (a timer that expired again or an SGI sent
+    /// again while the guest still handles the first)? Level lines do not
+    /// count: [`VGic::complete`] re-pends them.
+    pub fn is_pending_again(&self, vcpu: usize, intid: u32) -> bool {
+        if intid < SPI_BASE {
+            self.cpus.get(vcpu).is_some_and(|cpu| cpu.bank.is_pending_again(intid))
+        } else {
+            self.spi_owner.get((intid - SPI_BASE) as usize) == Some(&vcpu) && self.spis.is_pending_again(intid)
+        }
+    }
+
+    /// Moves such a second pending state into the list register that holds
+    /// `intid`: clears the latch and returns true, and the caller marks the
+    /// list register pending as well as active. The guest then takes the
+    /// interrupt again as soon as it deactivates the first, without an exit
+    /// (which a guest spinning in EL0 with its timer masked would never make).
+    pub fn take_again(&mut self, vcpu: usize, intid: u32) -> bool {
+        if !self.is_pending_again(vcpu, intid) {
+            return false;
+        }
+        if intid < SPI_BASE {
+            self.cpus[vcpu].bank.clear_latch(intid);
+        } else {
+            self.spis.clear_latch(intid);
+        }
+        true
+    }
+
     /// The guest finished `intid` on `vcpu` (its list register went
     /// invalid): no longer in flight; a level line still high makes it
     /// pending again. Ignored if `intid` is not in flight on `vcpu`.
@@ -98,6 +127,26 @@ impl VGic {
             }
         } else if self.spis.is_in_flight(intid) && self.spi_owner[(intid - SPI_BASE) as usize] == vcpu {
             self.spis.complete(intid);
+        }
+    }
+
+    /// `intid` comes back from a list register of `vcpu` without the guest
+    /// having taken it (the vCPU powered off or was reset): it is no longer
+    /// in flight and is pending again. A level-sensitive SPI needs no latch:
+    /// its line says whether it is still pending. Ignored if `intid` is not
+    /// in flight on `vcpu`.
+    pub fn give_back(&mut self, vcpu: usize, intid: u32) {
+        let owned = if intid < SPI_BASE {
+            self.cpus.get(vcpu).is_some_and(|cpu| cpu.bank.is_in_flight(intid))
+        } else {
+            self.spis.is_in_flight(intid) && self.spi_owner[(intid - SPI_BASE) as usize] == vcpu
+        };
+        if !owned {
+            return;
+        }
+        self.complete(vcpu, intid);
+        if intid < SPI_BASE || self.spis.is_edge(intid) {
+            self.set_pending(vcpu, intid);
         }
     }
 

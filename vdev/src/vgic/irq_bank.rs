@@ -158,9 +158,31 @@ impl IrqBank {
         }
     }
 
+    /// Whether `intid` is edge-triggered (ICFGR).
+    pub fn is_edge(&self, intid: u32) -> bool {
+        self.locate(intid).and_then(|(w, bit)| self.word(w).map(|word| word.edge & bit != 0)).unwrap_or(false)
+    }
+
     /// Whether `intid` is in flight.
     pub fn is_in_flight(&self, intid: u32) -> bool {
         self.locate(intid).and_then(|(w, bit)| self.word(w).map(|word| word.in_flight & bit != 0)).unwrap_or(false)
+    }
+
+    /// Whether `intid` is in flight and latched pending again (an edge, or
+    /// `set_pending`, while the guest had it in a list register).
+    pub fn is_pending_again(&self, intid: u32) -> bool {
+        self.locate(intid)
+            .and_then(|(w, bit)| self.word(w).map(|word| word.in_flight & word.pending & bit != 0))
+            .unwrap_or(false)
+    }
+
+    /// Clears the pending latch of `intid` (its list register takes it).
+    pub fn clear_latch(&mut self, intid: u32) {
+        if let Some((w, bit)) = self.locate(intid) {
+            if let Some(word) = self.word_mut(w) {
+                word.pending &= !bit;
+            }
+        }
     }
 
     /// `intid` is no longer in flight.

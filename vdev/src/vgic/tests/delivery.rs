@@ -80,6 +80,67 @@ fn edge_spi_latches_on_rising_edge() {
 }
 
 #[test]
+fn given_back_interrupts_are_pending_again_and_not_stuck_in_flight() {
+    let mut gic = booted();
+    gicd_w(&mut gic, GICD_ISENABLER + 4, !0);
+    let cfg = gicd_r(&mut gic, GICD_ICFGR + 8);
+    gicd_w(&mut gic, GICD_ICFGR + 8, cfg | 2 << 2); // INTID 33 edge, 34 level
+    gic.set_pending(0, 27);
+    gic.set_spi_level(33, true);
+    gic.set_spi_level(34, true);
+    let taken: alloc::vec::Vec<u32> = core::iter::from_fn(|| gic.take_pending(0)).map(|v| v.intid).collect();
+    assert_eq!(taken, [27, 33, 34]);
+    // Giving back on the wrong vCPU changes nothing.
+    gic.give_back(1, 27);
+    gic.give_back(1, 33);
+    assert_eq!(gic.take_pending(0), None);
+    // The level line dropped while INTID 34 sat in a list register: it is
+    // no longer pending; the PPI and the edge SPI are.
+    gic.set_spi_level(34, false);
+    [27, 33, 34].into_iter().for_each(|intid| gic.give_back(0, intid));
+    let again: alloc::vec::Vec<u32> = core::iter::from_fn(|| gic.take_pending(0)).map(|v| v.intid).collect();
+    assert_eq!(again, [27, 33]);
+    // A level SPI whose line is still high comes back through its line.
+    gic.set_spi_level(34, true);
+    assert_eq!(gic.take_pending(0).map(|v| v.intid), Some(34));
+    gic.give_back(0, 34);
+    assert_eq!(gic.take_pending(0).map(|v| v.intid), Some(34));
+    gic.complete(0, 34);
+    gic.set_spi_level(34, false);
+    gic.complete(0, 27);
+    gic.complete(0, 33);
+    assert_eq!(gic.take_pending(0), None, "each given-back interrupt is delivered once more, no more");
+    gic.give_back(0, 27);
+    assert_eq!(gic.take_pending(0), None, "giving back what is not in flight changes nothing");
+}
+
+#[test]
+fn an_interrupt_pending_again_while_in_flight_is_handed_over_once() {
+    let mut gic = booted();
+    gicd_w(&mut gic, GICD_ISENABLER + 4, !0);
+    gic.set_pending(0, 27);
+    gic.set_spi_level(34, true);
+    assert_eq!(gic.take_pending(0).map(|v| v.intid), Some(27));
+    assert_eq!(gic.take_pending(0).map(|v| v.intid), Some(34));
+    // The timer expires again while the guest still handles the first.
+    gic.set_pending(0, 27);
+    assert!(!gic.has_pending(0), "in flight: not a second list register");
+    assert!(gic.is_pending_again(0, 27));
+    assert!(!gic.is_pending_again(1, 27), "another vCPU's PPI 27 is its own");
+    assert!(!gic.is_pending_again(0, 34), "a level line is not a second edge");
+    assert!(!gic.take_again(1, 34), "an SPI in flight elsewhere is not this vCPU's");
+    assert!(gic.take_again(0, 27));
+    assert!(!gic.take_again(0, 27), "handed over once");
+    // Its list register now carries it: completion does not deliver it again.
+    gic.complete(0, 27);
+    assert_eq!(gic.take_pending(0), None);
+    // Nothing in flight, nothing to take again.
+    gic.set_pending(0, 27);
+    assert!(!gic.take_again(0, 30));
+    assert_eq!(gic.take_pending(0).map(|v| v.intid), Some(27));
+}
+
+#[test]
 fn out_of_range_inputs_are_ignored() {
     let mut gic = booted();
     gic.set_pending(7, 27);
