@@ -147,7 +147,18 @@ impl Session {
                 let _ = tx.send(Msg::Eof);
             });
         }
-        Ok(Session { child, rx, open_streams: 2, log, log_path, started, tee, tail: VecDeque::new(), exited: None, input })
+        Ok(Session {
+            child,
+            rx,
+            open_streams: 2,
+            log,
+            log_path,
+            started,
+            tee,
+            tail: VecDeque::new(),
+            exited: None,
+            input,
+        })
     }
 
     /// The next line, QEMU's exit (after all output), or the deadline.

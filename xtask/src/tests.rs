@@ -104,6 +104,7 @@ fn integration(native: bool) -> Vec<Test> {
         v.push(t("eight-vcpus", false, |e, _| smp::eight_vcpus(e)));
         v.push(t("crash-containment", false, |e, _| smp::crash_containment(e)));
         v.push(t("guest-reset", false, |e, _| smp::guest_reset(e)));
+        v.push(t("cpu-hotplug", false, |e, _| smp::cpu_hotplug(e)));
         v.push(t("idle-guests", false, |e, _| smp::idle_guests(e)));
     }
     v

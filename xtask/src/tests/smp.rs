@@ -165,16 +165,24 @@ pub fn eight_vcpus(env: &mut Env) -> Result<()> {
 }
 
 /// (b) VM b (restart = on-crash) panics in the middle of its work on its
-/// first boot; VMs a and c finish correctly and undisturbed; b boots again
-/// (`disco.boot=2`) and finishes its computation correctly.
+/// first boot, and VM s spins on both its vCPUs for 10 s; VMs a and c
+/// finish correctly and undisturbed; b boots again (`disco.boot=2`) and
+/// finishes its computation correctly; s finishes spinning.
 pub fn crash_containment(env: &mut Env) -> Result<()> {
     const A: Ranges = &[(1, 300_000), (300_001, 600_000)];
     const B: Ranges = &[(3, 60_000), (60_001, 120_000)];
     const C: Ranges = &[(5, 250_000), (250_001, 500_000)];
+    /// Two shell loops that never wait, each stopped after 10 s by
+    /// `timeout`: a guest that spins. Prints how many loops ended and for
+    /// how long they ran (guest uptime seconds).
+    const SPIN: &str = "t0=$(cut -d. -f1 /proc/uptime)\n\
+        for i in 1 2; do (timeout 10 sh -c 'while :; do :; done'; echo x >> /tmp/spun) & done\nwait\n\
+        echo spun=$(wc -l < /tmp/spun),$(( $(cut -d. -f1 /proc/uptime) - t0 ))s";
     let crash = "if grep -q disco.boot=1 /proc/cmdline; then seq 1 100000000 | md5sum > /dev/null & sleep 2; echo c > /proc/sysrq-trigger; fi\n";
     let text = vm_table("a", 2, "home_node = 0\n", &parallel_script("", A))
         + &vm_table("b", 2, "home_node = 1\nrestart = \"on-crash\"\n", &parallel_script(crash, B))
-        + &vm_table("c", 2, "home_node = 1\n", &parallel_script("", C));
+        + &vm_table("c", 2, "home_node = 1\n", &parallel_script("", C))
+        + &vm_table("s", 2, "home_node = 0\n", SPIN);
     let out = multi(env, "crash-containment", &text)?;
     out.check()?;
     let mut errs = Vec::new();
@@ -189,7 +197,11 @@ pub fn crash_containment(env: &mut Env) -> Result<()> {
     if vb.reboots == 0 {
         errs.push("vm b did not boot again (no `vm b restarting` from the monitor)".into());
     }
-    for other in ["a", "c"] {
+    match field(&out.vm("s").output, "spun=").ok().and_then(|v| v.split_once(',')) {
+        Some(("2", secs)) if secs.trim_end_matches('s').parse::<u32>().is_ok_and(|s| s >= 9) => {}
+        other => errs.push(format!("vm s: expected `spun=2,Ns` with N >= 9 (two 10 s spins), got {other:?}")),
+    }
+    for other in ["a", "c", "s"] {
         if out.vm(other).reboots != 0 || !out.vm(other).crashes.is_empty() {
             errs.push(format!("vm {other} was disturbed: it crashed or rebooted"));
         }
@@ -225,6 +237,51 @@ pub fn guest_reset(env: &mut Env) -> Result<()> {
     if out.vm("n").reboots != 0 {
         errs.push("vm n rebooted with its neighbour".into());
     }
+    with_log(&out, errs)
+}
+
+/// Linux takes vCPU 1 offline and online again (PSCI CPU_OFF, CPU_ON) 20
+/// times while another process computes and a neighbour VM runs; afterwards
+/// both vCPUs are online and a 2-process computation matches the host's.
+/// Interrupts a vCPU held when it went off must not be lost (an SGI stuck
+/// there would hang the next CPU_ON or IPI).
+pub fn cpu_hotplug(env: &mut Env) -> Result<()> {
+    const H: Ranges = &[(1, 150_000), (150_001, 300_000)];
+    const N: Ranges = &[(2, 200_000), (200_001, 400_000)];
+    let cpu1 = "/sys/devices/system/cpu/cpu1/online";
+    let hotplug = format!(
+        "seq 1 2000000 | md5sum > /dev/null &
+         i=0; while [ $i -lt 20 ]; do echo 0 > {cpu1} || echo hotplug-failed=off$i;          echo 1 > {cpu1} || echo hotplug-failed=on$i; i=$((i+1)); done
+         wait
+echo online=$(cat /sys/devices/system/cpu/online)
+"
+    );
+    let text = vm_table(
+        "h",
+        2,
+        "home_node = 0
+",
+        &parallel_script(&hotplug, H),
+    ) + &vm_table(
+        "n",
+        2,
+        "home_node = 0
+",
+        &parallel_script("", N),
+    );
+    let out = multi(env, "cpu-hotplug", &text)?;
+    out.check()?;
+    let mut errs = Vec::new();
+    let h = &out.vm("h").output;
+    if let Ok(failed) = field(h, "hotplug-failed=") {
+        errs.push(format!("vm h: writing {cpu1} failed (first failure: {failed})"));
+    }
+    match field(h, "online=") {
+        Ok("0-1") => {}
+        other => errs.push(format!("vm h: online CPUs after the hotplug loop are {other:?}, expected 0-1")),
+    }
+    check_vm(&out, "h", 2, H, &mut errs)?;
+    check_vm(&out, "n", 2, N, &mut errs)?;
     with_log(&out, errs)
 }
 
