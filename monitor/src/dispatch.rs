@@ -97,6 +97,7 @@ fn run_slice(me: usize, vm: &Vm, vcpu: &mut Vcpu, loaded: u64) -> Leave {
             Power::OnPending { entry, context } => {
                 *vm.power[vcpu.index].lock() = Power::On;
                 virq::release(vm, vcpu);
+                vcpu.vtimer_fired = false;
                 vcpu.regs = VcpuRegs::boot(entry, context);
                 El1Context::reset().load(vm.mpidrs[vcpu.index], Vm::list_registers());
             }
@@ -163,7 +164,7 @@ pub fn physical_irqs(current: Option<(&Vm, &mut Vcpu)>) {
             // in the loaded context is this vCPU's (masking another's would
             // leave it masked for good, as its guest finds nothing to handle).
             intid::VIRT_TIMER => match current.as_mut() {
-                Some((vm, vcpu)) if context::vtimer_fired() => virq::vtimer_fired(vm, vcpu),
+                Some((_, vcpu)) if context::vtimer_fired() => virq::vtimer_fired(vcpu),
                 Some(_) => {}
                 None => timer::mask_guest_vtimer(),
             },

@@ -118,6 +118,7 @@ fn sysreg(vm: &Vm, vcpu: &mut Vcpu, access: SysRegAccess) {
     } else if access.id() == ICC_SGI1R_EL1 && !access.read {
         let value = regs.reg(access.rt);
         let targets = vm.devices.lock().vgic.write_sgi1r(vcpu.index, value);
+        virq::changed(vm, targets);
         (0..64).filter(|t| targets & 1 << t != 0 && *t != vcpu.index).for_each(|t| sched::kick(vm, t));
     } else {
         log::warn!(
@@ -249,9 +250,12 @@ pub fn uart_changed(vm: &Vm, devices: &mut Devices) {
 }
 
 /// After the vGIC state changed (a line moved, or the guest enabled,
-/// routed or set pending an interrupt through GICD/GICR): every vCPU with
-/// something to take looks again, since it may be parked on another CPU.
-/// (The caller's own vCPU syncs its list registers before it re-enters.)
+/// routed or set pending an interrupt through GICD/GICR): every
+/// vCPU looks again at its next `virq::sync` (these changes are rare, and
+/// one may make an interrupt a vCPU holds in flight pending again), and
+/// every vCPU with something to take is kicked, since it may be parked or
+/// running on another CPU.
 fn kick_pending(vm: &Vm, devices: &Devices) {
+    virq::changed(vm, virq::ALL);
     (0..vm.mpidrs.len()).filter(|&v| devices.vgic.has_pending(v)).for_each(|v| sched::kick(vm, v));
 }

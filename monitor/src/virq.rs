@@ -9,41 +9,92 @@ use crate::{
     vm::{Vcpu, Vm},
 };
 use aarch64_cpu::registers::{ReadWriteable, ICH_HCR_EL2};
+use arrayvec::ArrayVec;
+use core::sync::atomic::Ordering;
+use vdev::vgic::SPI_BASE;
+
+/// Every vCPU, for [`changed`].
+pub const ALL: u64 = u64::MAX;
 
 /// Called before entering `vcpu`: list registers the guest finished with
 /// are completed in the model, those whose interrupt became pending again
 /// are marked so, free ones are filled with the highest-priority pending
-/// interrupts. If more are pending than fit, the
-/// underflow maintenance interrupt brings the vCPU back when slots free up.
+/// interrupts. If more are pending than fit, the underflow maintenance
+/// interrupt brings the vCPU back when slots free up.
+///
+/// Most exits (page faults, system registers) change none of this, and the
+/// devices lock is shared by all of the VM's vCPUs: under TCG a lock holder
+/// whose host thread is descheduled stalls the others for milliseconds. So
+/// the lock is taken only when something may have changed: the vCPU's
+/// timer fired, its `vgic_changed` bit is set, a list register was
+/// finished, or interrupts were left over last time.
 pub fn sync(vm: &Vm, vcpu: &mut Vcpu) {
-    let count = Vm::list_registers();
-    let mut devices = vm.devices.lock();
-    let vgic = &mut devices.vgic;
-    let held = &mut vcpu.lr_intid;
-    for (n, slot) in held.iter_mut().enumerate().take(count) {
-        if let Some(intid) = *slot {
-            let value = lr::read(n);
-            if lr::state(value) == 0 {
+    let count = Vm::list_registers().min(16);
+    let bit = 1u64 << vcpu.index;
+    // The list registers are read and written outside the lock: under TCG
+    // they are slow to reach, and the lock should be held for the model only.
+    let mut values = [0u64; 16];
+    for (n, value) in values.iter_mut().enumerate().take(count) {
+        if vcpu.lr_intid[n].is_some() {
+            *value = lr::read(n);
+        }
+    }
+    let finished = |n: usize| vcpu.lr_intid[n].is_some() && lr::state(values[n]) == 0;
+    if !vcpu.vtimer_fired
+        && !vcpu.more_pending
+        && vm.vgic_changed.load(Ordering::Acquire) & bit == 0
+        && !(0..count).any(finished)
+    {
+        return;
+    }
+    let mut writes = ArrayVec::<(usize, u64), 16>::new();
+    let mut others = 0;
+    let more = {
+        let mut devices = vm.devices.lock();
+        vm.vgic_changed.fetch_and(!bit, Ordering::AcqRel);
+        let vgic = &mut devices.vgic;
+        if core::mem::take(&mut vcpu.vtimer_fired) {
+            vgic.set_pending(vcpu.index, intid::VIRT_TIMER);
+        }
+        for (n, slot) in vcpu.lr_intid.iter_mut().enumerate().take(count) {
+            let Some(intid) = *slot else { continue };
+            if lr::state(values[n]) == 0 {
                 vgic.complete(vcpu.index, intid);
                 *slot = None;
+                if intid >= SPI_BASE {
+                    // A level line still high is pending again and may be
+                    // routed to another vCPU now.
+                    others = !bit;
+                }
             } else if vgic.take_again(vcpu.index, intid) {
                 // Pending again while still active: the guest takes it once
                 // more when it deactivates this one.
-                lr::write(n, value | lr::STATE_PENDING);
+                writes.push((n, values[n] | lr::STATE_PENDING));
             }
         }
-    }
-    for (n, slot) in held.iter_mut().enumerate().take(count) {
-        if slot.is_none() {
-            let Some(virq) = vgic.take_pending(vcpu.index) else {
-                break;
-            };
-            lr::write(n, lr::pending(virq.intid, virq.priority));
-            *slot = Some(virq.intid);
+        for (n, slot) in vcpu.lr_intid.iter_mut().enumerate().take(count) {
+            if slot.is_none() {
+                let Some(virq) = vgic.take_pending(vcpu.index) else {
+                    break;
+                };
+                writes.push((n, lr::pending(virq.intid, virq.priority)));
+                *slot = Some(virq.intid);
+            }
         }
-    }
-    let more = vgic.has_pending(vcpu.index);
+        vgic.has_pending(vcpu.index)
+    };
+    vcpu.more_pending = more;
+    changed(vm, others);
+    writes.into_iter().for_each(|(n, value)| lr::write(n, value));
     ICH_HCR_EL2.modify(if more { ICH_HCR_EL2::UIE::SET } else { ICH_HCR_EL2::UIE::CLEAR });
+}
+
+/// The vGIC state of the vCPUs in `mask` (bit = vCPU index) changed: their
+/// next [`sync`] must look. Callers change the model first.
+pub fn changed(vm: &Vm, mask: u64) {
+    if mask != 0 {
+        vm.vgic_changed.fetch_or(mask, Ordering::Release);
+    }
 }
 
 /// The vCPU powers off (PSCI CPU_OFF) or starts afresh (CPU_ON): the
@@ -63,6 +114,8 @@ pub fn release(vm: &Vm, vcpu: &mut Vcpu) {
             lr::write(n, 0);
         }
     }
+    // A given-back SPI may now go to another vCPU; this one refills.
+    changed(vm, ALL);
 }
 
 /// Does a list register hold an interrupt the guest has not yet taken?
@@ -74,7 +127,7 @@ pub fn lr_pending(vcpu: &Vcpu) -> bool {
 /// Anything for `vcpu` to do: a pending virtual interrupt in the model or
 /// in a list register, or one in flight that became pending again.
 pub fn has_work(vm: &Vm, vcpu: &Vcpu) -> bool {
-    if lr_pending(vcpu) {
+    if vcpu.vtimer_fired || lr_pending(vcpu) {
         return true;
     }
     let devices = vm.devices.lock();
@@ -82,9 +135,9 @@ pub fn has_work(vm: &Vm, vcpu: &Vcpu) -> bool {
         || vcpu.lr_intid.iter().flatten().any(|&intid| devices.vgic.is_pending_again(vcpu.index, intid))
 }
 
-/// The running guest's virtual timer fired (physical PPI 27): mask it and
-/// make the virtual PPI pending.
-pub fn vtimer_fired(vm: &Vm, vcpu: &Vcpu) {
+/// The running guest's virtual timer fired (physical PPI 27): mask it; the
+/// next [`sync`] makes the virtual PPI pending (no lock on this path).
+pub fn vtimer_fired(vcpu: &mut Vcpu) {
     timer::mask_guest_vtimer();
-    vm.devices.lock().vgic.set_pending(vcpu.index, intid::VIRT_TIMER);
+    vcpu.vtimer_fired = true;
 }

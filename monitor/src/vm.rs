@@ -18,7 +18,7 @@ use crate::{
     sched::Slot,
 };
 use alloc::{format, string::String, vec, vec::Vec};
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use numa::NodeId;
 use spin::Mutex;
 use vdev::{fdt::GuestFdtConfig, pl011::Pl011, vgic::VGic};
@@ -67,11 +67,23 @@ pub struct Vcpu {
     pub lr_intid: [Option<u32>; 16],
     /// The CPU it last ran on.
     pub last_cpu: Option<usize>,
+    /// Its virtual timer fired (and was masked) since `virq::sync` last ran.
+    pub vtimer_fired: bool,
+    /// More interrupts were pending than list registers at the last sync.
+    pub more_pending: bool,
 }
 
 impl Vcpu {
     pub fn new(index: usize, entry: u64, x0: u64) -> Self {
-        Self { index, regs: VcpuRegs::boot(entry, x0), el1: El1Context::reset(), lr_intid: [None; 16], last_cpu: None }
+        Self {
+            index,
+            regs: VcpuRegs::boot(entry, x0),
+            el1: El1Context::reset(),
+            lr_intid: [None; 16],
+            last_cpu: None,
+            vtimer_fired: false,
+            more_pending: false,
+        }
     }
 }
 
@@ -101,6 +113,10 @@ pub struct Vm {
     pub power: Vec<Mutex<Power>>,
     pub memory: Mutex<Memory>,
     pub devices: Mutex<Devices>,
+    /// Per vCPU (bit = index; at most 64 vCPUs): its vGIC state may have
+    /// changed since it last looked (`virq::sync`), which otherwise skips
+    /// the devices lock that all of the VM's vCPUs share.
+    pub vgic_changed: AtomicU64,
     end: Mutex<Option<End>>,
     ending: AtomicBool,
     /// Its vCPU tasks still alive; the last to retire tears the VM down.
@@ -142,6 +158,7 @@ impl Vm {
                 uart: Pl011::new(),
                 console: GuestLines::default(),
             }),
+            vgic_changed: AtomicU64::new(u64::MAX),
             slots: mpidrs.iter().map(|_| Slot::new()).collect(),
             mpidrs,
             memory: Mutex::new(Memory { stage2, frames }),

@@ -28,10 +28,11 @@ mod tests;
 use crate::mmio::MmioDevice;
 use alloc::vec;
 use alloc::vec::Vec;
-use irq_bank::{IrqBank, INTID_LIMIT, SPI_BASE};
+use irq_bank::{IrqBank, INTID_LIMIT};
 use redistributor::Redistributor;
 
 pub use affinity::{affinity, affinity32};
+pub use irq_bank::SPI_BASE;
 pub use sgi1r::Sgi1r;
 
 /// Size of one vCPU's redistributor: RD_base + SGI_base (64 KiB each).
