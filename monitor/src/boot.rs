@@ -12,7 +12,7 @@ use crate::{
     console, memory, println, run,
 };
 use alloc::{format, string::String};
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 use fdt::Fdt;
 use numa::{MemRange, Topology};
 use spin::Once;
@@ -24,9 +24,8 @@ extern "C" {
 }
 
 static GIC: Once<Gic> = Once::new();
-static ONLINE: AtomicUsize = AtomicUsize::new(1);
 /// Bit n: CPU n came up (the boot CPU is CPU 0). Only these get vCPUs.
-static ONLINE_MASK: AtomicU64 = AtomicU64::new(1);
+static ONLINE: AtomicU64 = AtomicU64::new(1);
 /// PPIs every CPU takes at EL2.
 const PPIS: &[u32] = &[intid::MAINTENANCE, intid::HYP_TIMER, intid::VIRT_TIMER];
 
@@ -115,8 +114,9 @@ fn start_secondaries(topology: &Topology) {
         }
     }
     let deadline = arch::timer::now() + arch::timer::frequency();
-    while ONLINE.load(Ordering::Acquire) < expected && arch::timer::now() < deadline {}
-    log::info!("{} of {} CPUs online", ONLINE.load(Ordering::Acquire), topology.cpus().len());
+    let online = || ONLINE.load(Ordering::Acquire).count_ones();
+    while online() < expected && arch::timer::now() < deadline {}
+    log::info!("{} of {} CPUs online", online(), topology.cpus().len());
 }
 
 #[no_mangle]
@@ -124,15 +124,14 @@ extern "C" fn secondary_main(index: usize) -> ! {
     mmu::enable();
     arch::cpu::init(index);
     init_cpu_common(GIC.get().expect("GIC set up before secondaries start"));
-    ONLINE_MASK.fetch_or(1 << index, Ordering::Release);
-    ONLINE.fetch_add(1, Ordering::Release);
+    ONLINE.fetch_or(1 << index, Ordering::Release);
     run::secondary(index)
 }
 
 /// Did CPU `index` come up? (A CPU whose PSCI CPU_ON failed, or that was
 /// too slow to report, must not be given vCPUs: they would never run.)
 pub fn is_online(index: usize) -> bool {
-    index < 64 && ONLINE_MASK.load(Ordering::Acquire) & 1 << index != 0
+    index < 64 && ONLINE.load(Ordering::Acquire) & 1 << index != 0
 }
 
 fn first_reg(node: &fdt::node::FdtNode) -> Option<u64> {

@@ -95,16 +95,13 @@ fn run_slice(me: usize, vm: &Vm, vcpu: &mut Vcpu, loaded: u64) -> Leave {
         match power {
             Power::On => {}
             Power::OnPending { entry, context } => {
+                // Its interrupts went back to the model when it powered off
+                // (below), so the list registers and `lr_intid` are empty.
                 *vm.power[vcpu.index].lock() = Power::On;
-                virq::release(vm, vcpu);
-                vcpu.vtimer_fired = false;
                 vcpu.regs = VcpuRegs::boot(entry, context);
                 El1Context::reset().load(vm.mpidrs[vcpu.index], Vm::list_registers());
             }
-            Power::Off => {
-                virq::release(vm, vcpu);
-                return Leave::Park { idle: false };
-            }
+            Power::Off => return Leave::Park { idle: false },
         }
         sched::wake_sleepers(me);
         let waiting = sched::others_waiting(me);

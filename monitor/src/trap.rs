@@ -185,28 +185,23 @@ fn mmio(vm: &Vm, vcpu: &mut Vcpu, ipa: u64, access: DataAbort) -> Result<(), Mmi
     let value = vcpu.regs.reg(access.reg);
     let gicr_end = GICR_BASE + vm.gicr_size();
     let mut devices = vm.devices.lock();
-    let read = match ipa {
+    let (read, vgic_written) = match ipa {
         a if (GICD_BASE..GICD_BASE + GICD_SIZE).contains(&a) => {
-            let read = perform(&mut devices.vgic.distributor(), a - GICD_BASE, access, value)?;
-            if access.write {
-                kick_pending(vm, &devices);
-            }
-            read
+            (perform(&mut devices.vgic.distributor(), a - GICD_BASE, access, value)?, access.write)
         }
         a if (GICR_BASE..gicr_end).contains(&a) => {
-            let read = perform(&mut devices.vgic.redistributors(), a - GICR_BASE, access, value)?;
-            if access.write {
-                kick_pending(vm, &devices);
-            }
-            read
+            (perform(&mut devices.vgic.redistributors(), a - GICR_BASE, access, value)?, access.write)
         }
         a if (UART_BASE..UART_BASE + UART_SIZE).contains(&a) => {
             let read = perform(&mut devices.uart, a - UART_BASE, access, value)?;
             uart_changed(vm, &mut devices);
-            read
+            (read, false)
         }
         _ => return Err(MmioError::Unmapped),
     };
+    if vgic_written {
+        kick_pending(vm, &devices);
+    }
     drop(devices);
     if let Some(mut value) = read {
         let bits = access.size as u32 * 8;

@@ -29,8 +29,7 @@ pub const ALL: u64 = u64::MAX;
 /// timer fired, its `vgic_changed` bit is set, a list register was
 /// finished, or interrupts were left over last time.
 pub fn sync(vm: &Vm, vcpu: &mut Vcpu) {
-    let count = Vm::list_registers().min(16);
-    let bit = 1u64 << vcpu.index;
+    let count = Vm::list_registers();
     // The list registers are read and written outside the lock: under TCG
     // they are slow to reach, and the lock should be held for the model only.
     let mut values = [0u64; 16];
@@ -39,54 +38,60 @@ pub fn sync(vm: &Vm, vcpu: &mut Vcpu) {
             *value = lr::read(n);
         }
     }
-    let finished = |n: usize| vcpu.lr_intid[n].is_some() && lr::state(values[n]) == 0;
-    if !vcpu.vtimer_fired
-        && !vcpu.more_pending
-        && vm.vgic_changed.load(Ordering::Acquire) & bit == 0
-        && !(0..count).any(finished)
-    {
+    let values = &values[..count];
+    let finished = (0..count).any(|n| vcpu.lr_intid[n].is_some() && lr::state(values[n]) == 0);
+    let marked = vm.vgic_changed.load(Ordering::Acquire) & 1 << vcpu.index != 0;
+    if !(vcpu.vtimer_fired || vcpu.more_pending || marked || finished) {
         return;
     }
-    let mut writes = ArrayVec::<(usize, u64), 16>::new();
-    let mut others = 0;
-    let more = {
-        let mut devices = vm.devices.lock();
-        vm.vgic_changed.fetch_and(!bit, Ordering::AcqRel);
-        let vgic = &mut devices.vgic;
-        if core::mem::take(&mut vcpu.vtimer_fired) {
-            vgic.set_pending(vcpu.index, intid::VIRT_TIMER);
-        }
-        for (n, slot) in vcpu.lr_intid.iter_mut().enumerate().take(count) {
-            let Some(intid) = *slot else { continue };
-            if lr::state(values[n]) == 0 {
-                vgic.complete(vcpu.index, intid);
-                *slot = None;
-                if intid >= SPI_BASE {
-                    // A level line still high is pending again and may be
-                    // routed to another vCPU now.
-                    others = !bit;
-                }
-            } else if vgic.take_again(vcpu.index, intid) {
-                // Pending again while still active: the guest takes it once
-                // more when it deactivates this one.
-                writes.push((n, values[n] | lr::STATE_PENDING));
-            }
-        }
-        for (n, slot) in vcpu.lr_intid.iter_mut().enumerate().take(count) {
-            if slot.is_none() {
-                let Some(virq) = vgic.take_pending(vcpu.index) else {
-                    break;
-                };
-                writes.push((n, lr::pending(virq.intid, virq.priority)));
-                *slot = Some(virq.intid);
-            }
-        }
-        vgic.has_pending(vcpu.index)
-    };
-    vcpu.more_pending = more;
-    changed(vm, others);
+    let writes = update_model(vm, vcpu, values);
     writes.into_iter().for_each(|(n, value)| lr::write(n, value));
-    ICH_HCR_EL2.modify(if more { ICH_HCR_EL2::UIE::SET } else { ICH_HCR_EL2::UIE::CLEAR });
+    let uie = if vcpu.more_pending { ICH_HCR_EL2::UIE::SET } else { ICH_HCR_EL2::UIE::CLEAR };
+    ICH_HCR_EL2.modify(uie);
+}
+
+/// The locked half of [`sync`], given the list registers' `values`:
+/// completes finished ones, hands over second pending states, and picks
+/// interrupts for free ones. Returns the list register writes to make.
+fn update_model(vm: &Vm, vcpu: &mut Vcpu, values: &[u64]) -> ArrayVec<(usize, u64), 16> {
+    let bit = 1u64 << vcpu.index;
+    let mut writes = ArrayVec::new();
+    let mut others = 0;
+    let mut devices = vm.devices.lock();
+    vm.vgic_changed.fetch_and(!bit, Ordering::AcqRel);
+    let vgic = &mut devices.vgic;
+    if core::mem::take(&mut vcpu.vtimer_fired) {
+        vgic.set_pending(vcpu.index, intid::VIRT_TIMER);
+    }
+    for (n, slot) in vcpu.lr_intid.iter_mut().enumerate().take(values.len()) {
+        let Some(intid) = *slot else { continue };
+        if lr::state(values[n]) == 0 {
+            vgic.complete(vcpu.index, intid);
+            *slot = None;
+            if intid >= SPI_BASE {
+                // A level line still high is pending again and may be
+                // routed to another vCPU now.
+                others = !bit;
+            }
+        } else if vgic.take_again(vcpu.index, intid) {
+            // Pending again while still active: the guest takes it once
+            // more when it deactivates this one.
+            writes.push((n, values[n] | lr::STATE_PENDING));
+        }
+    }
+    for (n, slot) in vcpu.lr_intid.iter_mut().enumerate().take(values.len()) {
+        if slot.is_none() {
+            let Some(virq) = vgic.take_pending(vcpu.index) else {
+                break;
+            };
+            writes.push((n, lr::pending(virq.intid, virq.priority)));
+            *slot = Some(virq.intid);
+        }
+    }
+    vcpu.more_pending = vgic.has_pending(vcpu.index);
+    drop(devices);
+    changed(vm, others);
+    writes
 }
 
 /// The vGIC state of the vCPUs in `mask` (bit = vCPU index) changed: their
@@ -97,12 +102,18 @@ pub fn changed(vm: &Vm, mask: u64) {
     }
 }
 
-/// The vCPU powers off (PSCI CPU_OFF) or starts afresh (CPU_ON): the
-/// interrupts its list registers hold go back to the model, pending again
-/// unless the guest had already taken them, and the list registers are
-/// cleared. Otherwise they would stay in flight on a vCPU that never
-/// completes them, and an SPI routed elsewhere later would never arrive.
+/// The vCPU powers off (PSCI CPU_OFF; the only way to Power::Off, so a
+/// later CPU_ON finds it empty): the interrupts its list registers hold go
+/// back to the model, pending again unless the guest had already taken
+/// them, and the list registers are cleared. Otherwise they would stay in
+/// flight on a vCPU that never completes them, and an SPI routed elsewhere
+/// later would never arrive. A timer expiry not yet synced is dropped: CPU_ON
+/// starts with a reset timer.
 pub fn release(vm: &Vm, vcpu: &mut Vcpu) {
+    vcpu.vtimer_fired = false;
+    if vcpu.lr_intid.iter().all(Option::is_none) {
+        return;
+    }
     let mut devices = vm.devices.lock();
     for (n, slot) in vcpu.lr_intid.iter_mut().enumerate().take(Vm::list_registers()) {
         if let Some(intid) = slot.take() {

@@ -2,7 +2,7 @@
 //! interrupt a vCPU's list registers should get next.
 
 use super::affinity::{affinity, GICD_IROUTER_IRM};
-use super::irq_bank::SPI_BASE;
+use super::irq_bank::{IrqBank, SPI_BASE};
 use super::regs::GICD_CTLR_ENABLE_GRP1;
 use super::sgi1r::Sgi1r;
 use super::{VGic, Virq};
@@ -88,16 +88,29 @@ impl VGic {
         Some(Virq { intid, priority })
     }
 
+    /// The bank that holds `intid` for `vcpu`: the vCPU's own for an SGI
+    /// or PPI; for an SPI the distributor's, only while it is in flight on
+    /// this vCPU (another vCPU may have it, or nobody).
+    fn held(&self, vcpu: usize, intid: u32) -> Option<&IrqBank> {
+        if intid < SPI_BASE {
+            self.cpus.get(vcpu).map(|cpu| &cpu.bank)
+        } else {
+            let owner = self.spi_owner.get((intid - SPI_BASE) as usize);
+            (owner == Some(&vcpu) && self.spis.is_in_flight(intid)).then_some(&self.spis)
+        }
+    }
+
+    fn held_mut(&mut self, vcpu: usize, intid: u32) -> Option<&mut IrqBank> {
+        self.held(vcpu, intid)?;
+        Some(if intid < SPI_BASE { &mut self.cpus[vcpu].bank } else { &mut self.spis })
+    }
+
     /// Has `intid`, in flight on `vcpu`, become pending again since it was
     /// placed in a list register (a timer that expired again or an SGI sent
     /// again while the guest still handles the first)? Level lines do not
     /// count: [`VGic::complete`] re-pends them.
     pub fn is_pending_again(&self, vcpu: usize, intid: u32) -> bool {
-        if intid < SPI_BASE {
-            self.cpus.get(vcpu).is_some_and(|cpu| cpu.bank.is_pending_again(intid))
-        } else {
-            self.spi_owner.get((intid - SPI_BASE) as usize) == Some(&vcpu) && self.spis.is_pending_again(intid)
-        }
+        self.held(vcpu, intid).is_some_and(|bank| bank.is_pending_again(intid))
     }
 
     /// Moves such a second pending state into the list register that holds
@@ -106,27 +119,21 @@ impl VGic {
     /// interrupt again as soon as it deactivates the first, without an exit
     /// (which a guest spinning in EL0 with its timer masked would never make).
     pub fn take_again(&mut self, vcpu: usize, intid: u32) -> bool {
-        if !self.is_pending_again(vcpu, intid) {
-            return false;
+        match self.held_mut(vcpu, intid) {
+            Some(bank) if bank.is_pending_again(intid) => {
+                bank.clear_latch(intid);
+                true
+            }
+            _ => false,
         }
-        if intid < SPI_BASE {
-            self.cpus[vcpu].bank.clear_latch(intid);
-        } else {
-            self.spis.clear_latch(intid);
-        }
-        true
     }
 
     /// The guest finished `intid` on `vcpu` (its list register went
     /// invalid): no longer in flight; a level line still high makes it
     /// pending again. Ignored if `intid` is not in flight on `vcpu`.
     pub fn complete(&mut self, vcpu: usize, intid: u32) {
-        if intid < SPI_BASE {
-            if let Some(cpu) = self.cpus.get_mut(vcpu) {
-                cpu.bank.complete(intid);
-            }
-        } else if self.spis.is_in_flight(intid) && self.spi_owner[(intid - SPI_BASE) as usize] == vcpu {
-            self.spis.complete(intid);
+        if let Some(bank) = self.held_mut(vcpu, intid) {
+            bank.complete(intid);
         }
     }
 
@@ -136,17 +143,12 @@ impl VGic {
     /// its line says whether it is still pending. Ignored if `intid` is not
     /// in flight on `vcpu`.
     pub fn give_back(&mut self, vcpu: usize, intid: u32) {
-        let owned = if intid < SPI_BASE {
-            self.cpus.get(vcpu).is_some_and(|cpu| cpu.bank.is_in_flight(intid))
-        } else {
-            self.spis.is_in_flight(intid) && self.spi_owner[(intid - SPI_BASE) as usize] == vcpu
-        };
-        if !owned {
+        let Some(bank) = self.held_mut(vcpu, intid).filter(|bank| bank.is_in_flight(intid)) else {
             return;
-        }
-        self.complete(vcpu, intid);
-        if intid < SPI_BASE || self.spis.is_edge(intid) {
-            self.set_pending(vcpu, intid);
+        };
+        bank.complete(intid);
+        if intid < SPI_BASE || bank.is_edge(intid) {
+            bank.set_pending(intid);
         }
     }
 

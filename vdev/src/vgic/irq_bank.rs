@@ -102,9 +102,19 @@ impl IrqBank {
         }
     }
 
-    /// Splits an INTID of this bank into its word's first INTID and bit.
-    fn locate(&self, intid: u32) -> Option<(u32, u32)> {
-        self.contains(intid).then(|| (intid & !31, 1u32 << (intid % 32)))
+    /// The word holding `intid` and its bit, if the bank has `intid`.
+    fn slot(&self, intid: u32) -> Option<(&IrqWord, u32)> {
+        if !self.contains(intid) {
+            return None;
+        }
+        self.word(intid & !31).map(|word| (word, 1u32 << (intid % 32)))
+    }
+
+    fn slot_mut(&mut self, intid: u32) -> Option<(&mut IrqWord, u32)> {
+        if !self.contains(intid) {
+            return None;
+        }
+        self.word_mut(intid & !31).map(|word| (word, 1u32 << (intid % 32)))
     }
 
     pub fn priority(&self, intid: u32) -> Option<u8> {
@@ -124,73 +134,61 @@ impl IrqBank {
 
     /// Latches `intid` pending.
     pub fn set_pending(&mut self, intid: u32) {
-        if let Some((w, bit)) = self.locate(intid) {
-            if let Some(word) = self.word_mut(w) {
-                word.pending |= bit;
-            }
+        if let Some((word, bit)) = self.slot_mut(intid) {
+            word.pending |= bit;
         }
     }
 
     /// Drives the input line of `intid`; a rising edge latches an
     /// edge-triggered interrupt pending.
     pub fn set_line(&mut self, intid: u32, level: bool) {
-        if let Some((w, bit)) = self.locate(intid) {
-            if let Some(word) = self.word_mut(w) {
-                if level {
-                    if word.line & bit == 0 && word.edge & bit != 0 {
-                        word.pending |= bit;
-                    }
-                    word.line |= bit;
-                } else {
-                    word.line &= !bit;
+        if let Some((word, bit)) = self.slot_mut(intid) {
+            if level {
+                if word.line & bit == 0 && word.edge & bit != 0 {
+                    word.pending |= bit;
                 }
+                word.line |= bit;
+            } else {
+                word.line &= !bit;
             }
         }
     }
 
     /// Marks `intid` in flight and clears its latch.
     pub fn take(&mut self, intid: u32) {
-        if let Some((w, bit)) = self.locate(intid) {
-            if let Some(word) = self.word_mut(w) {
-                word.in_flight |= bit;
-                word.pending &= !bit;
-            }
+        if let Some((word, bit)) = self.slot_mut(intid) {
+            word.in_flight |= bit;
+            word.pending &= !bit;
         }
     }
 
     /// Whether `intid` is edge-triggered (ICFGR).
     pub fn is_edge(&self, intid: u32) -> bool {
-        self.locate(intid).and_then(|(w, bit)| self.word(w).map(|word| word.edge & bit != 0)).unwrap_or(false)
+        self.slot(intid).is_some_and(|(word, bit)| word.edge & bit != 0)
     }
 
     /// Whether `intid` is in flight.
     pub fn is_in_flight(&self, intid: u32) -> bool {
-        self.locate(intid).and_then(|(w, bit)| self.word(w).map(|word| word.in_flight & bit != 0)).unwrap_or(false)
+        self.slot(intid).is_some_and(|(word, bit)| word.in_flight & bit != 0)
     }
 
     /// Whether `intid` is in flight and latched pending again (an edge, or
     /// `set_pending`, while the guest had it in a list register).
     pub fn is_pending_again(&self, intid: u32) -> bool {
-        self.locate(intid)
-            .and_then(|(w, bit)| self.word(w).map(|word| word.in_flight & word.pending & bit != 0))
-            .unwrap_or(false)
+        self.slot(intid).is_some_and(|(word, bit)| word.in_flight & word.pending & bit != 0)
     }
 
     /// Clears the pending latch of `intid` (its list register takes it).
     pub fn clear_latch(&mut self, intid: u32) {
-        if let Some((w, bit)) = self.locate(intid) {
-            if let Some(word) = self.word_mut(w) {
-                word.pending &= !bit;
-            }
+        if let Some((word, bit)) = self.slot_mut(intid) {
+            word.pending &= !bit;
         }
     }
 
     /// `intid` is no longer in flight.
     pub fn complete(&mut self, intid: u32) {
-        if let Some((w, bit)) = self.locate(intid) {
-            if let Some(word) = self.word_mut(w) {
-                word.in_flight &= !bit;
-            }
+        if let Some((word, bit)) = self.slot_mut(intid) {
+            word.in_flight &= !bit;
         }
     }
 
