@@ -7,6 +7,11 @@
 //! numa-sim markers `HINT #0x7a` and `HINT #0x7b` it reads one word of every
 //! 64-byte line of the buffer, PASSES times: a buffer larger than the
 //! modelled cache misses on every line. Prints a checksum and exits.
+//!
+//! Why `unsafe` outside the monitor's `arch/`: this is a guest program
+//! built for `aarch64-unknown-none` (no cross C toolchain or libc on the
+//! build machine), so it makes raw Linux system calls and reads argv from
+//! the initial stack itself.
 #![no_std]
 #![no_main]
 
@@ -20,6 +25,11 @@ global_asm!(
     "brk #0",
 );
 
+/// System call `n` with arguments `a`; returns x0 (negative errno on error).
+///
+/// # Safety
+/// The arguments must be valid for call `n` (buffers readable or writable
+/// for their lengths).
 unsafe fn syscall6(n: usize, a: [usize; 6]) -> isize {
     let ret: isize;
     // SAFETY: a raw Linux system call; the caller passes valid arguments.
@@ -83,7 +93,10 @@ fn put(buf: &mut [u8], at: &mut usize, s: &[u8]) {
 extern "C" fn memloop_main(sp: *const usize) -> ! {
     // SAFETY: the kernel's initial stack: argc, then argv pointers.
     let argc = unsafe { *sp };
-    let arg = |i: usize| if i < argc { parse(unsafe { *sp.add(1 + i) } as *const u8) } else { None };
+    let arg = |i: usize| {
+        // SAFETY: i < argc, so sp[1 + i] is an argv pointer.
+        (i < argc).then(|| parse(unsafe { *sp.add(1 + i) } as *const u8)).flatten()
+    };
     let (Some(mib), Some(passes)) = (arg(1), arg(2)) else {
         write(b"usage: memloop SIZE_MIB PASSES [CPU]\n");
         exit(2);
