@@ -16,10 +16,14 @@ mod dtb_check;
 mod error;
 mod fdt_parse;
 mod frame;
+pub mod memmap;
 mod numactl;
 pub mod park;
 pub mod placement;
+pub mod pmap;
+pub mod policy;
 mod range;
+pub mod ring;
 mod sync;
 mod topology;
 

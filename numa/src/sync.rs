@@ -1,12 +1,20 @@
 //! The lock the per-vCPU and per-CPU scheduler structures use: a spinlock
 //! in the monitor, loom's model of a mutex under `--cfg loom`, so the same
-//! code is model-checked on the host.
+//! code is model-checked on the host. The atomics the free rings, the
+//! memmap entries and the per-node counters use come from here for the
+//! same reason.
 
 #[cfg(not(loom))]
 pub use spin::Mutex;
 
 #[cfg(loom)]
 pub use loom_mutex::Mutex;
+
+#[cfg(not(loom))]
+pub use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+#[cfg(loom)]
+pub use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 #[cfg(loom)]
 mod loom_mutex {

@@ -1,0 +1,149 @@
+//! Disco's page migration policy (Verghese, Devine, Gupta, Rosenblum,
+//! "Operating system support for improving data locality on CC-NUMA
+//! compute servers", ASPLOS 1996), as a pure function.
+//!
+//! Each interval the placement loop has, per hot page, how many cache
+//! misses (or sampled touches) each node took on it. A page is hot when its
+//! misses reach the trigger; a hot page that one node dominates and that
+//! lives elsewhere moves to that node. A page that keeps moving is frozen
+//! for a while, so pages shared by alternating nodes do not ping-pong.
+//! Pages that are not [`PageState::Private`] are left alone: a read-shared
+//! page is replicated or collapsed, not moved, and moving a COW-shared
+//! frame would move it for every sharer.
+
+use alloc::format;
+use alloc::string::String;
+use core::fmt;
+
+use crate::pmap::{PageInfo, PageState};
+use crate::NodeId;
+
+/// Tunables of the policy. See [`Params::default`] for why each default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Params {
+    /// Misses per interval that make a page hot.
+    pub trigger: u32,
+    /// Share (percent) of a hot page's misses the top node must have for
+    /// the page to move there.
+    pub dominance_percent: u32,
+    /// Moves after which a page is frozen instead of moved again.
+    pub max_moves: u8,
+    /// Intervals a frozen page stays put.
+    pub freeze_intervals: u32,
+    /// Most pages moved per node per interval.
+    pub batch: usize,
+    /// Length of an interval (counters are reset after each).
+    pub interval_ms: u32,
+}
+
+impl Default for Params {
+    /// - `interval_ms` 100: long enough for a hot page to gather tens of
+    ///   misses and for a counter pass to be cheap relative to it, short
+    ///   enough that a phase change is followed within a fraction of a
+    ///   second.
+    /// - `trigger` 64: a move costs a 4 KiB copy plus a TLB invalidation,
+    ///   a few microseconds; 64 remote misses cost about as much extra
+    ///   latency, so a page this hot repays its move within one interval.
+    ///   Below it, counter noise would move cold pages.
+    /// - `dominance_percent` 80: a page several nodes use only trades whose
+    ///   misses are remote, and alternates; at 80% a move makes at least
+    ///   four fifths of the page's misses local.
+    /// - `max_moves` 4: a page moved four times without a freeze is
+    ///   following alternating users; more moves are pure copy cost.
+    /// - `freeze_intervals` 8: 0.8 s at the default interval, long enough
+    ///   to stop a ping-pong, short enough to follow a real change soon.
+    /// - `batch` 256: 1 MiB of copying per node per interval, around a
+    ///   millisecond (1% of the interval), with one TLB broadcast per batch.
+    fn default() -> Self {
+        Self { trigger: 64, dominance_percent: 80, max_moves: 4, freeze_intervals: 8, batch: 256, interval_ms: 100 }
+    }
+}
+
+impl fmt::Display for Params {
+    /// The form [`parse_params`] reads.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "trigger={},interval={},freeze={},batch={},dominance={},max-moves={}",
+            self.trigger, self.interval_ms, self.freeze_intervals, self.batch, self.dominance_percent, self.max_moves
+        )
+    }
+}
+
+/// What to do with one page this interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Leave it.
+    None,
+    /// Move it to this node.
+    Migrate(NodeId),
+    /// It moved too often: freeze it for `freeze_intervals` and reset its
+    /// moves, instead of moving it again.
+    Freeze,
+}
+
+/// Decides for one page. `counts[n]`: misses by node `n` in the last
+/// interval; `home`: the node the page is on; `info`: its pmap entry;
+/// `now`: the current interval number.
+///
+/// In order: frozen (`now < frozen_until`), pinned or not Private -> None;
+/// fewer than `trigger` misses -> None; the top node (lowest id on a tie)
+/// has under `dominance_percent` of them or is `home` -> None; the page
+/// has moved `max_moves` times -> Freeze; else Migrate(top node).
+pub fn decide(p: &Params, counts: &[u32], home: NodeId, info: &PageInfo, now: u32) -> Action {
+    if now < info.frozen_until || info.pins > 0 || info.state != PageState::Private {
+        return Action::None;
+    }
+    let total: u64 = counts.iter().map(|&c| u64::from(c)).sum();
+    if total == 0 || total < u64::from(p.trigger) {
+        return Action::None;
+    }
+    // max_by_key keeps the last maximum; reversing keeps the lowest id.
+    let Some((top, &misses)) = counts.iter().enumerate().rev().max_by_key(|(_, &c)| c) else {
+        return Action::None;
+    };
+    if top == home || u64::from(misses) * 100 < total * u64::from(p.dominance_percent) {
+        return Action::None;
+    }
+    if info.moves >= p.max_moves {
+        Action::Freeze
+    } else {
+        Action::Migrate(top)
+    }
+}
+
+/// Reads `key=value` pairs separated by commas, e.g.
+/// `trigger=64,interval=100,freeze=8,batch=256,dominance=80,max-moves=4`;
+/// keys left out keep their defaults, an empty string is all defaults.
+/// Errors name the key.
+pub fn parse_params(s: &str) -> Result<Params, String> {
+    let mut p = Params::default();
+    for pair in s.split(',').map(str::trim).filter(|pair| !pair.is_empty()) {
+        let (key, value) = pair.split_once('=').ok_or_else(|| format!("`{pair}`: expected key=value"))?;
+        let (key, value) = (key.trim(), value.trim());
+        match key {
+            "trigger" => p.trigger = number(key, value)?,
+            "interval" => p.interval_ms = number(key, value)?,
+            "freeze" => p.freeze_intervals = number(key, value)?,
+            "batch" => p.batch = number(key, value)?,
+            "dominance" => p.dominance_percent = number(key, value)?,
+            "max-moves" => p.max_moves = number(key, value)?,
+            _ => {
+                return Err(format!(
+                    "unknown key `{key}` (known: trigger, interval, freeze, batch, dominance, max-moves)"
+                ))
+            }
+        }
+    }
+    if p.interval_ms == 0 {
+        return Err("interval: must be at least 1 ms".into());
+    }
+    if !(1..=100).contains(&p.dominance_percent) {
+        return Err(format!("dominance: {} is not a percentage in 1..=100", p.dominance_percent));
+    }
+    Ok(p)
+}
+
+fn number<T: core::str::FromStr>(key: &str, value: &str) -> Result<T, String> {
+    value.parse().map_err(|_| format!("{key}: `{value}` is not a number in range"))
+}

@@ -1,0 +1,136 @@
+//! Disco's migration policy, one test per rule, and its parameter string.
+
+use numa::pmap::{PageInfo, PageState};
+use numa::policy::{decide, parse_params, Action, Params};
+use proptest::prelude::*;
+
+fn page() -> PageInfo {
+    PageInfo { pa: 0x4000_0000, node: 0, state: PageState::Private, replicas: 0, pins: 0, moves: 0, frozen_until: 0 }
+}
+
+fn p() -> Params {
+    Params::default()
+}
+
+#[test]
+fn defaults() {
+    let d = p();
+    assert_eq!((d.trigger, d.dominance_percent, d.max_moves), (64, 80, 4));
+    assert_eq!((d.freeze_intervals, d.batch, d.interval_ms), (8, 256, 100));
+}
+
+#[test]
+fn hot_dominated_remote_page_migrates() {
+    assert_eq!(decide(&p(), &[0, 64], 0, &page(), 1), Action::Migrate(1));
+    assert_eq!(decide(&p(), &[16, 64, 0], 0, &page(), 1), Action::Migrate(1), "exactly 80%");
+}
+
+#[test]
+fn cold_pages_stay() {
+    assert_eq!(decide(&p(), &[0, 63], 0, &page(), 1), Action::None);
+    assert_eq!(decide(&p(), &[], 0, &page(), 1), Action::None);
+    let zero = Params { trigger: 0, ..p() };
+    assert_eq!(decide(&zero, &[0, 0], 0, &page(), 1), Action::None, "no misses, nothing to follow");
+}
+
+#[test]
+fn shared_pages_without_a_dominant_node_stay() {
+    assert_eq!(decide(&p(), &[17, 64], 0, &page(), 1), Action::None, "just under 80%");
+    assert_eq!(decide(&p(), &[0, 50, 50], 0, &page(), 1), Action::None);
+}
+
+#[test]
+fn pages_already_home_stay() {
+    assert_eq!(decide(&p(), &[100, 0], 0, &page(), 1), Action::None);
+    assert_eq!(decide(&p(), &[0, 100], 1, &PageInfo { node: 1, ..page() }, 1), Action::None);
+}
+
+#[test]
+fn ties_go_to_the_lowest_node() {
+    let half = Params { dominance_percent: 50, ..p() };
+    assert_eq!(decide(&half, &[0, 40, 40], 0, &page(), 1), Action::Migrate(1));
+}
+
+#[test]
+fn frozen_pages_stay_until_the_interval() {
+    let frozen = PageInfo { frozen_until: 10, ..page() };
+    assert_eq!(decide(&p(), &[0, 1000], 0, &frozen, 9), Action::None);
+    assert_eq!(decide(&p(), &[0, 1000], 0, &frozen, 10), Action::Migrate(1));
+}
+
+#[test]
+fn pinned_pages_stay() {
+    assert_eq!(decide(&p(), &[0, 1000], 0, &PageInfo { pins: 1, ..page() }, 1), Action::None);
+}
+
+#[test]
+fn shared_state_pages_are_not_migrated() {
+    for state in [PageState::ReadShared, PageState::CowShared] {
+        assert_eq!(decide(&p(), &[0, 1000], 0, &PageInfo { state, ..page() }, 1), Action::None);
+    }
+}
+
+#[test]
+fn pages_that_moved_too_often_freeze() {
+    assert_eq!(decide(&p(), &[0, 1000], 0, &PageInfo { moves: 3, ..page() }, 1), Action::Migrate(1));
+    assert_eq!(decide(&p(), &[0, 1000], 0, &PageInfo { moves: 4, ..page() }, 1), Action::Freeze);
+    assert_eq!(decide(&p(), &[1000, 0], 0, &PageInfo { moves: 9, ..page() }, 1), Action::None, "home: no freeze");
+}
+
+#[test]
+fn huge_counts_do_not_overflow() {
+    assert_eq!(decide(&p(), &[u32::MAX, u32::MAX, u32::MAX], 0, &page(), 1), Action::None);
+    assert_eq!(decide(&p(), &[0, u32::MAX], 0, &page(), 1), Action::Migrate(1));
+}
+
+#[test]
+fn parse_reads_every_key_and_keeps_defaults() {
+    let all = parse_params("trigger=32,interval=50,freeze=4,batch=128,dominance=90,max-moves=2").unwrap();
+    let want = Params { trigger: 32, interval_ms: 50, freeze_intervals: 4, batch: 128, dominance_percent: 90, max_moves: 2 };
+    assert_eq!(all, want);
+    assert_eq!(parse_params("").unwrap(), p());
+    assert_eq!(parse_params(" batch = 1 , ").unwrap(), Params { batch: 1, ..p() });
+    assert_eq!(parse_params(&p().to_string()).unwrap(), p());
+}
+
+#[test]
+fn parse_errors_name_the_key() {
+    for (s, key) in [
+        ("trigger=lots", "trigger"),
+        ("max-moves=300", "max-moves"),
+        ("interval=0", "interval"),
+        ("dominance=101", "dominance"),
+        ("dominance=0", "dominance"),
+        ("frobnicate=1", "frobnicate"),
+        ("batch", "batch"),
+        ("freeze=-1", "freeze"),
+    ] {
+        let err = parse_params(s).unwrap_err();
+        assert!(err.contains(key), "{s:?}: {err}");
+    }
+}
+
+proptest! {
+    #[test]
+    fn params_round_trip(trigger in any::<u32>(), interval in 1u32.., freeze in any::<u32>(), batch in any::<usize>(),
+                         dominance in 1u32..=100, max_moves in any::<u8>()) {
+        let p = Params { trigger, interval_ms: interval, freeze_intervals: freeze, batch, dominance_percent: dominance, max_moves };
+        prop_assert_eq!(parse_params(&p.to_string()), Ok(p));
+    }
+
+    /// Whatever the counts, a migration goes to a node other than home that
+    /// has at least the dominance share, and only for a hot page.
+    #[test]
+    fn migrations_obey_the_rules(counts in prop::collection::vec(0u32..200, 1..5), home in 0usize..5, moves in 0u8..6) {
+        let info = PageInfo { node: home, moves, ..page() };
+        let total: u64 = counts.iter().map(|&c| c as u64).sum();
+        match decide(&p(), &counts, home, &info, 0) {
+            Action::Migrate(n) => {
+                prop_assert!(n != home && total >= 64 && moves < 4);
+                prop_assert!(counts[n] as u64 * 100 >= total * 80);
+            }
+            Action::Freeze => prop_assert!(moves >= 4 && total >= 64),
+            Action::None => {}
+        }
+    }
+}
