@@ -9,7 +9,8 @@ use crate::Topology;
 /// numactl's `"% 3d "` columns and their trailing space.
 ///
 /// `free_bytes[n]` is node `n`'s free memory; a node without an entry
-/// prints numactl's `<not available>`.
+/// prints numactl's `<not available>`. A node without CPUs (memory only)
+/// prints `node N cpus:` with nothing after it, as numactl does.
 #[derive(Debug, Clone, Copy)]
 pub struct Hardware<'a> {
     /// The machine to describe.

@@ -4,11 +4,50 @@
 mod common;
 
 use common::{cpu, full_matrix, mem, Machine, GIB};
-use numa::{MemRange, Topology, TopologyError, MAX_NODES};
+use numa::{Hardware, MemRange, Topology, TopologyError, MAX_NODES};
 
 /// QEMU 10 `virt` (virtualization=on, gic-version=3), 2 nodes x 2 CPUs,
 /// 1 GiB each, distance 20: `-machine dumpdtb` compacted by `dtc -O dtb`.
 const QEMU_2NODE: &[u8] = include_bytes!("data/qemu-virt-2node.dtb");
+
+/// QEMU 10 `virt` for `qemu-configs/numa-far.toml`: 2 nodes x 2 CPUs
+/// (`-smp 4,sockets=2,cores=2`) + node 2 with 1 GiB and no CPUs (`-numa
+/// node,nodeid=2,memdev=m2`), distances 20 and 30; `-machine dumpdtb`,
+/// compacted (totalsize cut to the end of the strings block).
+const QEMU_FAR: &[u8] = include_bytes!("data/qemu-virt-far.dtb");
+/// QEMU 10 `virt` for `qemu-configs/numa-uneven.toml`: node 0 CPUs 0-2 and
+/// 1536 MiB, node 1 CPU 3 and 512 MiB (`-smp 4,sockets=4,cores=1`).
+const QEMU_UNEVEN: &[u8] = include_bytes!("data/qemu-virt-uneven.dtb");
+const MIB: u64 = 1 << 20;
+
+/// QEMU `virt` with one entry per node: `(cpus, bytes)`. CPUs are numbered
+/// node by node (MPIDR Aff0 = index, as QEMU gives up to 16 CPUs), RAM laid
+/// out from 0x4000_0000 in node order, memory nodes written highest first;
+/// `dist(a, b)` gives the full matrix.
+fn qemu_nodes(nodes: &[(u32, u64)], dist: impl Fn(u32, u32) -> u32) -> Machine {
+    let mut m = Machine::qemu(1, 1, GIB);
+    m.cpus.clear();
+    m.mem.clear();
+    let mut base = 0x4000_0000;
+    for (id, &(cpus, bytes)) in nodes.iter().enumerate() {
+        for _ in 0..cpus {
+            m.cpus.push(cpu(m.cpus.len() as u64, Some(id as u32)));
+        }
+        m.mem.insert(0, mem(base, bytes, Some(id as u32)));
+        base += bytes;
+    }
+    m.distance = Some(full_matrix(nodes.len() as u32, dist));
+    m
+}
+
+/// numa-far's distances: local 10, the other socket 20, far memory 30.
+fn far(a: u32, b: u32) -> u32 {
+    match (a, b) {
+        _ if a == b => 10,
+        (2, _) | (_, 2) => 30,
+        _ => 20,
+    }
+}
 
 fn parse(m: &Machine) -> Result<Topology, TopologyError> {
     Topology::from_fdt(&m.dtb())
@@ -61,6 +100,101 @@ fn four_nodes_two_hop_classes() {
     }
     assert_eq!(t.node_of_addr(0x3fff_ffff), None);
     assert_eq!(t.node_of_addr(0x4000_0000 + 4 * GIB), None);
+}
+
+#[test]
+fn real_qemu_tree_with_a_memory_only_node() {
+    let t = Topology::from_fdt(QEMU_FAR).unwrap();
+    assert_eq!(t.node_count(), 3);
+    assert_eq!(t.nodes()[0].cpus, [0, 1]);
+    assert_eq!(t.nodes()[1].cpus, [2, 3]);
+    assert!(t.nodes()[2].cpus.is_empty());
+    assert_eq!(t.nodes()[2].memory, [MemRange::new(0xc000_0000, 0x1_0000_0000)]);
+    assert_eq!(t.node_memory_bytes(2), GIB);
+    assert_eq!(t.node_of_addr(0xc000_0000), Some(2));
+    assert_eq!(t.node_of_addr(0xffff_ffff), Some(2));
+    assert_eq!(t.cpus().len(), 4);
+    assert!(t.cpus().iter().all(|c| c.node != 2));
+    assert_eq!(distances(&t), [[10, 20, 30], [20, 10, 30], [30, 30, 10]]);
+    assert_eq!(parse(&qemu_nodes(&[(2, GIB), (2, GIB), (0, GIB)], far)).unwrap(), t);
+}
+
+#[test]
+fn real_qemu_tree_with_unequal_nodes() {
+    let t = Topology::from_fdt(QEMU_UNEVEN).unwrap();
+    assert_eq!(t.node_count(), 2);
+    assert_eq!(t.nodes()[0].cpus, [0, 1, 2]);
+    assert_eq!(t.nodes()[1].cpus, [3]);
+    assert_eq!(t.nodes()[0].memory, [MemRange::new(0x4000_0000, 0xa000_0000)]);
+    assert_eq!(t.nodes()[1].memory, [MemRange::new(0xa000_0000, 0xc000_0000)]);
+    assert_eq!((t.node_memory_bytes(0), t.node_memory_bytes(1)), (1536 * MIB, 512 * MIB));
+    assert_eq!(t.node_of_cpu_mpidr(3), Some(1));
+    assert_eq!(distances(&t), [[10, 20], [20, 10]]);
+    let g = parse(&qemu_nodes(&[(3, 1536 * MIB), (1, 512 * MIB)], |a, b| if a == b { 10 } else { 20 })).unwrap();
+    assert_eq!(g, t);
+}
+
+#[test]
+fn memory_only_node_as_numactl_prints_it() {
+    let t = Topology::from_fdt(QEMU_FAR).unwrap();
+    let free = [990 * MIB, 1023 * MIB, GIB];
+    assert_eq!(
+        Hardware { topo: &t, free_bytes: &free }.to_string(),
+        "available: 3 nodes (0-2)\n\
+         node 0 cpus: 0 1\n\
+         node 0 size: 1024 MB\n\
+         node 0 free: 990 MB\n\
+         node 1 cpus: 2 3\n\
+         node 1 size: 1024 MB\n\
+         node 1 free: 1023 MB\n\
+         node 2 cpus:\n\
+         node 2 size: 1024 MB\n\
+         node 2 free: 1024 MB\n\
+         node distances:\n\
+         node   0   1   2 \n\
+         \x20 0:  10  20  30 \n\
+         \x20 1:  20  10  30 \n\
+         \x20 2:  30  30  10 \n"
+    );
+}
+
+#[test]
+fn memory_only_nodes_anywhere_and_four_distance_classes() {
+    // Memory-only nodes 1 and 3 between CPU nodes of 2, 3 and 1 CPUs, with
+    // unequal sizes; symmetric distances in six classes (10 12 16 22 28 40).
+    let nodes = [(2, GIB), (0, 256 * MIB), (3, 512 * MIB), (0, 2 * GIB), (1, 64 * MIB)];
+    let dist = |a: u32, b: u32| if a == b { 10 } else { [12, 16, 22, 40, 28][(a + b) as usize % 5] };
+    let mut m = qemu_nodes(&nodes, dist);
+    let t = parse(&m).unwrap();
+    assert_eq!(t.node_count(), 5);
+    let cpus: Vec<&[usize]> = t.nodes().iter().map(|n| n.cpus.as_slice()).collect();
+    assert_eq!(cpus, [&[0, 1][..], &[], &[2, 3, 4], &[], &[5]]);
+    let mut base = 0x4000_0000;
+    for (id, &(_, bytes)) in nodes.iter().enumerate() {
+        assert_eq!(t.nodes()[id].memory, [MemRange::new(base, base + bytes)], "node {id}");
+        assert_eq!(t.node_of_addr(base + bytes - 1), Some(id));
+        base += bytes;
+    }
+    let mut classes: Vec<u8> = distances(&t).concat();
+    classes.sort_unstable();
+    classes.dedup();
+    assert!(classes.len() >= 4, "{classes:?}");
+    for a in 0..5 {
+        for b in 0..5 {
+            assert_eq!(u32::from(t.distance(a, b)), dist(a as u32, b as u32));
+        }
+    }
+    let out = Hardware { topo: &t, free_bytes: &[] }.to_string();
+    assert!(out.contains("node 1 cpus:\nnode 1 size: 256 MB\nnode 1 free: <not available>\n"), "{out}");
+    assert!(out.contains("node 3 cpus:\nnode 3 size: 2048 MB\n"), "{out}");
+    assert!(out.contains("node 4 cpus: 5\nnode 4 size: 64 MB\n"), "{out}");
+
+    // A memory-only node 0: the first CPU is on node 1, RAM still starts at node 0.
+    m = qemu_nodes(&[(0, GIB), (2, GIB)], |a, b| if a == b { 10 } else { 30 });
+    let t = parse(&m).unwrap();
+    assert!(t.nodes()[0].cpus.is_empty());
+    assert_eq!(t.cpus()[0].node, 1);
+    assert_eq!(t.node_of_addr(0x4000_0000), Some(0));
 }
 
 #[test]

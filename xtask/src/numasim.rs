@@ -20,7 +20,7 @@ mod counters;
 
 use crate::boot::Boot;
 use crate::initramfs::Cpio;
-use crate::machine::Machine;
+use crate::machine::{Machine, RAM_BASE};
 use crate::numasim_json::Json;
 use crate::setup::{apt_get, apt_update};
 use crate::util::{cache_dir, rel, root, run, write_if_changed};
@@ -29,8 +29,6 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Where QEMU's `virt` board puts RAM (node 0 first, nodes in order).
-pub const RAM_BASE: u64 = 0x4000_0000;
 /// Plugin parameters a user may set with `--numa-sim=k=v,...`; the machine
 /// keys (`mem`, `cpus`, `dist`, `shm`, `out`, `ram_prefix`) always come from xtask.
 pub const USER_KEYS: &[&str] =
@@ -54,25 +52,38 @@ pub fn parse_params(s: &str) -> Result<Vec<String>> {
     Ok(v)
 }
 
-/// The plugin's machine arguments for `m`.
+/// The plugin's machine arguments for `m`: each node's size and CPU count
+/// in node order (the plugin lays nodes out from `ram_base` in that order,
+/// as QEMU does, so unequal sizes give the right ranges; a memory-only node
+/// has `0` CPUs).
 pub fn machine_args(m: &Machine) -> Vec<String> {
-    let per = |s: String| vec![s; m.nodes].join("/");
+    let join = |v: Vec<String>| v.join("/");
     let dist: Vec<String> =
         m.distances.iter().map(|r| r.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(":")).collect();
     vec![
         format!("ram_base={RAM_BASE:#x}"),
-        format!("mem={}", per(format!("{}M", m.memory_per_node_mib))),
-        format!("cpus={}", per(m.cpus_per_node.to_string())),
+        format!("mem={}", join(m.memory_mib.iter().map(|mib| format!("{mib}M")).collect())),
+        format!("cpus={}", join(m.cpus_per_node.iter().map(|c| c.to_string()).collect())),
         format!("dist={}", dist.join("/")),
     ]
 }
 
 /// The counter region of machine `m` (the same computation as the plugin's
-/// and the monitor's).
+/// and the monitor's). It sits at the top of RAM, so it must fit in the last
+/// node (the one whose file is the counter channel).
 pub fn layout(m: &Machine) -> Result<counters::CounterLayout> {
-    let end = RAM_BASE + (m.total_mib() << 20);
-    counters::CounterLayout::for_machine(RAM_BASE, end, m.nodes as u32)
-        .ok_or_else(|| anyhow!("machine {} is too small for the numa-sim counter region", m.name))
+    let last = m.node_ram(m.nodes - 1);
+    let l = counters::CounterLayout::for_machine(RAM_BASE, last.end, m.nodes as u32)
+        .ok_or_else(|| anyhow!("machine {} is too small for the numa-sim counter region", m.name))?;
+    if l.region_base < last.start {
+        bail!(
+            "machine {}: the numa-sim counter region ({} MiB) does not fit in the last node ({} MiB)",
+            m.name,
+            l.region_size >> 20,
+            m.memory_mib[m.nodes - 1]
+        );
+    }
+    Ok(l)
 }
 
 /// `mem=` for a native kernel: all RAM below the counter region.
@@ -191,7 +202,7 @@ impl Sim {
             // Fresh, zeroed (sparse) files: QEMU does not clear an existing one.
             let p = format!("{prefix}.m{n}");
             let f = std::fs::File::create(&p).with_context(|| format!("creating {p}"))?;
-            f.set_len(m.memory_per_node_mib << 20)?;
+            f.set_len(m.memory_mib[n] << 20)?;
         }
         let shm = PathBuf::from(format!("{prefix}.m{last}"));
         let report = cache_dir("numasim")?.join(format!("{tag}.json"));
@@ -284,7 +295,7 @@ impl Sim {
     /// file the way the monitor reads machine memory.
     pub fn read_region(&self) -> Result<(counters::Header, u64)> {
         let l = layout(&self.machine)?;
-        let last_base = RAM_BASE + (((self.machine.nodes as u64 - 1) * self.machine.memory_per_node_mib) << 20);
+        let last_base = self.machine.node_ram(self.machine.nodes - 1).start;
         let data = std::fs::read(&self.shm)?;
         let off = (l.region_base - last_base) as usize;
         let region = data.get(off..off + l.region_size as usize).ok_or_else(|| anyhow!("shared file too short"))?;
@@ -393,6 +404,32 @@ mod tests {
         let l = layout(&m).unwrap();
         assert_eq!((l.region_base, l.region_size), (0xbfa0_0000, 6 << 20));
         assert_eq!(native_mem_arg(&m).unwrap(), "mem=2042M");
+    }
+
+    #[test]
+    fn unequal_nodes() {
+        let m = crate::machine::load("numa-far").unwrap();
+        assert_eq!(
+            machine_args(&m),
+            ["ram_base=0x40000000", "mem=1024M/1024M/1024M", "cpus=2/2/0", "dist=10:20:30/20:10:30/30:30:10"]
+        );
+        let l = layout(&m).unwrap();
+        assert!(l.region_base >= m.node_ram(2).start && l.region_end() == m.node_ram(2).end);
+        let m = crate::machine::load("numa-uneven").unwrap();
+        assert_eq!(machine_args(&m)[1..3], ["mem=1536M/512M", "cpus=3/1"]);
+        // The plugin's node_base (ram_base + the sizes before) is where QEMU puts each node.
+        assert_eq!((m.node_ram(0), m.node_ram(1)), (0x4000_0000..0xa000_0000, 0xa000_0000..0xc000_0000));
+        let l = layout(&m).unwrap();
+        assert_eq!(l.region_end(), m.node_ram(1).end);
+        // A last node smaller than the counter region is refused up front.
+        let tiny = crate::machine::parse(
+            "tiny",
+            "t",
+            "distances = [[10, 20], [20, 10]]\n[[node]]\ncpus = 1\nmemory-mib = 32768\n[[node]]\ncpus = 1\nmemory-mib = 64\n",
+        )
+        .unwrap();
+        let e = layout(&tiny).unwrap_err().to_string();
+        assert!(e.contains("does not fit in the last node (64 MiB)"), "{e}");
     }
 
     #[test]

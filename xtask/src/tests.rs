@@ -93,6 +93,9 @@ fn integration(native: bool) -> Vec<Test> {
     }
     v.push(t("topology-numa2", native, |e, n| topology_test(e, n, "numa2")));
     v.push(t("topology-numa4", native, |e, n| topology_test(e, n, "numa4")));
+    // Unequal nodes: 3 + 1 CPUs with unequal memory; a memory-only node at distance 30.
+    v.push(t("topology-numa-uneven", native, |e, n| topology_test(e, n, "numa-uneven")));
+    v.push(t("topology-numa-far", native, |e, n| topology_test(e, n, "numa-far")));
     v.push(t("guest-boot", native, guest_boot));
     v.push(t("wild-access", native, wild_access));
     v.push(t("numa-sim", true, crate::numasim_bench::validate_test));
@@ -168,6 +171,7 @@ fn boot(machine: &str, native: bool, exec: &str, tag: &str) -> Result<Boot> {
         exec: Some(exec.to_string()),
         vm: VmShape::default(),
         tag: format!("test-{tag}{}", if native { "-native" } else { "" }),
+        placement: Default::default(),
     })
 }
 
@@ -318,7 +322,15 @@ mod unit {
     #[test]
     fn test_lists() {
         let names: Vec<String> = super::integration(false).into_iter().map(|t| t.name).collect();
-        for want in ["guest-boot-native", "topology-numa2", "topology-numa4", "guest-boot", "wild-access"] {
+        for want in [
+            "guest-boot-native",
+            "topology-numa2",
+            "topology-numa4",
+            "topology-numa-uneven",
+            "topology-numa-far",
+            "guest-boot",
+            "wild-access",
+        ] {
             assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
         }
         assert_eq!(names[0], "guest-boot-native", "the native canary runs first");

@@ -12,7 +12,8 @@ use anyhow::{bail, Result};
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Node {
     pub id: usize,
-    pub cpus: Vec<usize>,
+    /// None until the `node N cpus:` line; empty for a memory-only node.
+    pub cpus: Option<Vec<usize>>,
     pub size_mb: Option<u64>,
 }
 
@@ -75,7 +76,8 @@ impl Parser {
                 }
             };
             if let Some(c) = rest.strip_prefix("cpus:") {
-                node.cpus = numbers(c).unwrap_or_default().into_iter().map(|x| x as usize).collect();
+                // numactl prints a memory-only node as `node 2 cpus:` (nothing after).
+                node.cpus = numbers(c).map(|v| v.into_iter().map(|x| x as usize).collect());
             } else if let Some(s) = rest.strip_prefix("size:") {
                 node.size_mb = s.split_whitespace().next().and_then(|w| w.parse().ok());
             }
@@ -108,13 +110,19 @@ pub fn check(r: &Report, m: &Machine) -> Result<()> {
             continue;
         }
         let want: Vec<usize> = m.node_cpus(n.id).collect();
-        let mut got = n.cpus.clone();
-        got.sort_unstable();
-        if got != want {
-            errs.push(format!("node {} cpus {:?}, configured {:?}", n.id, n.cpus, want));
+        match &n.cpus {
+            None => errs.push(format!("node {}: no `node {} cpus:` line", n.id, n.id)),
+            Some(cpus) => {
+                let mut got = cpus.clone();
+                got.sort_unstable();
+                if got != want {
+                    errs.push(format!("node {} cpus {cpus:?}, configured {want:?}", n.id));
+                }
+            }
         }
-        if n.size_mb != Some(m.memory_per_node_mib) {
-            errs.push(format!("node {} size {:?} MB, configured {} MB", n.id, n.size_mb, m.memory_per_node_mib));
+        let mib = m.memory_mib[n.id];
+        if n.size_mb != Some(mib) {
+            errs.push(format!("node {} size {:?} MB, configured {mib} MB", n.id, n.size_mb));
         }
     }
     if r.distances != m.distances {
@@ -162,7 +170,7 @@ mod tests {
     fn parses_prefixed_report() {
         let p = parse(NUMA2);
         assert!(p.done());
-        assert_eq!(p.report.nodes[1], Node { id: 1, cpus: vec![2, 3], size_mb: Some(1024) });
+        assert_eq!(p.report.nodes[1], Node { id: 1, cpus: Some(vec![2, 3]), size_mb: Some(1024) });
         assert_eq!(p.report.distances, vec![vec![10, 20], vec![20, 10]]);
         check(&p.report, &machine()).unwrap();
     }
@@ -203,6 +211,62 @@ disco: [    0.010 cpu0]   1:  20  10 ";
         let p = parse(text);
         assert!(p.done());
         check(&p.report, &machine()).unwrap();
+    }
+
+    /// numa-far as the monitor prints it: node 2 has memory and no CPUs.
+    const FAR: &str = "disco: [    0.010 cpu0] available: 3 nodes (0-2)
+disco: [    0.010 cpu0] node 0 cpus: 0 1
+disco: [    0.010 cpu0] node 0 size: 1024 MB
+disco: [    0.010 cpu0] node 0 free: 990 MB
+disco: [    0.010 cpu0] node 1 cpus: 2 3
+disco: [    0.010 cpu0] node 1 size: 1024 MB
+disco: [    0.010 cpu0] node 1 free: 1023 MB
+disco: [    0.010 cpu0] node 2 cpus:
+disco: [    0.010 cpu0] node 2 size: 1024 MB
+disco: [    0.010 cpu0] node 2 free: 1024 MB
+disco: [    0.010 cpu0] node distances:
+disco: [    0.010 cpu0] node   0   1   2 
+disco: [    0.010 cpu0]   0:  10  20  30 
+disco: [    0.010 cpu0]   1:  20  10  30 
+disco: [    0.010 cpu0]   2:  30  30  10 ";
+
+    #[test]
+    fn memory_only_node() {
+        let m = crate::machine::load("numa-far").unwrap();
+        let p = parse(FAR);
+        assert!(p.done());
+        assert_eq!(p.report.nodes[2], Node { id: 2, cpus: Some(vec![]), size_mb: Some(1024) });
+        check(&p.report, &m).unwrap();
+        // Trailing spaces after `cpus:` are the same empty list.
+        check(&parse(&FAR.replace("node 2 cpus:", "node 2 cpus:  ")).report, &m).unwrap();
+        // A CPU reported on the memory-only node, or its cpus line missing.
+        let e = check(
+            &parse(&FAR.replace("node 1 cpus: 2 3", "node 1 cpus: 2").replace("node 2 cpus:", "node 2 cpus: 3")).report,
+            &m,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("node 1 cpus [2], configured [2, 3]") && e.contains("node 2 cpus [3], configured []"),
+            "{e}"
+        );
+        let no_line: String = FAR.lines().filter(|l| !l.ends_with("node 2 cpus:")).map(|l| format!("{l}\n")).collect();
+        let e = check(&parse(&no_line).report, &m).unwrap_err().to_string();
+        assert!(e.contains("node 2: no `node 2 cpus:` line"), "{e}");
+        // The same report does not match a machine with CPUs on every node.
+        assert!(check(&p.report, &crate::machine::load("numa2").unwrap()).is_err());
+    }
+
+    #[test]
+    fn unequal_nodes() {
+        let m = crate::machine::load("numa-uneven").unwrap();
+        let text = "available: 2 nodes (0-1)\nnode 0 cpus: 0 1 2\nnode 0 size: 1536 MB\nnode 1 cpus: 3\n\
+                    node 1 size: 512 MB\nnode distances:\nnode   0   1\n  0:  10  20\n  1:  20  10\n";
+        let p = parse(text);
+        assert!(p.done());
+        check(&p.report, &m).unwrap();
+        let e = check(&parse(&text.replace("1536", "1024")).report, &m).unwrap_err().to_string();
+        assert!(e.contains("node 0 size Some(1024) MB, configured 1536 MB"), "{e}");
     }
 
     #[test]
