@@ -9,10 +9,13 @@ use crate::{
         gicv3::{intid, Gic},
         mem, mmu, psci,
     },
-    console, memory, println, run,
+    io::console,
+    mm::{self, frames},
+    println,
+    sched::{dispatch, vms},
 };
 use alloc::{format, string::String};
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::Ordering;
 use fdt::Fdt;
 use numa::{MemRange, Topology};
 use spin::Once;
@@ -24,8 +27,6 @@ extern "C" {
 }
 
 static GIC: Once<Gic> = Once::new();
-/// Bit n: CPU n came up (the boot CPU is CPU 0). Only these get vCPUs.
-static ONLINE: AtomicU64 = AtomicU64::new(1);
 /// PPIs every CPU takes at EL2.
 const PPIS: &[u32] = &[intid::MAINTENANCE, intid::HYP_TIMER, intid::VIRT_TIMER];
 
@@ -43,12 +44,12 @@ extern "C" fn primary_main(dtb_pa: u64) -> ! {
         mem::slice(dtb_pa, size as usize)
     };
     match bring_up(dtb, image) {
-        Ok(()) => unreachable!(),
+        Ok(never) => match never {},
         Err(message) => panic!("boot failed: {message}"),
     }
 }
 
-fn bring_up(dtb: &'static [u8], image: MemRange) -> Result<(), String> {
+fn bring_up(dtb: &'static [u8], image: MemRange) -> Result<core::convert::Infallible, String> {
     let fdt = Fdt::new(dtb).map_err(|e| format!("host DTB: {e:?}"))?;
     let uart =
         fdt.chosen().stdout().or_else(|| fdt.find_compatible(&["arm,pl011"])).ok_or("host DTB: no console UART")?;
@@ -65,8 +66,8 @@ fn bring_up(dtb: &'static [u8], image: MemRange) -> Result<(), String> {
     let dtb_range = MemRange { start: dtb.as_ptr() as u64, end: dtb.as_ptr() as u64 + dtb.len() as u64 };
     let bundle = initrd(&fdt).ok_or("no boot bundle: pass one to QEMU with -initrd (cargo xtask run does)")?;
     let mut reserved = alloc::vec![image, dtb_range, bundle];
-    reserved.extend(crate::flash::detect(&topology));
-    memory::init(&topology, &reserved);
+    reserved.extend(mm::counters::detect(&topology));
+    frames::init(&topology, &reserved);
 
     let gic = fdt.find_compatible(&["arm,gic-v3"]).ok_or("host DTB: no GICv3")?;
     let mut regs = gic.reg().ok_or("host DTB: GICv3 has no reg")?;
@@ -83,12 +84,13 @@ fn bring_up(dtb: &'static [u8], image: MemRange) -> Result<(), String> {
     console::enable_input_interrupt();
 
     start_secondaries(&topology);
-    println!("{}", numa::Hardware { topo: &topology, free_bytes: &memory::free_bytes() });
+    println!("{}", numa::Hardware { topo: &topology, free_bytes: &frames::free_bytes() });
 
     // SAFETY: the bundle range is reserved from the allocators and never written.
     let blob = unsafe { mem::slice(bundle.start, (bundle.end - bundle.start) as usize) };
-    let specs = crate::manifest::parse(blob)?;
-    run::run(&topology, specs)
+    let (specs, settings) = crate::vm::manifest::parse(blob)?;
+    vms::run(&topology, specs, settings)?;
+    dispatch::cpu_loop(arch::cpu::index())
 }
 
 /// Configuration every CPU does for itself.
@@ -114,7 +116,7 @@ fn start_secondaries(topology: &Topology) {
         }
     }
     let deadline = arch::timer::now() + arch::timer::frequency();
-    let online = || ONLINE.load(Ordering::Acquire).count_ones();
+    let online = arch::cpu::online_count;
     while online() < expected && arch::timer::now() < deadline {}
     log::info!("{} of {} CPUs online", online(), topology.cpus().len());
 }
@@ -124,14 +126,9 @@ extern "C" fn secondary_main(index: usize) -> ! {
     mmu::enable();
     arch::cpu::init(index);
     init_cpu_common(GIC.get().expect("GIC set up before secondaries start"));
-    ONLINE.fetch_or(1 << index, Ordering::Release);
-    run::secondary(index)
-}
-
-/// Did CPU `index` come up? (A CPU whose PSCI CPU_ON failed, or that was
-/// too slow to report, must not be given vCPUs: they would never run.)
-pub fn is_online(index: usize) -> bool {
-    index < 64 && ONLINE.load(Ordering::Acquire) & 1 << index != 0
+    arch::cpu::mark_online(index);
+    vms::wait_ready();
+    dispatch::cpu_loop(index)
 }
 
 fn first_reg(node: &fdt::node::FdtNode) -> Option<u64> {

@@ -7,18 +7,11 @@ extern crate alloc;
 
 mod arch;
 mod boot;
-mod console;
-mod dispatch;
-mod flash;
-mod manifest;
-mod memory;
-mod run;
+mod exit;
+mod io;
+mod mm;
 mod sched;
-mod stats;
-mod trap;
-mod virq;
 mod vm;
-mod vpsci;
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
@@ -31,6 +24,6 @@ pub fn console_intid() -> u32 {
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
-    console::print_emergency(format_args!("\nMONITOR PANIC on cpu{}: {info}\n", arch::cpu::index()));
+    io::console::print_emergency(format_args!("\nMONITOR PANIC on cpu{}: {info}\n", arch::cpu::index()));
     arch::psci::system_off()
 }

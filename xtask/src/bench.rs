@@ -48,6 +48,7 @@ pub fn boot(machine_name: &str, runs: usize) -> Result<()> {
                 exec: Some("true".into()),
                 vm: vm.clone(),
                 tag: format!("bench-boot-{kind}"),
+                placement: Default::default(),
             };
             let r = b
                 .command(&mut env, false)

@@ -83,6 +83,7 @@ fn once(env: &mut Env, m: &Machine, native: bool, n: u32, iters: u32) -> Result<
         exec: Some(script(n, iters)),
         vm: VmShape { vcpus: n, ..VmShape::default() },
         tag: format!("bench-smp-{kind}-{n}"),
+        placement: Default::default(),
     };
     // Boot (< 60 s even when slow) plus the whole workload on one host CPU at
     // a tenth of the expected speed.

@@ -9,7 +9,7 @@
 use crate::bundle::{Bundle, Vm};
 use crate::debs::Guest;
 use crate::machine::Machine;
-use crate::manifest::VmSpec;
+use crate::manifest::{Placement, VmSpec};
 use crate::util::{gc_run_files, run_file, write_if_changed};
 use crate::{debs, image, initramfs, qemu, setup};
 use anyhow::Result;
@@ -75,6 +75,8 @@ pub struct Boot {
     pub vm: VmShape,
     /// Names the log and per-run files.
     pub tag: String,
+    /// Page placement under the monitor.
+    pub placement: Placement,
 }
 
 impl Boot {
@@ -117,6 +119,7 @@ impl Boot {
                     restart: None,
                     home_node: None,
                 }],
+                placement: self.placement.clone(),
             };
             let path = run_file("bundle", &self.tag, "dtb")?;
             write_if_changed(&path, &bundle.to_dtb()?)?;
@@ -135,6 +138,7 @@ pub fn manifest_command(
     env: &mut Env,
     machine: &Machine,
     vms: &[VmSpec],
+    placement: &Placement,
     tag: &str,
     interactive: bool,
 ) -> Result<Command> {
@@ -179,7 +183,7 @@ pub fn manifest_command(
             home_node: vm.home_node,
         });
     }
-    let bundle = Bundle { images, vms: bvms };
+    let bundle = Bundle { images, vms: bvms, placement: placement.clone() };
     let path = run_file("bundle", tag, "dtb")?;
     write_if_changed(&path, &bundle.to_dtb()?)?;
     let mut cmd = Command::new(qemu::QEMU);

@@ -11,6 +11,8 @@
 //! ```dts
 //! / {
 //!     compatible = "disco,bundle-v1";
+//!     placement = "migrate";            // optional: "first-touch" (default) | "migrate"
+//!     placement-params = "trigger=64";  // optional: numa::policy::parse_params syntax
 //!     images {                       // any node names; each holds one blob
 //!         kernel { data = [..]; };   // raw bytes (here: Debian's arm64 Image)
 //!         initrd { data = [..]; };   // raw bytes (here: a newc cpio archive)
@@ -60,6 +62,7 @@ pub struct Vm {
 pub struct Bundle {
     pub images: Vec<(String, Vec<u8>)>,
     pub vms: Vec<Vm>,
+    pub placement: crate::manifest::Placement,
 }
 
 /// FDT node names: 1-31 of `[A-Za-z0-9,._+-]`.
@@ -95,6 +98,12 @@ impl Bundle {
         let mut w = FdtWriter::new()?;
         let root = w.begin_node("")?;
         w.property_string("compatible", COMPATIBLE)?;
+        if let Some(mode) = &self.placement.mode {
+            w.property_string("placement", mode)?;
+        }
+        if let Some(params) = &self.placement.params {
+            w.property_string("placement-params", params)?;
+        }
         let images = w.begin_node("images")?;
         for (name, data) in &self.images {
             let n = w.begin_node(name)?;
@@ -156,6 +165,7 @@ mod tests {
                     home_node: None,
                 },
             ],
+            placement: Default::default(),
         }
     }
 

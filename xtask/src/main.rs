@@ -85,6 +85,12 @@ struct RunArgs {
     /// Load the ccNUMA cost-model plugin (bench/numa-sim); PARAMS: k=v,... of cache, assoc, line, local_ns, remote_ns, insn_ns, top, filter.
     #[arg(long, value_name = "PARAMS", num_args = 0..=1, require_equals = true, default_missing_value = "")]
     numa_sim: Option<String>,
+    /// Page placement under the monitor: `first-touch` (pages stay where first touched) or `migrate` (the placement loop moves hot pages to the node that uses them); default: the manifest's `placement`, else first-touch.
+    #[arg(long, value_name = "MODE")]
+    placement: Option<String>,
+    /// Placement policy parameters, e.g. `trigger=64,interval=100,freeze=8,batch=256,dominance=80,max-moves=4`.
+    #[arg(long, value_name = "K=V,...")]
+    placement_params: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -168,6 +174,7 @@ fn to_boot(a: &RunArgs) -> Result<boot::Boot> {
             append: a.append.clone(),
         },
         tag: if a.native { "run-native".into() } else { "run".into() },
+        placement: manifest::Placement { mode: a.placement.clone(), params: a.placement_params.clone() },
     })
 }
 
@@ -183,6 +190,16 @@ fn to_manifest(a: &RunArgs) -> Result<(machine::Machine, manifest::Manifest)> {
     let mname = a.machine.clone().or_else(|| manifest::machine_of(&text)).unwrap_or_else(|| "numa2".into());
     let m = machine::load(&mname)?;
     let mut man = manifest::load(&path, &m)?;
+    if a.placement.is_some() || a.placement_params.is_some() {
+        manifest::Placement::check(a.placement.as_deref(), a.placement_params.as_deref())
+            .map_err(|e| anyhow::anyhow!("--placement/--placement-params: {e}"))?;
+    }
+    if a.placement.is_some() {
+        man.placement.mode = a.placement.clone();
+    }
+    if a.placement_params.is_some() {
+        man.placement.params = a.placement_params.clone();
+    }
     if !a.append.is_empty() {
         for vm in &mut man.vms {
             vm.cmdline = format!("{} {}", vm.cmdline, a.append).trim().to_string();
@@ -209,9 +226,10 @@ fn run_manifest(a: RunArgs) -> Result<u8> {
         exec: exec.then(String::new),
         vm: Default::default(),
         tag: "run".into(),
+        placement: Default::default(),
     };
     let mut env = boot::Env::prepare()?;
-    let cmd = boot::manifest_command(&mut env, &m, &man.vms, &b.tag, !exec)?;
+    let cmd = boot::manifest_command(&mut env, &m, &man.vms, &man.placement, &b.tag, !exec)?;
     let (cmd, _numa_sim) = numasim::for_run(&b, cmd, a.numa_sim.as_deref())?;
     if !exec {
         eprintln!("run: Ctrl-] then 0-9 gives input to VM n, Ctrl-] h lists the monitor's keys");
@@ -252,6 +270,8 @@ fn run(a: RunArgs) -> Result<u8> {
     if a.exec.is_none() && unsafe { libc::isatty(0) } == 0 {
         anyhow::bail!("`cargo xtask run` without --exec attaches the guest console to this terminal, but stdin is not one; use --exec CMD for unattended runs");
     }
+    manifest::Placement::check(a.placement.as_deref(), a.placement_params.as_deref())
+        .map_err(|e| anyhow::anyhow!("--placement/--placement-params: {e}"))?;
     let b = to_boot(&a)?;
     let mut env = boot::Env::prepare()?;
     let cmd = b.command(&mut env, a.exec.is_none())?;

@@ -3,6 +3,8 @@
 //!
 //! ```toml
 //! machine = "numa2"          # optional: the topology (default numa2; --machine overrides)
+//! placement = "migrate"      # optional: "first-touch" (default) | "migrate" (--placement overrides)
+//! placement_params = "trigger=64,interval=100"  # optional: numa::policy parameters
 //!
 //! [[vm]]
 //! name = "a"                 # 1-16 of [A-Za-z0-9_-], unique: console prefix `[a] `
@@ -38,6 +40,8 @@ const MAX_NAME: usize = 16;
 #[serde(deny_unknown_fields)]
 struct RawFile {
     machine: Option<String>,
+    placement: Option<Spanned<String>>,
+    placement_params: Option<Spanned<String>>,
     #[serde(default)]
     vm: Vec<Spanned<RawVm>>,
 }
@@ -92,7 +96,32 @@ pub struct Manifest {
     /// `machine = ...` (read early by [`machine_of`]; kept for checks).
     #[allow(dead_code)]
     pub machine: Option<String>,
+    pub placement: Placement,
     pub vms: Vec<VmSpec>,
+}
+
+/// How the monitor places guest pages (machine-wide; the bundle carries it).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Placement {
+    /// `migrate`; None: the monitor's default, first-touch.
+    pub mode: Option<String>,
+    /// `k=v,...` of `numa::policy::parse_params`.
+    pub params: Option<String>,
+}
+
+impl Placement {
+    /// Checks a mode and parameters given on the command line or in a file.
+    pub fn check(mode: Option<&str>, params: Option<&str>) -> std::result::Result<(), String> {
+        if let Some(mode) = mode {
+            if mode != "first-touch" && mode != "migrate" {
+                return Err(format!("`{mode}` is not a placement mode: use `first-touch` or `migrate`"));
+            }
+        }
+        if let Some(params) = params {
+            numa::policy::parse_params(params)?;
+        }
+        Ok(())
+    }
 }
 
 /// The manifest plain `cargo xtask run` boots.
@@ -238,7 +267,17 @@ pub fn parse(file: &str, text: &str, machine: &Machine, base: &Path) -> Result<M
             home_node,
         });
     }
-    Ok(Manifest { file: file.to_string(), machine: raw.machine, vms })
+    for (field, value) in [("placement", &raw.placement), ("placement_params", &raw.placement_params)] {
+        if let Some(v) = value {
+            let (mode, params) = if field == "placement" { (Some(v.get_ref().as_str()), None) } else { (None, Some(v.get_ref().as_str())) };
+            Placement::check(mode, params).map_err(|m| err(v.span(), "", field, m))?;
+        }
+    }
+    let placement = Placement {
+        mode: raw.placement.map(|v| v.into_inner()),
+        params: raw.placement_params.map(|v| v.into_inner()),
+    };
+    Ok(Manifest { file: file.to_string(), machine: raw.machine, placement, vms })
 }
 
 /// Loads a manifest file for `machine`.

@@ -35,6 +35,7 @@ pub fn native_run(env: &mut Env, m: &Machine, cmd: &str, params: &str, tag: &str
         exec: Some(cmd.into()),
         vm: VmShape::default(),
         tag: tag.into(),
+        placement: Default::default(),
     };
     let sim = Sim::new(m, params, tag)?;
     let qcmd = sim.wrap(&b.command(env, false)?, true, Some(&payload()?))?;
@@ -234,6 +235,7 @@ pub fn cost(machine_name: &str, runs: usize) -> Result<()> {
                 exec: Some("true".into()),
                 vm: VmShape::default(),
                 tag: tag.clone(),
+                placement: Default::default(),
             };
             let cmd = b.command(&mut env, false)?;
             let sim = params.map(|p| Sim::new(&m, p, &tag)).transpose()?;

@@ -110,3 +110,22 @@ pub fn halt() -> ! {
         aarch64_cpu::asm::wfi();
     }
 }
+
+/// Bit n: CPU n came up (the boot CPU is CPU 0). Only these get vCPUs.
+static ONLINE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(1);
+
+/// CPU `index` finished its bring-up.
+pub fn mark_online(index: usize) {
+    ONLINE.fetch_or(1 << index, core::sync::atomic::Ordering::Release);
+}
+
+/// Did CPU `index` come up? (A CPU whose PSCI CPU_ON failed, or that was
+/// too slow to report, must not be given vCPUs: they would never run.)
+pub fn is_online(index: usize) -> bool {
+    index < 64 && ONLINE.load(core::sync::atomic::Ordering::Acquire) & 1 << index != 0
+}
+
+/// How many CPUs came up.
+pub fn online_count() -> u32 {
+    ONLINE.load(core::sync::atomic::Ordering::Acquire).count_ones()
+}

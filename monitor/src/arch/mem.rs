@@ -67,3 +67,31 @@ pub fn clean_for_guest(pa: u64, len: u64) {
     // SAFETY: barriers only.
     unsafe { asm!("dsb ish", "isb") };
 }
+
+/// Machine memory `[pa, pa + 8 * words)` as zeroed atomic words that live
+/// for the rest of the run (the memmap's per-frame records).
+///
+/// # Safety
+/// The range must be RAM that nothing else uses, ever.
+pub unsafe fn atomic_words(pa: u64, words: usize) -> &'static [core::sync::atomic::AtomicU64] {
+    // SAFETY: the caller gives the range away for good; zero is a valid
+    // AtomicU64, and the pointer is 8-byte aligned (frame aligned).
+    unsafe {
+        core::ptr::write_bytes(pa as *mut u64, 0, words);
+        core::slice::from_raw_parts(pa as *const core::sync::atomic::AtomicU64, words)
+    }
+}
+
+/// Reads a u32 of machine memory that another agent (the ccNUMA plugin,
+/// through QEMU's host mapping) writes concurrently.
+pub fn read_u32_shared(pa: u64) -> u32 {
+    // SAFETY: callers pass addresses inside a reserved, mapped region
+    // (the counter region); a volatile read of an aligned u32 is atomic.
+    unsafe { core::ptr::read_volatile((pa & !3) as *const u32) }
+}
+
+/// Writes a u32 of such shared memory.
+pub fn write_u32_shared(pa: u64, value: u32) {
+    // SAFETY: as for read_u32_shared.
+    unsafe { core::ptr::write_volatile((pa & !3) as *mut u32, value) }
+}

@@ -7,6 +7,7 @@ pub mod context;
 pub mod cpu;
 pub mod debug;
 pub mod esr;
+pub mod exit;
 pub mod gicv3;
 pub mod heap;
 pub mod idregs;

@@ -21,11 +21,11 @@ fn multi(env: &mut Env, tag: &str, text: &str) -> Result<MultiOutcome> {
 
 /// Starts QEMU with the VMs of manifest `text` on numa2; returns the session
 /// and the VM names.
-fn spawn(env: &mut Env, tag: &str, text: &str, input: bool) -> Result<(Session, Vec<String>)> {
+pub(super) fn spawn(env: &mut Env, tag: &str, text: &str, input: bool) -> Result<(Session, Vec<String>)> {
     let m = machine::load("numa2")?;
     let man = manifest::parse(&format!("<{tag} manifest>"), text, &m, &root())?;
     let tag = format!("test-{tag}");
-    let cmd = boot::manifest_command(env, &m, &man.vms, &tag, false)?;
+    let cmd = boot::manifest_command(env, &m, &man.vms, &man.placement, &tag, false)?;
     let s = if input { Session::spawn_with_input(cmd, &tag)? } else { Session::spawn(cmd, &tag, false)? };
     Ok((s, man.vms.iter().map(|v| v.name.clone()).collect()))
 }
@@ -348,7 +348,7 @@ pub fn idle_guests(env: &mut Env) -> Result<()> {
 }
 
 /// Lines QEMU prints during the next `d`.
-fn drain(s: &mut Session, d: Duration) -> Vec<String> {
+pub(super) fn drain(s: &mut Session, d: Duration) -> Vec<String> {
     let until = Instant::now() + d;
     let mut lines = Vec::new();
     while let Event::Line(l) = s.next(until) {

@@ -2,11 +2,8 @@
 //! starts, stops and powers off its CPUs, and resets or powers off the VM.
 //! Anything else a guest calls returns NOT_SUPPORTED.
 
-use crate::{
-    sched,
-    trap::Next,
-    vm::{End, Power, Vcpu, Vm},
-};
+use super::{Next, Outcome};
+use crate::vm::{End, Power, Vcpu, Vm};
 
 pub const PSCI_VERSION: u32 = 0x8400_0000;
 pub const CPU_SUSPEND: u32 = 0x8400_0001;
@@ -34,10 +31,12 @@ const AFFINITY_ON: i64 = 0;
 const AFFINITY_OFF: i64 = 1;
 const AFFINITY_ON_PENDING: i64 = 2;
 
-/// Handles the call in x0..x3 of `vcpu`; the result goes to x0.
-pub fn call(vm: &Vm, vcpu: &mut Vcpu) -> Next {
+/// Handles the call in x0..x3 of `vcpu`; the result goes to x0. CPU_ON
+/// asks the dispatcher to kick its target.
+pub fn call(vm: &Vm, vcpu: &mut Vcpu) -> Outcome {
     let x = &vcpu.regs.x;
     let (function, arg1, arg2, arg3) = (x[0] as u32, x[1], x[2], x[3]);
+    let mut kick = 0;
     let result = match function & !SMC64 {
         PSCI_VERSION => VERSION_1_1,
         PSCI_FEATURES => features(arg1 as u32),
@@ -53,8 +52,7 @@ pub fn call(vm: &Vm, vcpu: &mut Vcpu) -> Next {
                     Power::OnPending { .. } => ON_PENDING,
                     Power::Off => {
                         *power = Power::OnPending { entry: arg2, context: arg3 };
-                        drop(power);
-                        sched::kick(vm, target);
+                        kick = 1 << target;
                         SUCCESS
                     }
                 }
@@ -63,7 +61,7 @@ pub fn call(vm: &Vm, vcpu: &mut Vcpu) -> Next {
         },
         CPU_OFF => {
             *vm.power[vcpu.index].lock() = Power::Off;
-            return Next::Off;
+            return Next::Off.into();
         }
         AFFINITY_INFO => match vm.vcpu_of_mpidr(arg1) {
             Some(target) => match *vm.power[target].lock() {
@@ -75,11 +73,11 @@ pub fn call(vm: &Vm, vcpu: &mut Vcpu) -> Next {
         },
         SYSTEM_OFF => {
             vm.end(End::PoweredOff);
-            return Next::Run;
+            return Next::Run.into();
         }
         SYSTEM_RESET => {
             vm.end(End::Reset);
-            return Next::Run;
+            return Next::Run.into();
         }
         _ => {
             log::warn!("{}: unknown hypercall {function:#x}: NOT_SUPPORTED", vm.name);
@@ -87,7 +85,7 @@ pub fn call(vm: &Vm, vcpu: &mut Vcpu) -> Next {
         }
     };
     vcpu.regs.x[0] = result as u64;
-    Next::Run
+    Outcome { next: Next::Run, kick }
 }
 
 fn features(function: u32) -> i64 {

@@ -4,7 +4,9 @@
 //! safely; everything in it is checked before use.
 
 use alloc::{format, string::String, vec::Vec};
+use crate::mm::placement::Mode;
 use fdt::{node::FdtNode, Fdt};
+use numa::policy::{self, Params};
 
 /// What happens when a VM's guest crashes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,8 +31,14 @@ pub struct VmSpec {
     pub bootargs: String,
 }
 
+/// Machine-wide settings of the run.
+pub struct Settings {
+    pub placement: Mode,
+    pub params: Params,
+}
+
 /// Parses the bundle at `blob`, which lives (reserved) for the whole run.
-pub fn parse(blob: &'static [u8]) -> Result<Vec<VmSpec>, String> {
+pub fn parse(blob: &'static [u8]) -> Result<(Vec<VmSpec>, Settings), String> {
     // `fdt` trusts the blob's offsets; a corrupt bundle must not panic it.
     numa::check_dtb(blob).map_err(|e| format!("boot bundle is not a valid DTB: {e}"))?;
     let fdt = Fdt::new(blob).map_err(|e| format!("boot bundle is not a valid DTB: {e:?}"))?;
@@ -44,7 +52,16 @@ pub fn parse(blob: &'static [u8]) -> Result<Vec<VmSpec>, String> {
     if specs.is_empty() {
         return Err("boot bundle lists no VMs".into());
     }
-    Ok(specs)
+    let placement = match root.property("placement").and_then(|p| p.as_str()) {
+        None | Some("first-touch") => Mode::FirstTouch,
+        Some("migrate") => Mode::Migrate,
+        Some(other) => return Err(format!("bundle: placement is `{other}`, expected `first-touch` or `migrate`")),
+    };
+    let params = match root.property("placement-params").and_then(|p| p.as_str()) {
+        None => Params::default(),
+        Some(text) => policy::parse_params(text).map_err(|e| format!("bundle: placement-params: {e}"))?,
+    };
+    Ok((specs, Settings { placement, params }))
 }
 
 fn parse_vm(fdt: &Fdt<'static>, vm: FdtNode<'_, 'static>) -> Result<VmSpec, String> {

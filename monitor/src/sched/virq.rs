@@ -13,7 +13,7 @@ use arrayvec::ArrayVec;
 use core::sync::atomic::Ordering;
 use vdev::vgic::SPI_BASE;
 
-/// Every vCPU, for [`changed`].
+/// Every vCPU, for `Vm::vgic_changed`.
 pub const ALL: u64 = u64::MAX;
 
 /// Called before entering `vcpu`: list registers the guest finished with
@@ -26,7 +26,7 @@ pub const ALL: u64 = u64::MAX;
 /// devices lock is shared by all of the VM's vCPUs: under TCG a lock holder
 /// whose host thread is descheduled stalls the others for milliseconds. So
 /// the lock is taken only when something may have changed: the vCPU's
-/// timer fired, its `vgic_changed` bit is set, a list register was
+/// timer fired, its `vgic_dirty` bit is set, a list register was
 /// finished, or interrupts were left over last time.
 pub fn sync(vm: &Vm, vcpu: &mut Vcpu) {
     let count = Vm::list_registers();
@@ -40,7 +40,7 @@ pub fn sync(vm: &Vm, vcpu: &mut Vcpu) {
     }
     let values = &values[..count];
     let finished = (0..count).any(|n| vcpu.lr_intid[n].is_some() && lr::state(values[n]) == 0);
-    let marked = vm.vgic_changed.load(Ordering::Acquire) & 1 << vcpu.index != 0;
+    let marked = vm.vgic_dirty.load(Ordering::Acquire) & 1 << vcpu.index != 0;
     if !(vcpu.vtimer_fired || vcpu.more_pending || marked || finished) {
         return;
     }
@@ -58,7 +58,7 @@ fn update_model(vm: &Vm, vcpu: &mut Vcpu, values: &[u64]) -> ArrayVec<(usize, u6
     let mut writes = ArrayVec::new();
     let mut others = 0;
     let mut devices = vm.devices.lock();
-    vm.vgic_changed.fetch_and(!bit, Ordering::AcqRel);
+    vm.vgic_dirty.fetch_and(!bit, Ordering::AcqRel);
     let vgic = &mut devices.vgic;
     if core::mem::take(&mut vcpu.vtimer_fired) {
         vgic.set_pending(vcpu.index, intid::VIRT_TIMER);
@@ -90,16 +90,8 @@ fn update_model(vm: &Vm, vcpu: &mut Vcpu, values: &[u64]) -> ArrayVec<(usize, u6
     }
     vcpu.more_pending = vgic.has_pending(vcpu.index);
     drop(devices);
-    changed(vm, others);
+    vm.vgic_changed(others);
     writes
-}
-
-/// The vGIC state of the vCPUs in `mask` (bit = vCPU index) changed: their
-/// next [`sync`] must look. Callers change the model first.
-pub fn changed(vm: &Vm, mask: u64) {
-    if mask != 0 {
-        vm.vgic_changed.fetch_or(mask, Ordering::Release);
-    }
 }
 
 /// The vCPU powers off (PSCI CPU_OFF; the only way to Power::Off, so a
@@ -126,7 +118,7 @@ pub fn release(vm: &Vm, vcpu: &mut Vcpu) {
         }
     }
     // A given-back SPI may now go to another vCPU; this one refills.
-    changed(vm, ALL);
+    vm.vgic_changed(ALL);
 }
 
 /// Does a list register hold an interrupt the guest has not yet taken?

@@ -5,22 +5,23 @@
 //! first.
 
 use crate::{
-    arch::{cpu, psci, MAX_CPUS},
-    console, dispatch,
-    manifest::{Restart, VmSpec},
-    memory,
-    sched::{self, Task},
-    stats, trap,
-    vm::{End, Vcpu, Vm},
+    arch::{cpu, psci, timer, MAX_CPUS},
+    io::console::{self, Command},
+    mm::{self, frames},
+    sched,
+    vm::{
+        manifest::{Restart, Settings, VmSpec},
+        stats, End, Task, Vcpu, Vm,
+    },
 };
 use alloc::{boxed::Box, format, string::String, sync::Arc, vec::Vec};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use numa::{NodeId, Topology};
+use numa::Topology;
 use spin::{Mutex, Once};
 
 /// A VM's home node and how often it booted.
 struct Placement {
-    home: NodeId,
+    home: AtomicUsize,
     boots: AtomicUsize,
 }
 
@@ -32,17 +33,16 @@ static SPECS: Once<&'static [VmSpec]> = Once::new();
 static PLACEMENTS: Once<Vec<Placement>> = Once::new();
 static NODES: AtomicUsize = AtomicUsize::new(1);
 static LIVE: AtomicUsize = AtomicUsize::new(0);
-static FOCUS: AtomicUsize = AtomicUsize::new(0);
 static BASELINE: Once<Vec<u64>> = Once::new();
 /// Set once the scheduler knows the machine: until then CPUs wait with WFE.
 static READY: AtomicBool = AtomicBool::new(false);
 
 /// Places and starts every VM of the bundle; the boot CPU then joins the
-/// other CPUs in the scheduler.
-pub fn run(topology: &Topology, specs: Vec<VmSpec>) -> Result<(), String> {
+/// other CPUs in the scheduler (`dispatch::cpu_loop`).
+pub fn run(topology: &Topology, specs: Vec<VmSpec>, settings: Settings) -> Result<(), String> {
     let specs: &'static [VmSpec] = specs.leak();
     let cpus: Vec<_> =
-        topology.cpus().iter().filter(|c| c.index < MAX_CPUS && crate::boot::is_online(c.index)).collect();
+        topology.cpus().iter().filter(|c| c.index < MAX_CPUS && cpu::is_online(c.index)).collect();
     if let Some(spec) = specs.iter().find(|s| s.home_node.is_some_and(|n| n >= topology.node_count())) {
         return Err(format!("VM {}: home node {:?} does not exist", spec.name, spec.home_node));
     }
@@ -63,32 +63,27 @@ pub fn run(topology: &Topology, specs: Vec<VmSpec>) -> Result<(), String> {
                     .unwrap_or(0)
             });
             homed[home] += spec.vcpus;
-            Placement { home, boots: AtomicUsize::new(0) }
+            Placement { home: AtomicUsize::new(home), boots: AtomicUsize::new(0) }
         })
         .collect();
     PLACEMENTS.call_once(|| placements);
     SPECS.call_once(|| specs);
     NODES.store(topology.node_count(), Ordering::Relaxed);
-    BASELINE.call_once(memory::free_bytes);
+    BASELINE.call_once(frames::free_bytes);
     *VMS.lock() = specs.iter().map(|_| None).collect();
     LIVE.store(specs.len(), Ordering::Release);
+    mm::placement::init(settings.placement, settings.params, timer::ms_to_ticks(1), timer::now());
     READY.store(true, Ordering::Release);
     aarch64_cpu::asm::sev();
     (0..specs.len()).for_each(start_vm);
-    dispatch::cpu_loop(cpu::index())
+    Ok(())
 }
 
-/// A secondary CPU's life after bring-up.
-pub fn secondary(index: usize) -> ! {
+/// A secondary CPU waits here until the VMs are set up.
+pub fn wait_ready() {
     while !READY.load(Ordering::Acquire) {
         aarch64_cpu::asm::wfe();
     }
-    dispatch::cpu_loop(index)
-}
-
-/// The node of the calling CPU: where first-touch allocations go.
-pub fn current_node() -> NodeId {
-    sched::node_of(cpu::index())
 }
 
 /// Builds VM `id` and hands its vCPUs to the scheduler.
@@ -96,14 +91,14 @@ fn start_vm(id: usize) {
     let spec = &SPECS.get().unwrap()[id];
     let place = &PLACEMENTS.get().unwrap()[id];
     let boot = place.boots.fetch_add(1, Ordering::Relaxed) + 1;
-    match Vm::create(id, spec, place.home, NODES.load(Ordering::Relaxed), boot) {
+    match Vm::create(id, spec, place.home.load(Ordering::Relaxed), NODES.load(Ordering::Relaxed), boot) {
         Ok((vm, (entry, dtb))) => {
             log::info!(
                 "vm {} started: {} vCPUs, {} MiB, home node {}, frames per node {:?}",
                 vm.name,
                 vm.mpidrs.len(),
                 vm.ram_size >> 20,
-                vm.home,
+                vm.home(),
                 vm.frames()
             );
             let vm = Arc::new(vm);
@@ -139,8 +134,8 @@ pub fn teardown(vm: Arc<Vm>) {
             }
         }
     };
-    vm.stats.print(&name, &vm.frames());
-    vm.destroy();
+    vm.print_stats();
+    vm.destroy(sched::node_of(cpu::index()));
     match end {
         End::Reset => {
             log::info!("vm {name} reset: booting it again");
@@ -170,17 +165,20 @@ fn vm_gone() {
     }
 }
 
-/// Does `vm` have the console's input focus?
-pub fn has_focus(vm: &Vm) -> bool {
-    FOCUS.load(Ordering::Relaxed) == vm.id
+/// Runs placement interval `interval` for every VM, on a CPU of `here`.
+pub fn placement_interval(interval: u32, here: usize) {
+    let vms: Vec<Arc<Vm>> = VMS.lock().iter().flatten().cloned().collect();
+    for vm in vms.iter().filter(|vm| !vm.ending()) {
+        mm::placement::run(&vm.space, interval, here);
+    }
 }
 
 /// Gives the console's input to VM `id`, if it exists.
-pub fn set_focus(id: usize) {
+fn set_focus(id: usize) {
     let vms = VMS.lock();
     match vms.get(id).and_then(|v| v.as_ref()) {
         Some(vm) => {
-            FOCUS.store(id, Ordering::Relaxed);
+            console::set_focus(id);
             crate::println!("\ndisco: console input goes to vm {} now", vm.name);
         }
         None => crate::println!("\ndisco: there is no running VM number {id}"),
@@ -188,31 +186,60 @@ pub fn set_focus(id: usize) {
 }
 
 /// Prints the statistics of every running VM and of every CPU (Ctrl-] s).
-pub fn print_stats() {
+fn print_stats() {
     let vms: Vec<Arc<Vm>> = VMS.lock().iter().flatten().cloned().collect();
     for vm in vms {
-        vm.stats.print(&vm.name, &vm.frames());
+        vm.print_stats();
     }
     stats::print_cpus(sched::cpu_count());
 }
 
-/// Typed bytes go to the VM with the focus.
+/// Typed bytes go to the VM with the focus; monitor commands are carried
+/// out.
 pub fn console_input() {
-    let input = console::take_input();
+    let (input, commands) = console::take_input();
+    for command in commands {
+        match command {
+            Command::Stats => print_stats(),
+            Command::HotPages => mm::counters::report(10),
+            Command::Focus(id) => set_focus(id),
+            Command::Move { vm, node } => move_vm(vm, node),
+        }
+    }
     if input.is_empty() {
         return;
     }
-    let focused = VMS.lock().get(FOCUS.load(Ordering::Relaxed)).cloned().flatten();
+    let focused = VMS.lock().get(console::focus()).cloned().flatten();
     if let Some(vm) = focused {
         let mut devices = vm.devices.lock();
         input.iter().for_each(|&b| devices.uart.push_rx(b));
-        trap::uart_changed(&vm, &mut devices);
+        let kick = vm.uart_changed(&mut devices);
+        drop(devices);
+        sched::kick_mask(&vm, kick);
     }
+}
+
+/// Moves VM `id` to `node` (Ctrl-] m): its vCPUs prefer that node's CPUs
+/// from their next wake-up, and the placement loop migrates its memory
+/// after them.
+fn move_vm(id: usize, node: usize) {
+    let Some(vm) = VMS.lock().get(id).cloned().flatten() else {
+        crate::println!("\ndisco: there is no running VM number {id}");
+        return;
+    };
+    if node >= NODES.load(Ordering::Relaxed) || !sched::node_has_cpus(node) {
+        crate::println!("\ndisco: node {node} does not exist or has no CPUs");
+        return;
+    }
+    vm.set_home(node);
+    PLACEMENTS.get().unwrap()[id].home.store(node, Ordering::Relaxed);
+    crate::println!("\ndisco: vm {} moves to node {node}", vm.name);
+    (0..vm.mpidrs.len()).for_each(|v| sched::kick(&vm, v));
 }
 
 /// The last VM ended: check that all memory came back, then power off.
 fn finish() -> ! {
-    let now = memory::free_bytes();
+    let now = frames::free_bytes();
     let baseline = BASELINE.get().cloned().unwrap_or_default();
     for (node, (&free, &base)) in now.iter().zip(&baseline).enumerate() {
         if free == base {
@@ -222,8 +249,8 @@ fn finish() -> ! {
         }
     }
     stats::print_cpus(sched::cpu_count());
-    if crate::flash::present() {
-        crate::flash::report(10);
+    if mm::counters::present() {
+        mm::counters::report(10);
     }
     log::info!("all VMs ended; powering off");
     psci::system_off()

@@ -5,32 +5,25 @@
 //! nothing special): GICD 0x0800_0000, GICR 0x080a_0000 (0x20000 per vCPU),
 //! PL011 0x0900_0000 (SPI 1), RAM from 0x4000_0000.
 
+pub mod bus;
+pub mod manifest;
+pub mod stats;
+
 use crate::{
-    arch::{
-        context::El1Context,
-        gicv3, mem,
-        stage2::{Stage2, PAGE_SIZE},
-        vcpu::VcpuRegs,
-    },
-    console::GuestLines,
-    manifest::VmSpec,
-    memory,
-    sched::Slot,
+    arch::{context::El1Context, gicv3, mem, stage2::PAGE_SIZE, vcpu::VcpuRegs},
+    io::console::GuestLines,
+    mm::VmSpace,
 };
-use alloc::{format, string::String, vec, vec::Vec};
+use alloc::{boxed::Box, format, string::String, sync::Arc, vec::Vec};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use numa::NodeId;
+use manifest::VmSpec;
+use numa::{park::ParkSlot, NodeId};
 use spin::Mutex;
 use vdev::{fdt::GuestFdtConfig, pl011::Pl011, vgic::VGic};
 
-pub const GICD_BASE: u64 = 0x0800_0000;
-pub const GICD_SIZE: u64 = 0x1_0000;
-pub const GICR_BASE: u64 = 0x080a_0000;
-pub const UART_BASE: u64 = 0x0900_0000;
-pub const UART_SIZE: u64 = 0x1000;
-pub const UART_SPI: u32 = 1;
-pub const UART_INTID: u32 = 32 + UART_SPI;
-pub const RAM_BASE: u64 = 0x4000_0000;
+use bus::{GICD_BASE, GICR_BASE, UART_BASE, UART_SPI};
+
+pub use crate::mm::space::RAM_BASE;
 /// SPIs the virtual distributor offers.
 const SPIS: u32 = 32;
 const MIB2: u64 = 2 << 20;
@@ -71,6 +64,8 @@ pub struct Vcpu {
     pub vtimer_fired: bool,
     /// More interrupts were pending than list registers at the last sync.
     pub more_pending: bool,
+    /// The VM's `home_epoch` this vCPU has followed.
+    pub home_epoch: usize,
 }
 
 impl Vcpu {
@@ -83,16 +78,20 @@ impl Vcpu {
             last_cpu: None,
             vtimer_fired: false,
             more_pending: false,
+            home_epoch: 0,
         }
     }
 }
 
-/// Guest memory: the stage-2 tables and what they hold.
-pub struct Memory {
-    pub stage2: Stage2,
-    /// Frames this VM holds, per node (guest memory and page tables).
-    pub frames: Vec<usize>,
+/// A vCPU and the VM it belongs to: the unit the scheduler moves.
+pub struct Task {
+    pub vm: Arc<Vm>,
+    pub vcpu: Box<Vcpu>,
 }
+
+/// Where one vCPU is (active on a CPU, or parked with its task): one per
+/// vCPU, in its VM. The protocol is `numa::park`, model-checked with loom.
+pub type Slot = ParkSlot<Task>;
 
 /// The virtual devices, behind one lock.
 pub struct Devices {
@@ -104,24 +103,27 @@ pub struct Devices {
 pub struct Vm {
     pub id: usize,
     pub name: String,
-    pub home: NodeId,
+    /// The node its vCPUs and memory prefer (Ctrl-] m changes it).
+    home: AtomicUsize,
+    /// Counts moves, so each vCPU follows a move once (`Vcpu::home_epoch`).
+    home_epoch: AtomicUsize,
     pub ram_size: u64,
     pub vttbr: u64,
     pub mpidrs: Vec<u64>,
     /// Where each vCPU is (run queue, CPU, parked): the scheduler's.
     pub slots: Vec<Slot>,
     pub power: Vec<Mutex<Power>>,
-    pub memory: Mutex<Memory>,
+    pub space: Mutex<VmSpace>,
     pub devices: Mutex<Devices>,
     /// Per vCPU (bit = index; at most 64 vCPUs): its vGIC state may have
     /// changed since it last looked (`virq::sync`), which otherwise skips
     /// the devices lock that all of the VM's vCPUs share.
-    pub vgic_changed: AtomicU64,
+    pub vgic_dirty: AtomicU64,
     end: Mutex<Option<End>>,
     ending: AtomicBool,
     /// Its vCPU tasks still alive; the last to retire tears the VM down.
     pub tasks: AtomicUsize,
-    pub stats: crate::stats::VmStats,
+    pub stats: stats::VmStats,
 }
 
 impl Vm {
@@ -137,17 +139,16 @@ impl Vm {
         nodes: usize,
         boot: usize,
     ) -> Result<(Vm, (u64, u64)), String> {
-        let (root, node) = memory::alloc_frame(home).ok_or("out of memory for the stage-2 root")?;
-        let mut frames = vec![0usize; nodes];
-        frames[node] += 1;
-        let stage2 = Stage2::new(root, id as u16 + 1);
+        let space =
+            VmSpace::new(id as u16 + 1, home, spec.memory, nodes).ok_or("out of memory for the stage-2 root")?;
         let mpidrs: Vec<u64> = (0..spec.vcpus as u64).map(|i| (i / 16) << 8 | (i % 16)).collect();
         let vm = Vm {
             id,
             name: spec.name.clone(),
-            home,
+            home: AtomicUsize::new(home),
+            home_epoch: AtomicUsize::new(0),
             ram_size: spec.memory,
-            vttbr: stage2.vttbr(),
+            vttbr: space.vttbr(),
             power: mpidrs
                 .iter()
                 .enumerate()
@@ -158,10 +159,10 @@ impl Vm {
                 uart: Pl011::new(),
                 console: GuestLines::default(),
             }),
-            vgic_changed: AtomicU64::new(u64::MAX),
+            vgic_dirty: AtomicU64::new(u64::MAX),
             slots: mpidrs.iter().map(|_| Slot::new()).collect(),
             mpidrs,
-            memory: Mutex::new(Memory { stage2, frames }),
+            space: Mutex::new(space),
             end: Mutex::new(None),
             ending: AtomicBool::new(false),
             tasks: AtomicUsize::new(0),
@@ -170,39 +171,10 @@ impl Vm {
         match vm.load(spec, &format!("{} disco.boot={boot}", spec.bootargs)) {
             Ok(entry) => Ok((vm, entry)),
             Err(e) => {
-                vm.destroy();
+                vm.destroy(home);
                 Err(e)
             }
         }
-    }
-
-    /// Backs the guest page at `ipa` with a zeroed frame from `node` (or the
-    /// nearest node with one): Disco's first-touch placement. Returns the
-    /// frame, or None when the machine is out of memory.
-    pub fn touch(&self, ipa: u64, node: NodeId) -> Option<u64> {
-        let page = ipa & !(PAGE_SIZE - 1);
-        let mut memory = self.memory.lock();
-        if let Some(pa) = memory.stage2.translate(page) {
-            return Some(pa);
-        }
-        let (data, data_node) = memory::alloc_frame(node)?;
-        let Memory { stage2, frames } = &mut *memory;
-        let mut mapped = false;
-        let mut new_table = || {
-            let (pa, from) = memory::alloc_frame(node)?;
-            frames[from] += 1;
-            Some(pa)
-        };
-        let _ = stage2.walk(page, page + 1, Some(&mut new_table), &mut |_, mut pte| {
-            pte.set_ram(data);
-            mapped = true;
-        });
-        if !mapped {
-            memory::free_frame(data);
-            return None;
-        }
-        frames[data_node] += 1;
-        Some(data)
     }
 
     /// Copies kernel, initrd and the guest DTB into guest memory; returns
@@ -257,7 +229,7 @@ impl Vm {
             if !self.is_ram(at) {
                 return Err(format!("guest address {at:#x} is not RAM"));
             }
-            let pa = self.touch(at, self.home).ok_or("out of memory")? | (at % PAGE_SIZE);
+            let pa = self.space.lock().touch(at, self.home()).ok_or("out of memory")? | (at % PAGE_SIZE);
             let chunk = ((PAGE_SIZE - (at % PAGE_SIZE)) as usize).min(data.len() - done);
             // SAFETY: `pa` is a frame of this VM's memory, which only it uses.
             unsafe { mem::slice_mut(pa, chunk) }.copy_from_slice(&data[done..done + chunk]);
@@ -265,6 +237,21 @@ impl Vm {
             done += chunk;
         }
         Ok(())
+    }
+
+    pub fn home(&self) -> NodeId {
+        self.home.load(Ordering::Relaxed)
+    }
+
+    /// Re-homes the VM: its vCPUs go to `node` at their next exit, and the
+    /// placement loop moves its memory after them.
+    pub fn set_home(&self, node: NodeId) {
+        self.home.store(node, Ordering::Relaxed);
+        self.home_epoch.fetch_add(1, Ordering::Release);
+    }
+
+    pub fn home_epoch(&self) -> usize {
+        self.home_epoch.load(Ordering::Acquire)
     }
 
     /// Is `ipa` guest RAM?
@@ -291,14 +278,46 @@ impl Vm {
     }
 
     /// Returns every frame to its node. Only once no CPU runs the VM.
-    pub fn destroy(self) {
-        let memory = self.memory.into_inner();
-        memory.stage2.destroy(&mut |pa| memory::free_frame(pa));
+    pub fn destroy(self, here: NodeId) {
+        self.space.into_inner().destroy(here);
+    }
+
+    /// Prints the VM's statistics: exits and time, frames per node, and
+    /// what placement did (pages migrated and frozen, sampling faults, and
+    /// per node the share of accesses that were local, like `numastat`).
+    pub fn print_stats(&self) {
+        let (frames, placement) = {
+            let space = self.space.lock();
+            (space.frames_per_node(), space.stats.clone())
+        };
+        self.stats.print(&self.name, &frames);
+        let mut shares = String::new();
+        for (node, (local, remote)) in placement.local.iter().zip(&placement.remote).enumerate() {
+            let total = local + remote;
+            if total > 0 {
+                shares.push_str(&format!("; node {node}: {}% local of {total}", local * 100 / total));
+            }
+        }
+        crate::println!(
+            "stats: vm {}: placement: migrated {}, frozen {}, sampling faults {}{shares}",
+            self.name,
+            placement.migrated,
+            placement.frozen,
+            placement.sampling_faults
+        );
     }
 
     /// Frames per node the VM holds.
     pub fn frames(&self) -> Vec<usize> {
-        self.memory.lock().frames.clone()
+        self.space.lock().frames_per_node()
+    }
+
+    /// The vGIC state of the vCPUs in `mask` (bit = vCPU index) changed:
+    /// their next `virq::sync` must look. Callers change the model first.
+    pub fn vgic_changed(&self, mask: u64) {
+        if mask != 0 {
+            self.vgic_dirty.fetch_or(mask, Ordering::Release);
+        }
     }
 
     /// The redistributor region size for this VM's vCPUs.

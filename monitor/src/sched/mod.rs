@@ -11,7 +11,7 @@
 //! Lost wake-ups are avoided with the slot's `wake` flag (`numa::park`,
 //! model-checked with loom): a kick that finds its vCPU active sets it, and
 //! a vCPU about to park refuses to while it is set. The vCPU clears it
-//! before it looks for work (see `trap::idle`).
+//! before it looks for work (see `dispatch::idle`).
 //!
 //! Placement (Disco's "vCPUs prefer their VM's home node";
 //! `numa::placement`): a woken vCPU goes to the CPU it last ran on if that
@@ -22,16 +22,19 @@
 //! Lock order: a VM's devices, then a vCPU slot, then a run queue or a
 //! sleeper list; never two slots or two queues at once.
 
+pub mod dispatch;
+pub mod virq;
+pub mod vms;
+
 use crate::{
     arch::{
         cpu,
         gicv3::{self, intid},
         timer, MAX_CPUS,
     },
-    vm::{Vcpu, Vm},
+    vm::{Task, Vm},
 };
 use alloc::{
-    boxed::Box,
     collections::VecDeque,
     sync::{Arc, Weak},
     vec::Vec,
@@ -40,21 +43,8 @@ use core::sync::atomic::{
     AtomicU64, AtomicUsize,
     Ordering::{Acquire, Relaxed, Release},
 };
-use numa::{
-    park::{Kick, ParkSlot},
-    placement, NodeId,
-};
+use numa::{park::Kick, placement, NodeId};
 use spin::{Mutex, Once};
-
-/// A vCPU and the VM it belongs to: the unit the scheduler moves.
-pub struct Task {
-    pub vm: Arc<Vm>,
-    pub vcpu: Box<Vcpu>,
-}
-
-/// Where one vCPU is (active on a CPU, or parked with its task): one per
-/// vCPU, in its VM. The protocol is `numa::park`, model-checked with loom.
-pub type Slot = ParkSlot<Task>;
 
 /// A parked vCPU whose virtual timer is armed.
 struct Sleeper {
@@ -123,7 +113,7 @@ pub fn start(task: Task, powered_on: bool) {
     let vm = task.vm.clone();
     let slot = &vm.slots[task.vcpu.index];
     if powered_on {
-        let target = choose_cpu(vm.home, None);
+        let target = choose_cpu(vm.home(), None);
         slot.set_active(target);
         enqueue(target, task);
     } else {
@@ -138,10 +128,15 @@ pub fn kick(vm: &Vm, vcpu: usize) {
     wake(vm, vcpu, None);
 }
 
+/// Kicks every vCPU of `vm` in `mask` (bit = vCPU index).
+pub fn kick_mask(vm: &Vm, mask: u64) {
+    (0..vm.mpidrs.len().min(64)).filter(|v| mask & 1 << v != 0).for_each(|v| kick(vm, v));
+}
+
 /// `timer`: only wake it if it still sleeps on that deadline.
 fn wake(vm: &Vm, vcpu: usize, timer: Option<u64>) {
     let Some(slot) = vm.slots.get(vcpu) else { return };
-    match slot.kick(timer, |task| choose_cpu(vm.home, task.vcpu.last_cpu)) {
+    match slot.kick(timer, |task| choose_cpu(vm.home(), task.vcpu.last_cpu)) {
         Kick::Interrupt(cpu) => kick_cpu(cpu),
         Kick::Unparked { item, cpu, idle_since } => {
             if idle_since != 0 {
@@ -264,10 +259,26 @@ fn enqueue(cpu: usize, task: Task) {
     kick_cpu(cpu);
 }
 
-/// The CPU a waking vCPU of a VM homed on `home` goes to.
+/// Sends the task CPU `me` was running to a CPU of its VM's home node
+/// (the VM moved there).
+pub fn send_home(me: usize, task: Task) {
+    CPUS[me].load.fetch_sub(1, Release);
+    let target = choose_cpu(task.vm.home(), None);
+    task.vm.slots[task.vcpu.index].set_active(target);
+    enqueue(target, task);
+}
+
+/// Does node `node` have an online CPU?
+pub fn node_has_cpus(node: NodeId) -> bool {
+    MACHINE.get().is_some_and(|m| m.cpus.iter().flatten().any(|c| c.0 == node))
+}
+
+/// The CPU a waking vCPU of a VM homed on `home` goes to. The CPU it last
+/// ran on counts only if it is on the home node (the VM may have moved).
 fn choose_cpu(home: NodeId, last: Option<usize>) -> usize {
     let machine = machine();
     let home = home.min(machine.nearest.len().saturating_sub(1));
+    let last = last.filter(|&cpu| node_of(cpu) == home);
     let Some(nearest) = machine.nearest.get(home) else { return 0 };
     let distance = |cpu: usize| machine.distance[home][node_of(cpu)];
     placement::choose_cpu(nearest, distance, |cpu| CPUS[cpu].load.load(Acquire), last).unwrap_or(0)

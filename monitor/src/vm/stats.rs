@@ -17,16 +17,18 @@ pub enum ExitReason {
     SysReg,
     Mmio,
     FirstTouch,
+    /// A page unmapped for access sampling was touched.
+    Sampling,
     Irq,
     Other,
 }
 
-const REASONS: [&str; 7] = ["wfi", "hypercall", "sysreg", "mmio", "first-touch", "irq", "other"];
+const REASONS: [&str; 8] = ["wfi", "hypercall", "sysreg", "mmio", "first-touch", "sampling", "irq", "other"];
 
 /// One VM's counters.
 #[derive(Default)]
 pub struct VmStats {
-    exits: [AtomicU64; 7],
+    exits: [AtomicU64; 8],
     /// Counter ticks its vCPUs spent in the guest.
     pub run_ticks: AtomicU64,
     /// Counter ticks its vCPUs spent waiting in WFI.
@@ -77,7 +79,7 @@ pub fn print_cpus(cpus: usize) {
     let now = timer::now();
     let window_start = WINDOW_START.swap(now, Relaxed);
     let window = now - window_start;
-    for (index, idle) in IDLE.iter().enumerate().take(cpus).filter(|&(index, _)| crate::boot::is_online(index)) {
+    for (index, idle) in IDLE.iter().enumerate().take(cpus).filter(|&(index, _)| cpu::is_online(index)) {
         // A wait still going on counts up to now (within the window).
         let since = IDLE_SINCE[index].load(Relaxed);
         let ongoing = if since == 0 { 0 } else { now - since.max(window_start) };

@@ -5,7 +5,7 @@
 use crate::arch::{cpu, pl011::Pl011, timer};
 use alloc::{string::String, vec::Vec};
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use spin::Mutex;
 
 static UART: Mutex<Option<Pl011>> = Mutex::new(None);
@@ -42,7 +42,7 @@ pub fn print(args: fmt::Arguments) {
 
 #[macro_export]
 macro_rules! println {
-    ($($arg:tt)*) => { $crate::console::print(format_args!("{}\n", format_args!($($arg)*))) };
+    ($($arg:tt)*) => { $crate::io::console::print(format_args!("{}\n", format_args!($($arg)*))) };
 }
 
 /// Prints without taking the lock: for the panic handler, which may have
@@ -55,13 +55,32 @@ pub fn print_emergency(args: fmt::Arguments) {
 }
 
 /// The console escape key, Ctrl-]: the key after it is a monitor command
-/// (see `command`), not guest input.
+/// (see [`Command`]), not guest input.
 pub const ESCAPE: u8 = 0x1d;
 static ESCAPED: AtomicBool = AtomicBool::new(false);
+/// Keys of a `Ctrl-] m VM NODE` sequence still expected (2, 1) and the VM.
+static MOVE_KEYS: AtomicU8 = AtomicU8::new(0);
+static MOVE_VM: AtomicUsize = AtomicUsize::new(0);
+/// The VM (by number) that console input goes to.
+static FOCUS: AtomicUsize = AtomicUsize::new(0);
+
+/// A monitor command typed on the console; the scheduler's VM registry
+/// carries it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// `s`: statistics.
+    Stats,
+    /// `c`: the hottest pages of the miss counters.
+    HotPages,
+    /// `0`-`9`: console input goes to VM n.
+    Focus(usize),
+    /// `m`, VM digit, node digit: move a VM's vCPUs and memory to a node.
+    Move { vm: usize, node: usize },
+}
 
 /// Bytes typed on the console since the last call, for the guest with the
-/// focus; monitor commands among them are carried out here.
-pub fn take_input() -> Vec<u8> {
+/// focus, and the monitor commands among them.
+pub fn take_input() -> (Vec<u8>, Vec<Command>) {
     let mut typed = Vec::new();
     if let Some(uart) = UART.lock().as_ref() {
         while let Some(byte) = uart.read_byte() {
@@ -69,11 +88,14 @@ pub fn take_input() -> Vec<u8> {
         }
     }
     let mut input = Vec::new();
+    let mut commands = Vec::new();
     for byte in typed {
-        if ESCAPED.swap(false, Ordering::Relaxed) {
+        if MOVE_KEYS.load(Ordering::Relaxed) > 0 {
+            commands.extend(move_key(byte));
+        } else if ESCAPED.swap(false, Ordering::Relaxed) {
             match byte {
                 ESCAPE => input.push(ESCAPE),
-                key => command(key),
+                key => commands.extend(command(key)),
             }
         } else if byte == ESCAPE {
             ESCAPED.store(true, Ordering::Relaxed);
@@ -81,19 +103,58 @@ pub fn take_input() -> Vec<u8> {
             input.push(byte);
         }
     }
-    input
+    (input, commands)
 }
 
 /// Console commands: Ctrl-] followed by one key.
-fn command(key: u8) {
+fn command(key: u8) -> Option<Command> {
     match key {
-        b'c' => crate::flash::report(10),
-        b's' => crate::run::print_stats(),
-        digit @ b'0'..=b'9' => crate::run::set_focus((digit - b'0') as usize),
-        _ => print(format_args!(
-            "\ndisco console: Ctrl-] then: 0-9 = send input to VM n, s = statistics (and start a new window), c = hottest pages (miss counters), h = this help, Ctrl-] = send Ctrl-] to the guest\n"
-        )),
+        b'c' => Some(Command::HotPages),
+        b's' => Some(Command::Stats),
+        digit @ b'0'..=b'9' => Some(Command::Focus((digit - b'0') as usize)),
+        b'm' => {
+            print(format_args!("\ndisco: move which VM (0-9), then to which node (0-9)?\n"));
+            MOVE_KEYS.store(2, Ordering::Relaxed);
+            None
+        }
+        _ => {
+            print(format_args!(
+                "\ndisco console: Ctrl-] then: 0-9 = send input to VM n, s = statistics (and start a new window), c = hottest pages (miss counters), m V N = move VM V's vCPUs and memory to node N, h = this help, Ctrl-] = send Ctrl-] to the guest\n"
+            ));
+            None
+        }
     }
+}
+
+/// The VM and node digits after `Ctrl-] m`; anything else cancels.
+fn move_key(byte: u8) -> Option<Command> {
+    let left = MOVE_KEYS.fetch_sub(1, Ordering::Relaxed);
+    let Some(digit) = (byte as char).to_digit(10).map(|d| d as usize) else {
+        MOVE_KEYS.store(0, Ordering::Relaxed);
+        print(format_args!("\ndisco: move cancelled\n"));
+        return None;
+    };
+    if left == 2 {
+        MOVE_VM.store(digit, Ordering::Relaxed);
+        None
+    } else {
+        Some(Command::Move { vm: MOVE_VM.load(Ordering::Relaxed), node: digit })
+    }
+}
+
+/// Does VM number `vm` have the console's input focus?
+pub fn has_focus(vm: usize) -> bool {
+    FOCUS.load(Ordering::Relaxed) == vm
+}
+
+/// The VM number that has the focus.
+pub fn focus() -> usize {
+    FOCUS.load(Ordering::Relaxed)
+}
+
+/// Gives the console's input to VM number `vm` (the caller checked it runs).
+pub fn set_focus(vm: usize) {
+    FOCUS.store(vm, Ordering::Relaxed);
 }
 
 pub fn enable_input_interrupt() {

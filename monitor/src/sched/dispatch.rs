@@ -7,19 +7,18 @@
 //! another task waits for this CPU (or a parked vCPU's timer deadline is
 //! due), so a CPU running a single vCPU takes no scheduler interrupts.
 
+use super::{virq, vms};
 use crate::{
     arch::{
         context::{self, El1Context},
+        exit as decode,
         gicv3::{self, intid},
         stage2, timer,
         vcpu::{self, VcpuRegs},
     },
-    run,
-    sched::{self, Task},
-    stats,
-    trap::{self, Next},
-    virq,
-    vm::{Power, Vcpu, Vm},
+    exit::{self, Here, Next},
+    mm, sched,
+    vm::{stats, Power, Task, Vcpu, Vm},
 };
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
@@ -30,6 +29,8 @@ const SLICE_MS: u64 = 10;
 /// Why a task left the CPU.
 enum Leave {
     Preempted,
+    /// Its VM moved to another node: the vCPU goes there.
+    Moved,
     Park { idle: bool },
     Retire,
 }
@@ -41,10 +42,11 @@ pub fn cpu_loop(me: usize) -> ! {
     let mut last_ran: Vec<(u64, usize)> = Vec::new();
     loop {
         sched::wake_sleepers(me);
+        placement(me);
         match sched::next_task(me) {
             Some(task) => run_task(me, task, &mut last_ran),
             None => {
-                arm_timer(sched::next_deadline(me));
+                arm_timer(deadline(me));
                 stats::idle_wait();
                 physical_irqs(None);
             }
@@ -75,6 +77,7 @@ fn run_task(me: usize, mut task: Task, last_ran: &mut Vec<(u64, usize)>) {
     timer::cancel_hyp_timer();
     match leave {
         Leave::Preempted => sched::requeue(me, task, false),
+        Leave::Moved => sched::send_home(me, task),
         Leave::Park { idle } => {
             if let Some(task) = sched::park(me, task, idle) {
                 sched::requeue(me, task, true);
@@ -104,25 +107,47 @@ fn run_slice(me: usize, vm: &Vm, vcpu: &mut Vcpu, loaded: u64) -> Leave {
             Power::Off => return Leave::Park { idle: false },
         }
         sched::wake_sleepers(me);
+        // Once per move: later steals by other nodes' CPUs are fine.
+        if vcpu.home_epoch != vm.home_epoch() {
+            vcpu.home_epoch = vm.home_epoch();
+            if sched::node_of(me) != vm.home() {
+                return Leave::Moved;
+            }
+        }
         let waiting = sched::others_waiting(me);
         if waiting && timer::now() >= slice_end {
             return Leave::Preempted;
         }
-        let deadline = sched::next_deadline(me);
+        placement(me);
+        let deadline = deadline(me);
         arm_timer(if waiting { Some(deadline.map_or(slice_end, |d| d.min(slice_end))) } else { deadline });
         virq::sync(vm, vcpu);
         let entered = timer::now();
-        let exit = vcpu::run(&mut vcpu.regs);
+        let exit = decode::decode(vcpu::run(&mut vcpu.regs));
         vm.stats.run_ticks.fetch_add(timer::now() - entered, Ordering::Relaxed);
-        match trap::handle(vm, vcpu, exit) {
+        let outcome = exit::handle(vm, vcpu, exit, Here { node: sched::node_of(me) });
+        sched::kick_mask(vm, outcome.kick);
+        match outcome.next {
             Next::Run => {}
+            Next::Irq => physical_irqs(Some((vm, vcpu))),
+            Next::Wfi if idle(vm, vcpu) => return Leave::Park { idle: true },
+            Next::Wfi => {}
             Next::Off => {
                 virq::release(vm, vcpu);
                 return Leave::Park { idle: false };
             }
-            Next::Idle => return Leave::Park { idle: true },
         }
     }
+}
+
+/// WFI: may the vCPU leave its CPU? Not while an interrupt is pending for
+/// it (WFI wakes on pending interrupts even when the guest masks them) or
+/// its timer has fired. Kicks before this check are seen by it; later ones
+/// stop the park (sched::park).
+fn idle(vm: &Vm, vcpu: &mut Vcpu) -> bool {
+    sched::clear_wake(vm, vcpu.index);
+    virq::sync(vm, vcpu);
+    !virq::has_work(vm, vcpu) && !context::vtimer_fired() && !vm.ending()
 }
 
 /// The task's VM is ending: drop it, make its other vCPUs notice, and tear
@@ -133,7 +158,24 @@ fn retire(me: usize, task: Task) {
     drop(task);
     (0..vm.mpidrs.len()).for_each(|v| sched::kick(&vm, v));
     if vm.tasks.fetch_sub(1, Ordering::AcqRel) == 1 {
-        run::teardown(vm);
+        vms::teardown(vm);
+    }
+}
+
+/// When CPU `me` must look at the clock again: its earliest sleeper and,
+/// on CPU 0, which keeps the placement loop going, the next interval.
+fn deadline(me: usize) -> Option<u64> {
+    let sleeper = sched::next_deadline(me);
+    match (me, mm::placement::deadline()) {
+        (0, Some(placement)) => Some(sleeper.map_or(placement, |s| s.min(placement))),
+        _ => sleeper,
+    }
+}
+
+/// Runs the placement interval if it is due and this CPU claims it.
+fn placement(me: usize) {
+    if let Some(interval) = mm::placement::claim(timer::now()) {
+        vms::placement_interval(interval, sched::node_of(me));
     }
 }
 
@@ -165,7 +207,7 @@ pub fn physical_irqs(current: Option<(&Vm, &mut Vcpu)>) {
                 Some(_) => {}
                 None => timer::mask_guest_vtimer(),
             },
-            id if id == crate::console_intid() => run::console_input(),
+            id if id == crate::console_intid() => vms::console_input(),
             other => log::warn!("unexpected physical interrupt {other}"),
         }
         gicv3::eoi(id);

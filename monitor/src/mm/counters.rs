@@ -52,16 +52,37 @@ pub fn report(top: usize) {
     let mut hottest = [PageCounts::default(); 16];
     let top = top.min(hottest.len());
     let filled = layout.hottest(
-        |i| {
-            // SAFETY: counter i lies inside the reserved region; the plugin
-            // writes it concurrently, so it is read volatile.
-            unsafe { core::ptr::read_volatile((layout.region_base + HEADER_SIZE + 4 * i) as *const u32) }
-        },
+        |i| mem::read_u32_shared(layout.region_base + HEADER_SIZE + 4 * i),
         &mut hottest[..top],
     );
     println!("hottest pages by misses (per requesting node):");
     for page in &hottest[..filled] {
         let counts = &page.counts[..layout.node_count as usize];
         println!("  page {:#012x}  total {:>10}  per node {:?}", page.pfn << 12, page.total, counts);
+    }
+}
+
+/// Misses per requesting node on machine page `pfn` since it was last
+/// cleared, into `out` (one per node); false without the plugin or for a
+/// page it does not count.
+pub fn page_counts(pfn: u64, out: &mut [u32]) -> bool {
+    let Some(layout) = LAYOUT.get() else { return false };
+    for (node, count) in out.iter_mut().enumerate().take(layout.node_count as usize) {
+        match layout.counter_phys(pfn, node as u32) {
+            Some(pa) => *count = mem::read_u32_shared(pa),
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Clears the counters of page `pfn` (the reset protocol allows a reader
+/// to store 0 into any counter; a racing increment is kept or lost whole).
+pub fn clear_page(pfn: u64) {
+    let Some(layout) = LAYOUT.get() else { return };
+    for node in 0..layout.node_count {
+        if let Some(pa) = layout.counter_phys(pfn, node) {
+            mem::write_u32_shared(pa, 0);
+        }
     }
 }

@@ -1,0 +1,151 @@
+//! The placement loop (Disco's dynamic page migration; Verghese et al.,
+//! ASPLOS'96): every interval, per VM, read each page's accesses per node
+//! from the counter source, let `numa::policy` decide, move the pages it
+//! picks in one batch, and start the next interval.
+//!
+//! Counter sources, behind this one loop:
+//! - the ccNUMA plugin's FLASH-style per-page miss counters
+//!   (`mm::counters`), when QEMU runs with it: exact per-node misses;
+//! - software sampling everywhere else: each interval a slice of the VM's
+//!   pages is unmapped (`VmSpace::sample`), and the first touch of each
+//!   tells which node uses it, as Linux's NUMA hinting faults do. A page
+//!   then has at most one touch per interval, so the trigger is 1.
+//!
+//! One CPU at a time runs an interval (whichever claims it first; the
+//! scheduler arms CPU 0's timer for it), for all VMs.
+
+use super::{counters, frames, VmSpace};
+use crate::arch::stage2::PAGE_SIZE;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use numa::{
+    counters::MAX_COUNTED_NODES,
+    policy::{self, Action, Params},
+    NodeId,
+};
+use spin::{Mutex, Once};
+
+/// Placement mode, machine-wide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Pages stay where they were first touched (the baseline).
+    FirstTouch,
+    /// The placement loop migrates hot pages to the node that uses them.
+    Migrate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Plugin,
+    Sampling,
+}
+
+struct Config {
+    mode: Mode,
+    source: Source,
+    params: Params,
+    /// Interval length in counter ticks.
+    ticks: u64,
+}
+
+/// Pages unmapped per VM per interval for sampling: 8 MiB, a few thousand
+/// faults per interval at most.
+const SAMPLE_PAGES: usize = 2048;
+
+static CONFIG: Once<Config> = Once::new();
+/// When the next interval starts (counter ticks; u64::MAX: never).
+static NEXT: AtomicU64 = AtomicU64::new(u64::MAX);
+static INTERVAL: AtomicU32 = AtomicU32::new(0);
+
+/// Sets the mode and policy for the run; `ticks_per_ms` converts the
+/// interval. Prints which counter source the loop uses.
+pub fn init(mode: Mode, params: Params, ticks_per_ms: u64, now: u64) {
+    let source = if counters::present() { Source::Plugin } else { Source::Sampling };
+    let ticks = ticks_per_ms * params.interval_ms.max(1) as u64;
+    match mode {
+        Mode::FirstTouch => log::info!("placement: first-touch (pages never move)"),
+        Mode::Migrate => {
+            log::info!(
+                "placement: migrate, counters from {}; {params}",
+                match source {
+                    Source::Plugin => "the ccNUMA plugin's per-page miss counters",
+                    Source::Sampling => "software sampling (stage-2 hinting faults)",
+                }
+            );
+            NEXT.store(now + ticks, Ordering::Release);
+        }
+    }
+    CONFIG.call_once(|| Config { mode, source, params, ticks });
+}
+
+/// When the next interval is due, if the loop runs at all.
+pub fn deadline() -> Option<u64> {
+    Some(NEXT.load(Ordering::Acquire)).filter(|&d| d != u64::MAX)
+}
+
+/// Claims the interval due at `now`, if any: exactly one caller gets its
+/// number, and the next deadline is set.
+pub fn claim(now: u64) -> Option<u32> {
+    let config = CONFIG.get()?;
+    let due = NEXT.load(Ordering::Acquire);
+    if now < due || config.mode != Mode::Migrate {
+        return None;
+    }
+    NEXT.compare_exchange(due, now + config.ticks, Ordering::AcqRel, Ordering::Relaxed).ok()?;
+    Some(INTERVAL.fetch_add(1, Ordering::Relaxed) + 1)
+}
+
+/// One interval for one VM, run on a CPU of node `here`. Returns the
+/// pages moved.
+pub fn run(space: &Mutex<VmSpace>, interval: u32, here: NodeId) -> usize {
+    let Some(config) = CONFIG.get() else { return 0 };
+    let mut space = space.lock();
+    let nodes = frames::memmap().node_count().min(MAX_COUNTED_NODES);
+    let mut moves: Vec<(u64, NodeId)> = Vec::new();
+    let mut freeze: Vec<u64> = Vec::new();
+    let mut consider = |space: &mut VmSpace, gpfn: u64, counts: &[u32], params: &Params| {
+        let Some(info) = space.page(gpfn) else { return };
+        for (node, &count) in counts.iter().enumerate() {
+            let (local, remote) = (&mut space.stats.local, &mut space.stats.remote);
+            let bucket = if node == info.node { local } else { remote };
+            if let Some(total) = bucket.get_mut(node) {
+                *total += count as u64;
+            }
+        }
+        match policy::decide(params, counts, info.node, &info, interval) {
+            Action::Migrate(node) if moves.len() < params.batch => moves.push((gpfn, node)),
+            Action::Freeze => freeze.push(gpfn),
+            _ => {}
+        }
+    };
+    match config.source {
+        Source::Plugin => {
+            let pages: Vec<(u64, u64)> = space.pmap.iter_mapped().map(|(g, info)| (g, info.pa / PAGE_SIZE)).collect();
+            let mut counts = [0u32; MAX_COUNTED_NODES];
+            for (gpfn, pfn) in pages {
+                if !counters::page_counts(pfn, &mut counts[..nodes]) || counts[..nodes].iter().all(|&c| c == 0) {
+                    continue;
+                }
+                counters::clear_page(pfn);
+                consider(&mut space, gpfn, &counts[..nodes], &config.params);
+            }
+        }
+        Source::Sampling => {
+            let params = Params { trigger: 1, ..config.params };
+            let touched = core::mem::take(&mut space.touches);
+            for (gpfn, counts) in touched {
+                consider(&mut space, gpfn, &counts[..counts.len().min(nodes)], &params);
+            }
+        }
+    }
+    for gpfn in freeze {
+        space.pmap.freeze(gpfn, interval + config.params.freeze_intervals);
+        space.pmap.reset_moves(gpfn);
+        space.stats.frozen += 1;
+    }
+    let moved = if moves.is_empty() { 0 } else { space.migrate(&moves, here) };
+    if config.source == Source::Sampling {
+        space.sample(SAMPLE_PAGES);
+    }
+    moved
+}
