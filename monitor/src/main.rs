@@ -1,5 +1,5 @@
 //! The monitor: boots at EL2 on an aarch64 NUMA machine and runs Linux
-//! guests (see DESIGN.md for the data flow).
+//! guests (see ../shared/DESIGN.md for the data flow).
 #![no_std]
 #![no_main]
 

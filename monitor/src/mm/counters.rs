@@ -1,4 +1,4 @@
-//! FLASH-style per-page miss counters (DESIGN.md, "The ccNUMA instrument"):
+//! FLASH-style per-page miss counters (../shared/DESIGN.md, "The ccNUMA instrument"):
 //! when QEMU runs with the cost-model plugin, it keeps per (page, node) miss
 //! counts in a region at the end of RAM (layout: numa::counters). The
 //! monitor keeps that region out of its allocators and reads it like the
