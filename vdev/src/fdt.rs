@@ -1,9 +1,10 @@
 //! The guest's device tree, shaped like QEMU's `virt` DTB for the devices
 //! the monitor emulates: memory, CPUs (PSCI over HVC), GICv3, the generic
-//! timer, and a PL011 with its APB clock. No NUMA information: the monitor
-//! hides the machine's topology from guests.
+//! timer, a PL011 with its APB clock, and virtio-mmio devices. No NUMA
+//! information: the monitor hides the machine's topology from guests.
 
 use crate::vgic::{affinity, GICD_FRAME_SIZE, GICR_FRAME_SIZE};
+use crate::virtio::transport::VIRTIO_MMIO_FRAME_SIZE;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec;
@@ -26,6 +27,19 @@ pub struct GuestFdtConfig<'a> {
     pub uart_base: u64,
     /// SPI number of the UART (1 => INTID 33).
     pub uart_spi: u32,
+    /// virtio-mmio devices, in this order in the tree (Linux probes them,
+    /// and so names its disks `vda`, `vdb`, ..., in this order).
+    pub virtio: &'a [VirtioMmioNode],
+}
+
+/// A virtio-mmio device in the guest's device tree: a
+/// [`VIRTIO_MMIO_FRAME_SIZE`] register frame at `base`, an edge-triggered
+/// SPI (Linux's `virtio,mmio` binding, as QEMU's `virt` has it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VirtioMmioNode {
+    pub base: u64,
+    /// SPI number (16 => INTID 48).
+    pub spi: u32,
 }
 
 /// Phandle of the interrupt controller.
@@ -38,6 +52,7 @@ const GIC_FDT_IRQ_TYPE_SPI: u32 = 0;
 const GIC_FDT_IRQ_TYPE_PPI: u32 = 1;
 /// `interrupts` cell 2 (GICv3 binding: only the trigger type).
 const IRQ_TYPE_LEVEL_HIGH: u32 = 4;
+const IRQ_TYPE_EDGE_RISING: u32 = 1;
 
 /// The GIC maintenance interrupt (PPI 9, INTID 25).
 const GIC_MAINTENANCE_PPI: u32 = 9;
@@ -77,6 +92,9 @@ pub fn build_guest_fdt(cfg: &GuestFdtConfig) -> Result<Vec<u8>, Error> {
     timer(&mut fdt)?;
     apb_pclk(&mut fdt)?;
     pl011(&mut fdt, cfg)?;
+    for dev in cfg.virtio {
+        virtio_mmio(&mut fdt, dev)?;
+    }
 
     fdt.end_node(root)?;
     fdt.finish()
@@ -178,6 +196,15 @@ fn pl011(fdt: &mut FdtWriter, cfg: &GuestFdtConfig) -> Result<(), Error> {
     fdt.property_array_u32("interrupts", &[GIC_FDT_IRQ_TYPE_SPI, cfg.uart_spi, IRQ_TYPE_LEVEL_HIGH])?;
     fdt.property_array_u32("clocks", &[APB_PCLK_PHANDLE, APB_PCLK_PHANDLE])?;
     fdt.property_string_list("clock-names", strings(&["uartclk", "apb_pclk"]))?;
+    fdt.end_node(node)
+}
+
+fn virtio_mmio(fdt: &mut FdtWriter, dev: &VirtioMmioNode) -> Result<(), Error> {
+    let node = fdt.begin_node(&format!("virtio_mmio@{:x}", dev.base))?;
+    fdt.property_string("compatible", "virtio,mmio")?;
+    fdt.property_array_u64("reg", &[dev.base, VIRTIO_MMIO_FRAME_SIZE])?;
+    fdt.property_array_u32("interrupts", &[GIC_FDT_IRQ_TYPE_SPI, dev.spi, IRQ_TYPE_EDGE_RISING])?;
+    fdt.property_null("dma-coherent")?;
     fdt.end_node(node)
 }
 

@@ -10,11 +10,13 @@
 extern crate alloc;
 
 pub mod fdt;
+pub mod mem;
 pub mod mmio;
 pub mod pl011;
 pub mod vgic;
+pub mod virtio;
 
-pub use fdt::{build_guest_fdt, GuestFdtConfig};
+pub use fdt::{build_guest_fdt, GuestFdtConfig, VirtioMmioNode};
 pub use mmio::{MmioDevice, MmioError};
 pub use pl011::Pl011;
 pub use vgic::{VGic, Virq, GICR_FRAME_SIZE};

@@ -212,6 +212,7 @@ impl Vm {
             gicr_base: GICR_BASE,
             uart_base: UART_BASE,
             uart_spi: UART_SPI,
+            virtio: &[],
         })
         .map_err(|e| format!("building the guest device tree: {e:?}"))?;
         if blob.len() as u64 > MIB2 {

@@ -14,6 +14,7 @@ fn config() -> GuestFdtConfig<'static> {
         gicr_base: 0x080A_0000,
         uart_base: 0x0900_0000,
         uart_spi: 1,
+        virtio: &[],
     }
 }
 
@@ -133,6 +134,28 @@ fn gic_timer_clock_and_uart() {
     assert_eq!(fdt.find_phandle(u32s(&fdt, "/", "interrupt-parent")[0]).unwrap().name, "intc@8000000");
     assert_eq!(u32s(&fdt, "/pl011@9000000", "clocks"), [APB_PCLK_PHANDLE, APB_PCLK_PHANDLE]);
     assert_eq!(string_list(&fdt, "/pl011@9000000", "clock-names"), ["uartclk", "apb_pclk"]);
+}
+
+#[test]
+fn virtio_mmio_nodes() {
+    let devs = [VirtioMmioNode { base: 0x0a00_0000, spi: 16 }, VirtioMmioNode { base: 0x0a00_0200, spi: 17 }];
+    let cfg = GuestFdtConfig { virtio: &devs, ..config() };
+    let blob = build_guest_fdt(&cfg).unwrap();
+    let fdt = Fdt::new(&blob).unwrap();
+    let names: Vec<_> = fdt.all_nodes().filter(|n| n.name.starts_with("virtio_mmio@")).map(|n| n.name).collect();
+    assert_eq!(names, ["virtio_mmio@a000000", "virtio_mmio@a000200"]);
+    for (dev, path) in devs.iter().zip(["/virtio_mmio@a000000", "/virtio_mmio@a000200"]) {
+        let node = fdt.find_node(path).unwrap();
+        assert_eq!(node.compatible().unwrap().first(), "virtio,mmio");
+        let reg: Vec<_> = node.reg().unwrap().map(|r| (r.starting_address as u64, r.size)).collect();
+        assert_eq!(reg, [(dev.base, Some(0x200))]);
+        assert_eq!(u32s(&fdt, path, "interrupts"), [0, dev.spi, 1]);
+        assert_eq!(node.property("dma-coherent").unwrap().value.len(), 0);
+        assert!(node.property("interrupt-parent").is_none(), "inherited from the root");
+    }
+    // None by default.
+    let blob = build_guest_fdt(&config()).unwrap();
+    assert!(Fdt::new(&blob).unwrap().all_nodes().all(|n| !n.name.starts_with("virtio")));
 }
 
 #[test]
