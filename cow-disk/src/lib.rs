@@ -1,3 +1,10 @@
 //! Copy-on-write disks: shared base images, per-VM overlays and the global
-//! block cache. Nothing here yet: the virtio-blk issue fills it.
+//! block cache (to come: see the issues), and the physical disk's header
+//! ([`header`]), which `cargo xtask disk` writes and the monitor reads.
 #![no_std]
+#![forbid(unsafe_code)]
+extern crate alloc;
+
+pub mod header;
+
+pub use header::{DiskHeader, HeaderError, ImageEntry, ImageKind, ImageName};

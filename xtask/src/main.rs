@@ -8,6 +8,7 @@ mod bench_smp;
 mod boot;
 mod bundle;
 mod debs;
+mod disk;
 mod exec;
 mod image;
 mod initramfs;
@@ -51,6 +52,11 @@ enum Cmd {
     },
     /// List the machine topologies in qemu-configs/.
     Machines,
+    /// Physical disk files: a header with named images (base, persistent) and the images.
+    Disk {
+        #[command(subcommand)]
+        cmd: disk::DiskCmd,
+    },
 }
 
 #[derive(Args, Debug, Clone, PartialEq)]
@@ -152,6 +158,7 @@ fn dispatch(cmd: Cmd) -> Result<u8> {
         Cmd::Bench { what: BenchCmd::Autonuma(a) } => numasim_bench::autonuma_cmd(a),
         Cmd::Bench { what: BenchCmd::NumaSimCost(a) } => numasim_bench::cost_cmd(a),
         Cmd::Bench { what: BenchCmd::Smp(a) } => bench_smp::smp_cmd(a),
+        Cmd::Disk { cmd } => disk::main(cmd),
         Cmd::Machines => {
             for m in machine::check_all()? {
                 println!("{:8} {}", m.name, m.description);
