@@ -14,8 +14,11 @@ use alloc::vec::Vec;
 use fdt::node::FdtNode;
 use fdt::Fdt;
 
-use crate::topology::MPIDR_AFF_MASK;
 use crate::{MemRange, TopologyError, MAX_NODES};
+
+/// MPIDR bits that identify a CPU (Aff3..Aff0); the rest (U, MT, RES1) vary
+/// with how the register is read, not with which CPU reads it.
+pub(crate) const MPIDR_AFF_MASK: u64 = 0xff_00ff_ffff;
 
 /// A `/cpus/cpu@*` node.
 pub(crate) struct RawCpu {

@@ -71,7 +71,7 @@ impl FrameAllocator {
     /// that touches any of `reserved`. Partial frames at range edges are
     /// not used; overlapping `ranges` count once. All frames start free.
     pub fn new(ranges: &[MemRange], reserved: &[MemRange]) -> Self {
-        let owned = subtract(&merged_frames(ranges), &reserved_frames(reserved));
+        let owned = owned_spans(ranges, reserved);
         let mut segments = Vec::with_capacity(owned.len());
         let mut bits = 0;
         for (start, end) in owned {
@@ -193,6 +193,13 @@ impl FrameAllocator {
         let seg = &self.segments[i];
         (seg.first_pfn + (bit - seg.first_bit) as u64) * FRAME_SIZE
     }
+}
+
+/// Whole frames of `ranges` minus every frame touching `reserved`, as
+/// sorted, disjoint `[start, end)` frame numbers: the frames an allocator
+/// over the same arguments owns (the memmap keeps one entry per each).
+pub(crate) fn owned_spans(ranges: &[MemRange], reserved: &[MemRange]) -> Vec<(u64, u64)> {
+    subtract(&merged_frames(ranges), &reserved_frames(reserved))
 }
 
 /// Whole frames inside `ranges`, as sorted, merged `[start, end)` frame

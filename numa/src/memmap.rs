@@ -24,6 +24,7 @@ use alloc::vec::Vec;
 
 use crate::ring::{FreeRing, NodeStats};
 use crate::sync::{AtomicU64, Mutex, Ordering};
+use crate::frame::owned_spans;
 use crate::{FrameAllocator, MemRange, NodeId, FRAME_SIZE};
 
 /// What a frame is used for.
@@ -138,39 +139,6 @@ impl Frame {
     pub(crate) fn from_parts(pa: u64, node: NodeId) -> Self {
         Self { pa, node }
     }
-}
-
-/// Whole frames of `ranges` minus every frame touching `reserved`, as
-/// sorted, disjoint `[start, end)` frame numbers (the frames a
-/// [`FrameAllocator`] over the same arguments owns).
-fn owned_spans(ranges: &[MemRange], reserved: &[MemRange]) -> Vec<(u64, u64)> {
-    let mut owned: Vec<(u64, u64)> =
-        ranges.iter().map(|r| (r.start.div_ceil(FRAME_SIZE), r.end / FRAME_SIZE)).filter(|(s, e)| s < e).collect();
-    owned.sort_unstable();
-    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(owned.len());
-    for (s, e) in owned {
-        match merged.last_mut() {
-            Some(last) if s <= last.1 => last.1 = last.1.max(e),
-            _ => merged.push((s, e)),
-        }
-    }
-    let mut holes: Vec<(u64, u64)> =
-        reserved.iter().filter(|r| !r.is_empty()).map(|r| (r.start / FRAME_SIZE, r.end.div_ceil(FRAME_SIZE))).collect();
-    holes.sort_unstable();
-    let mut out = Vec::new();
-    for (start, end) in merged {
-        let mut cur = start;
-        for &(hs, he) in holes.iter().filter(|h| h.0 < end && h.1 > start) {
-            if hs > cur {
-                out.push((cur, hs));
-            }
-            cur = cur.max(he);
-        }
-        if cur < end {
-            out.push((cur, end));
-        }
-    }
-    out
 }
 
 /// A run of managed frames and where its entries start in the storage.

@@ -8,7 +8,7 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use crate::fdt_parse::{self, Facts};
+use crate::fdt_parse::{self, Facts, MPIDR_AFF_MASK};
 use crate::{MemRange, TopologyError};
 
 /// Index of a NUMA node, as in the device tree's `numa-node-id`.
@@ -21,9 +21,6 @@ pub const LOCAL_DISTANCE: u8 = 10;
 /// Distance between two nodes when the tree does not say.
 pub const REMOTE_DISTANCE: u8 = 20;
 
-/// MPIDR bits that identify a CPU (Aff3..Aff0); the rest (U, MT, RES1) vary
-/// with how the register is read, not with which CPU reads it.
-pub(crate) const MPIDR_AFF_MASK: u64 = 0xff_00ff_ffff;
 
 /// One NUMA node. A node may have CPUs and no memory, or memory and no CPUs.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -267,11 +267,11 @@ pub fn parse(file: &str, text: &str, machine: &Machine, base: &Path) -> Result<M
             home_node,
         });
     }
-    for (field, value) in [("placement", &raw.placement), ("placement_params", &raw.placement_params)] {
-        if let Some(v) = value {
-            let (mode, params) = if field == "placement" { (Some(v.get_ref().as_str()), None) } else { (None, Some(v.get_ref().as_str())) };
-            Placement::check(mode, params).map_err(|m| err(v.span(), "", field, m))?;
-        }
+    if let Some(v) = &raw.placement {
+        Placement::check(Some(v.get_ref()), None).map_err(|m| err(v.span(), "", "placement", m))?;
+    }
+    if let Some(v) = &raw.placement_params {
+        Placement::check(None, Some(v.get_ref())).map_err(|m| err(v.span(), "", "placement_params", m))?;
     }
     let placement = Placement {
         mode: raw.placement.map(|v| v.into_inner()),
@@ -334,6 +334,18 @@ mod tests {
         assert!(e.starts_with("m.toml:8: vm `b`: field `vcpus`: 65") && e.contains("at most 64 vCPUs"), "{e}");
         let e = parse_err(&TWO.replace("\"on-crash\"", "\"always\""));
         assert!(e.starts_with("m.toml:10: vm `b`: field `restart`"), "{e}");
+    }
+
+    #[test]
+    fn placement_errors_name_line_and_field() {
+        let e = parse_err(&format!("placement = \"nearest\"\n{TWO}"));
+        assert!(e.starts_with("m.toml:1: field `placement`:") && e.contains("first-touch"), "{e}");
+        let e = parse_err(&format!("placement_params = \"trigger=x\"\n{TWO}"));
+        assert!(e.starts_with("m.toml:1: field `placement_params`:") && e.contains("trigger"), "{e}");
+        let file = format!("placement = \"migrate\"\nplacement_params = \"batch=64\"\n{TWO}");
+        let m = parse("m.toml", &file, &numa2(), Path::new("/")).unwrap();
+        assert_eq!(m.placement.mode.as_deref(), Some("migrate"));
+        assert_eq!(m.placement.params.as_deref(), Some("batch=64"));
     }
 
     #[test]

@@ -32,25 +32,20 @@ pub fn init_cpu() {
     barrier::isb(barrier::SY);
 }
 
-/// Descriptor access in machine memory, for the owner's
-/// `stage2::TableMemory` (which also decides where table frames come from).
-pub struct Tables;
+/// Entry `index` of the stage-2 table frame at `table` (for the owner's
+/// `stage2::TableMemory`, which also decides where table frames come from).
+pub fn read_entry(table: u64, index: usize) -> u64 {
+    // SAFETY: `table` is a table frame of a live Stage2 (the walker only
+    // follows descriptors its owner wrote), and the index stays below 512.
+    unsafe { core::ptr::read_volatile((table as *const u64).add(index.min(511))) }
+}
 
-impl Tables {
-    /// Entry `index` of the table frame at `table`.
-    pub fn read(table: u64, index: usize) -> u64 {
-        // SAFETY: `table` is a table frame of a live Stage2 (the walker only
-        // follows descriptors its owner wrote), and index < 512.
-        unsafe { core::ptr::read_volatile((table as *const u64).add(index.min(511))) }
-    }
-
-    /// Writes entry `index` of the table frame at `table`: one aligned
-    /// 64-bit store, so the hardware walker sees the old or the new
-    /// descriptor, never a mix.
-    pub fn write(table: u64, index: usize, value: u64) {
-        // SAFETY: as for read.
-        unsafe { core::ptr::write_volatile((table as *mut u64).add(index.min(511)), value) };
-    }
+/// Writes entry `index` of the table frame at `table`: one aligned 64-bit
+/// store, so the hardware walker sees the old or the new descriptor, never
+/// a mix.
+pub fn write_entry(table: u64, index: usize, value: u64) {
+    // SAFETY: as for read_entry.
+    unsafe { core::ptr::write_volatile((table as *mut u64).add(index.min(511)), value) };
 }
 
 /// One VM's stage-2 root and VMID.

@@ -54,7 +54,7 @@ pub fn handle(vm: &Vm, vcpu: &mut Vcpu, abort: Abort, here: Here) -> Outcome {
 
 /// A fault on guest RAM: `mm` resolves it and the guest retries the access.
 fn ram(vm: &Vm, abort: Abort, here: Here) -> Outcome {
-    match fault::resolve(&vm.space, abort.ipa, abort.fault, abort.write, abort.fetch, here.node) {
+    match fault::resolve(&vm.space, &abort, here.node) {
         Ok(Resolved::FirstTouch) => vm.stats.exit(ExitReason::FirstTouch),
         Ok(Resolved::Sampled) => vm.stats.exit(ExitReason::Sampling),
         Ok(Resolved::Retry) => vm.stats.exit(ExitReason::Other),

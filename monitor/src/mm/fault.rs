@@ -1,7 +1,7 @@
 //! Stage-2 faults on guest RAM.
 
 use super::VmSpace;
-use crate::arch::exit::Fault;
+use crate::arch::exit::{Abort, Fault};
 use alloc::{format, string::String};
 use numa::NodeId;
 use spin::Mutex;
@@ -18,42 +18,39 @@ pub enum Resolved {
     Retry,
 }
 
-/// Resolves a fault at `ipa` (guest RAM) taken on a CPU of `node`. An
-/// error ends the VM (out of memory, or an access the VM may not make).
-#[allow(clippy::too_many_arguments)]
-pub fn resolve(
-    space: &Mutex<VmSpace>,
-    ipa: u64,
-    fault: Fault,
-    write: bool,
-    fetch: bool,
-    node: NodeId,
-) -> Result<Resolved, String> {
+/// Resolves `abort` (on guest RAM) taken on a CPU of `node`, with one
+/// look at the page's descriptor. An error ends the VM (out of memory, or
+/// an access the VM may not make).
+pub fn resolve(space: &Mutex<VmSpace>, abort: &Abort, node: NodeId) -> Result<Resolved, String> {
+    let ipa = abort.ipa;
     let mut space = space.lock();
-    match fault {
-        Fault::Translation => {
-            let pte = space.lookup(ipa);
-            if pte.is_some_and(|p| p.is_valid()) {
-                return Ok(Resolved::Retry);
-            }
-            if space.restore_sampled(ipa, node) {
-                return Ok(Resolved::Sampled);
-            }
-            space
-                .touch(ipa, node)
-                .map(|_| Resolved::FirstTouch)
-                .ok_or_else(|| format!("out of machine memory backing guest page {ipa:#x}"))
-        }
+    let pte = space.lookup(ipa);
+    match (abort.fault, pte) {
         // A mapping changed under the vCPU (the TLB entry it faulted on is
-        // gone): the access is allowed now, so retrying is the answer.
-        Fault::Permission | Fault::AccessFlag
-            if space.lookup(ipa).is_some_and(|p| p.is_valid() && p.perm().allows(write, fetch)) =>
+        // gone, or another CPU mapped the page first): retry.
+        (Fault::Translation, Some(pte)) if pte.is_valid() => Ok(Resolved::Retry),
+        (Fault::Permission | Fault::AccessFlag, Some(pte))
+            if pte.is_valid() && pte.perm().allows(abort.write, abort.fetch) =>
         {
             Ok(Resolved::Retry)
         }
-        _ => Err(format!(
+        (Fault::Translation, Some(pte)) if pte.is_sampled() => {
+            space.restore_sampled(ipa, pte, node);
+            Ok(Resolved::Sampled)
+        }
+        (Fault::Translation, _) => space
+            .touch(ipa, node)
+            .map(|_| Resolved::FirstTouch)
+            .ok_or_else(|| format!("out of machine memory backing guest page {ipa:#x}")),
+        (fault, _) => Err(format!(
             "stage-2 {fault:?} fault on guest RAM at {ipa:#x} ({})",
-            if fetch { "fetch" } else if write { "write" } else { "read" }
+            if abort.fetch {
+                "fetch"
+            } else if abort.write {
+                "write"
+            } else {
+                "read"
+            }
         )),
     }
 }

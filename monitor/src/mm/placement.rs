@@ -14,7 +14,7 @@
 //! One CPU at a time runs an interval (whichever claims it first; the
 //! scheduler arms CPU 0's timer for it), for all VMs.
 
-use super::{counters, frames, VmSpace};
+use super::{counters, frames, space::Touches, VmSpace};
 use crate::arch::stage2::PAGE_SIZE;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -120,21 +120,24 @@ pub fn run(space: &Mutex<VmSpace>, interval: u32, here: NodeId) -> usize {
     };
     match config.source {
         Source::Plugin => {
-            let pages: Vec<(u64, u64)> = space.pmap.iter_mapped().map(|(g, info)| (g, info.pa / PAGE_SIZE)).collect();
-            let mut counts = [0u32; MAX_COUNTED_NODES];
-            for (gpfn, pfn) in pages {
-                if !counters::page_counts(pfn, &mut counts[..nodes]) || counts[..nodes].iter().all(|&c| c == 0) {
-                    continue;
+            // Only pages with misses are kept (most are cold in any interval).
+            let mut touched: Vec<(u64, Touches)> = Vec::new();
+            for (gpfn, info) in space.pmap.iter_mapped() {
+                let mut counts = Touches::default();
+                let pfn = info.pa / PAGE_SIZE;
+                if counters::page_counts(pfn, &mut counts[..nodes]) && counts.iter().any(|&c| c != 0) {
+                    counters::clear_page(pfn);
+                    touched.push((gpfn, counts));
                 }
-                counters::clear_page(pfn);
+            }
+            for (gpfn, counts) in touched {
                 consider(&mut space, gpfn, &counts[..nodes], &config.params);
             }
         }
         Source::Sampling => {
             let params = Params { trigger: 1, ..config.params };
-            let touched = core::mem::take(&mut space.touches);
-            for (gpfn, counts) in touched {
-                consider(&mut space, gpfn, &counts[..counts.len().min(nodes)], &params);
+            for (gpfn, counts) in core::mem::take(&mut space.touches) {
+                consider(&mut space, gpfn, &counts[..nodes], &params);
             }
         }
     }

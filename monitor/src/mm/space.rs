@@ -5,9 +5,10 @@
 //! invalidation by IPA on every CPU, then the new descriptor.
 
 use super::frames;
-use crate::arch::stage2::{copy_frame, Stage2, Tables, PAGE_SIZE};
+use crate::arch::stage2::{copy_frame, read_entry, write_entry, Stage2, PAGE_SIZE};
 use alloc::{collections::BTreeMap, vec, vec::Vec};
 use numa::{
+    counters::MAX_COUNTED_NODES,
     memmap::{Frame, Use},
     pmap::{PageInfo, Pmap},
     NodeId,
@@ -16,6 +17,10 @@ use stage2::{walk, Action, Flags, Perm, Pte};
 
 /// Guest RAM starts here (the QEMU `virt` layout).
 pub const RAM_BASE: u64 = 0x4000_0000;
+
+/// Sampled touches of one page, per node (nodes past the plugin's limit
+/// are not counted, as the plugin does not count them either).
+pub type Touches = [u32; MAX_COUNTED_NODES];
 
 /// What the space counts for the VM's statistics.
 #[derive(Default, Clone)]
@@ -37,7 +42,7 @@ pub struct VmSpace {
     tables: BTreeMap<u64, Frame>,
     pub pmap: Pmap,
     /// Software sampling: per sampled page that was touched, touches per node.
-    pub touches: BTreeMap<u64, Vec<u32>>,
+    pub touches: BTreeMap<u64, Touches>,
     /// Where the next sampling round starts (a guest page number).
     pub sample_cursor: u64,
     pub stats: SpaceStats,
@@ -73,11 +78,11 @@ impl VmSpace {
     }
 
     /// Writes the descriptor of `ipa`, creating tables on `node`; the old
-    /// one must not be valid (or the caller did break-before-make).
+    /// one must not be valid (or the caller did break-before-make). The
+    /// caller publishes (`Stage2::publish`) once for all its writes.
     fn set(&mut self, ipa: u64, pte: Pte, node: NodeId) -> Option<()> {
         let (tables, root) = (&mut self.tables, self.stage2.root());
         stage2::walk::set_leaf(&mut table_memory(self.vm, tables, node), root, ipa, pte).ok()?;
-        Stage2::publish();
         Some(())
     }
 
@@ -102,24 +107,21 @@ impl VmSpace {
             }
             return None;
         }
+        Stage2::publish();
         Some(pa)
     }
 
-    /// A fault on a page that sampling unmapped: counts the touch by
-    /// `node` and maps the page again. False if `ipa` is not sampled.
-    pub fn restore_sampled(&mut self, ipa: u64, node: NodeId) -> bool {
+    /// A fault on `ipa`, whose descriptor `sampled` is one that sampling
+    /// unmapped: counts the touch by `node` and maps the page again.
+    pub fn restore_sampled(&mut self, ipa: u64, sampled: Pte, node: NodeId) {
         let page = ipa & !(PAGE_SIZE - 1);
-        let Some(pte) = self.lookup(page).filter(|p| p.is_sampled()) else { return false };
-        if self.set(page, pte.restored(), node).is_none() {
-            return false;
-        }
-        let nodes = self.nodes;
-        let counts = self.touches.entry(page / PAGE_SIZE).or_insert_with(|| vec![0; nodes]);
-        if let Some(count) = counts.get_mut(node) {
+        // Its tables exist (the descriptor was found): this cannot fail.
+        let _ = self.set(page, sampled.restored(), node);
+        Stage2::publish();
+        if let Some(count) = self.touches.entry(page / PAGE_SIZE).or_default().get_mut(node) {
             *count += 1;
         }
         self.stats.sampling_faults += 1;
-        true
     }
 
     /// Unmaps up to `count` mapped pages, from the sampling cursor on, so
@@ -164,9 +166,9 @@ impl VmSpace {
             let Some(info) = self.pmap.get(gpfn).filter(|i| i.pins == 0 && i.node != node) else { continue };
             let Some(pte) = self.lookup(gpfn * PAGE_SIZE).filter(|p| p.addr() == info.pa) else { continue };
             let Some(frame) = frames::alloc_on(node, Use::Guest { vm: self.vm, gpfn }) else { continue };
-            if pte.is_valid() && self.set(gpfn * PAGE_SIZE, Pte::EMPTY, here).is_none() {
-                frames::free(frame, here);
-                continue;
+            // Break: the tables exist (the descriptor was found).
+            if pte.is_valid() {
+                let _ = self.set(gpfn * PAGE_SIZE, Pte::EMPTY, here);
             }
             batch.push((gpfn, frame, pte));
         }
@@ -189,6 +191,7 @@ impl VmSpace {
                 }
             }
         }
+        Stage2::publish();
         self.stats.migrated += moved as u64;
         moved
     }
@@ -245,10 +248,10 @@ struct TableFrames<'a> {
 
 impl stage2::TableMemory for TableFrames<'_> {
     fn read(&self, table: u64, index: usize) -> u64 {
-        Tables::read(table, index)
+        read_entry(table, index)
     }
     fn write(&mut self, table: u64, index: usize, value: u64) {
-        Tables::write(table, index, value)
+        write_entry(table, index, value)
     }
     fn alloc_table(&mut self) -> Option<u64> {
         let frame = frames::alloc(self.node, Use::Table { vm: self.vm })?;
@@ -256,11 +259,10 @@ impl stage2::TableMemory for TableFrames<'_> {
         self.tables.insert(pa, frame);
         Some(pa)
     }
+    /// The root is not in `tables`: its owner frees it after the walk.
     fn free_table(&mut self, table: u64) {
-        match self.tables.remove(&table) {
-            Some(frame) => frames::free(frame, self.node),
-            // The root is freed by its owner, after the walk.
-            None => {}
+        if let Some(frame) = self.tables.remove(&table) {
+            frames::free(frame, self.node);
         }
     }
 }

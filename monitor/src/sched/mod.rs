@@ -260,8 +260,9 @@ fn enqueue(cpu: usize, task: Task) {
 }
 
 /// Sends the task CPU `me` was running to a CPU of its VM's home node
-/// (the VM moved there).
-pub fn send_home(me: usize, task: Task) {
+/// (the VM moved there). The CPU it ran on stops being its preference.
+pub fn send_home(me: usize, mut task: Task) {
+    task.vcpu.last_cpu = None;
     CPUS[me].load.fetch_sub(1, Release);
     let target = choose_cpu(task.vm.home(), None);
     task.vm.slots[task.vcpu.index].set_active(target);
@@ -273,12 +274,10 @@ pub fn node_has_cpus(node: NodeId) -> bool {
     MACHINE.get().is_some_and(|m| m.cpus.iter().flatten().any(|c| c.0 == node))
 }
 
-/// The CPU a waking vCPU of a VM homed on `home` goes to. The CPU it last
-/// ran on counts only if it is on the home node (the VM may have moved).
+/// The CPU a waking vCPU of a VM homed on `home` goes to.
 fn choose_cpu(home: NodeId, last: Option<usize>) -> usize {
     let machine = machine();
     let home = home.min(machine.nearest.len().saturating_sub(1));
-    let last = last.filter(|&cpu| node_of(cpu) == home);
     let Some(nearest) = machine.nearest.get(home) else { return 0 };
     let distance = |cpu: usize| machine.distance[home][node_of(cpu)];
     placement::choose_cpu(nearest, distance, |cpu| CPUS[cpu].load.load(Acquire), last).unwrap_or(0)
