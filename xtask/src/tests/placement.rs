@@ -1,14 +1,17 @@
 //! Integration tests of dynamic page placement (issue 11): a VM's memory
 //! follows its vCPUs when the VM moves to another node (`Ctrl-] m`),
-//! driven by software sampling, and the guest's data stays intact.
+//! driven by software sampling or by the ccNUMA plugin's miss counters,
+//! and the guest's data stays intact.
 
-use super::smp::{drain, spawn};
+use super::smp::drain;
 use super::{field, host_md5, GUEST_TIMEOUT};
-use crate::boot::Env;
+use crate::boot::{self, Boot, Env};
 use crate::exec::TAIL_LINES;
 use crate::qemu::{Event, Session};
+use crate::util::root;
+use crate::{machine, manifest, numasim};
 use anyhow::{anyhow, Result};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The guest writes `seq 1 N` into tmpfs (first touch on its home node 1),
 /// says so, and after the move reads the file again and again.
@@ -20,33 +23,173 @@ fn workload() -> String {
     )
 }
 
-/// (b) Without the plugin: VM `m` (1 vCPU, home node 1) fills a file, is
-/// moved to node 0 with `Ctrl-] m 0 0`, then only reads it there. Software
-/// sampling must find the file's pages and migrate them: at the end the VM
-/// has at least 90% of the file's pages on node 0, and the md5 is right.
-pub fn migrate_after_move(env: &mut Env) -> Result<()> {
+/// Counters for [`migrate_after_move`]: software sampling, or the plugin.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Counters {
+    Sampling,
+    Plugin,
+}
+
+/// VM `m` (1 vCPU, home node 1) fills a file, is moved to node 0 with
+/// `Ctrl-] m 0 0`, then only reads it there. The placement loop must find
+/// the file's pages and migrate them: at the end the VM has at least 90% of
+/// the file's pages on node 0, and the md5 is right. (b) with software
+/// sampling; (a) under `--numa-sim`, with the plugin's miss counters (the
+/// monitor must say it uses them).
+pub fn migrate_after_move(env: &mut Env, counters: Counters) -> Result<()> {
+    let tag = match counters {
+        Counters::Sampling => "migrate-after-move",
+        Counters::Plugin => "migrate-numa-sim",
+    };
     let text = format!(
         "placement = \"migrate\"\nplacement_params = \"batch=1024\"\n\n[[vm]]\nname = \"m\"\nvcpus = 1\nmemory = \"256M\"\nhome_node = 1\nexec = '''\n{}\n'''\n",
         workload()
     );
-    let (mut s, _) = spawn(env, "migrate-after-move", &text, true)?;
-    let fail = |s: &Session, why: String| {
-        anyhow!("{why}\nlog: {}\nlast {TAIL_LINES} lines:\n{}", crate::util::rel(&s.log_path), s.tail(TAIL_LINES))
-    };
-    let deadline = s.started + GUEST_TIMEOUT;
-    let mut lines = Vec::new();
+    let (mut s, _sim) = spawn(env, tag, &text, counters == Counters::Plugin)?;
     let mut moved = false;
+    let lines = follow(&mut s, None, |s, line| {
+        if !moved && line.is_some_and(|l| l.starts_with("[m] TOUCHED")) {
+            // Let the console line settle, then move VM 0 to node 0.
+            std::thread::sleep(Duration::from_millis(200));
+            s.send(b"\x1dm00")?;
+            moved = true;
+        }
+        Ok(())
+    })?;
+    let guest: Vec<String> =
+        lines.iter().filter_map(|l| l.strip_prefix("[m] ")).map(|l| l.trim().to_string()).collect();
+    let expected = host_md5(&seq_bytes(SEQ_TO))?;
+    let md5 = field(&guest, "md5=").map_err(|e| fail(&s, format!("{e}")))?;
+    if md5 != expected {
+        return Err(fail(&s, format!("md5 of the file is {md5}, the host computes {expected}")));
+    }
+    let source = match counters {
+        Counters::Sampling => "counters from software sampling",
+        Counters::Plugin => "counters from the ccNUMA plugin",
+    };
+    if !lines.iter().any(|l| l.contains(source)) {
+        return Err(fail(&s, format!("the monitor did not say `placement: migrate, {source}`")));
+    }
+    if !lines.iter().any(|l| l.contains("vm m moves to node 0")) {
+        return Err(fail(&s, "the monitor never confirmed the move (Ctrl-] m 0 0)".into()));
+    }
+    let bytes: u64 = field(&guest, "bytes=")?.parse()?;
+    let pages = bytes.div_ceil(4096);
+    let frames =
+        last_frames(&lines, "m").ok_or_else(|| fail(&s, "no `stats: vm m: ... frames per node` line".into()))?;
+    let placement = lines.iter().rev().find(|l| l.contains("stats: vm m: placement:")).cloned().unwrap_or_default();
+    println!("  {tag}: file {pages} pages; frames per node at the end {frames:?}; {placement}");
+    if (frames[0] as u64) * 10 < pages * 9 {
+        return Err(fail(
+            &s,
+            format!(
+                "node 0 holds {} frames, less than 90% of the file's {pages} pages: the memory did not follow",
+                frames[0]
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Ranges of numbers each worker process of [`migrate_under_load`] writes.
+const LOAD: [(u64, u64); 3] = [(1, 120_000), (120_001, 260_000), (260_001, 380_000)];
+/// Rounds each worker writes and checks its file.
+const ROUNDS: u32 = 12;
+/// How often the test moves the VM to the other node.
+const MOVE_EVERY: Duration = Duration::from_secs(3);
+
+/// (c) Pages migrate continuously under load: VM `l` (2 vCPUs, 3 worker
+/// processes) rewrites and checksums a file per worker round after round,
+/// while the test moves the VM between nodes 0 and 1 every few seconds, so
+/// the placement loop migrates pages being written by all vCPUs. Every
+/// round's checksum must match the host's, pages must have moved, and when
+/// the VM has ended every node must have all its frames back.
+pub fn migrate_under_load(env: &mut Env) -> Result<()> {
+    let mut script = String::from("mkdir -p /tmp\n");
+    for (i, (lo, hi)) in LOAD.iter().enumerate() {
+        script += &format!(
+            "(r=0; while [ $r -lt {ROUNDS} ]; do seq {lo} {hi} > /tmp/d{i}; md5sum /tmp/d{i} >> /tmp/s{i}; r=$((r+1)); done) &\n"
+        );
+    }
+    script += "wait\n";
+    for i in 0..LOAD.len() {
+        script += &format!("echo \"w{i}=$(cut -d' ' -f1 /tmp/s{i} | sort | uniq -c | tr -s ' ' | tr '\\n' ';')\"\n");
+    }
+    let text = format!(
+        "placement = \"migrate\"\n\n[[vm]]\nname = \"l\"\nvcpus = 2\nmemory = \"256M\"\nhome_node = 1\nexec = '''\n{script}'''\n"
+    );
+    let (mut s, _) = spawn(env, "migrate-under-load", &text, false)?;
+    let mut moves = 0u32;
+    let lines = follow(&mut s, Some(MOVE_EVERY), |s, line| {
+        if line.is_none() {
+            moves += 1;
+            s.send(if moves % 2 == 1 { b"\x1dm00" } else { b"\x1dm01" })?;
+        }
+        Ok(())
+    })?;
+    let guest: Vec<String> =
+        lines.iter().filter_map(|l| l.strip_prefix("[l] ")).map(|l| l.trim().to_string()).collect();
+    let mut errs = Vec::new();
+    for (i, &(lo, hi)) in LOAD.iter().enumerate() {
+        let want = host_md5((lo..=hi).map(|n| format!("{n}\n")).collect::<String>().as_bytes())?;
+        // `uniq -c` of the rounds' sums: one line, all rounds the host's sum.
+        let got = field(&guest, &format!("w{i}=")).unwrap_or("?");
+        if got != format!("{ROUNDS} {want};") && got != format!(" {ROUNDS} {want};") {
+            errs.push(format!("worker {i} (seq {lo} {hi}): rounds' md5 counts `{got}`, want {ROUNDS} x {want}"));
+        }
+    }
+    let confirmed = lines.iter().filter(|l| l.contains("vm l moves to node")).count();
+    if confirmed < 2 {
+        errs.push(format!("the monitor confirmed {confirmed} moves, the test needs at least 2 while the VM works"));
+    }
+    let placement = lines.iter().rev().find(|l| l.contains("stats: vm l: placement:")).cloned().unwrap_or_default();
+    let migrated: u64 = placement
+        .split("migrated ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    if migrated < 100 {
+        errs.push(format!("only {migrated} pages migrated while the VM moved {confirmed} times: `{placement}`"));
+    }
+    let m = machine::load("numa2")?;
+    for n in 0..m.nodes {
+        let want = format!("node {n}: all frames returned");
+        if !lines.iter().any(|l| l.contains("disco:") && l.contains(&want)) {
+            errs.push(format!("no `{want}` line from the monitor after the VM ended"));
+        }
+    }
+    println!("  migrate-under-load: {confirmed} moves; {placement}");
+    if !errs.is_empty() {
+        return Err(fail(&s, format!("{}\nguest output:\n{}", errs.join("\n"), guest.join("\n"))));
+    }
+    Ok(())
+}
+
+/// A test failure with the log's path and tail.
+fn fail(s: &Session, why: String) -> anyhow::Error {
+    anyhow!("{why}\nlog: {}\nlast {TAIL_LINES} lines:\n{}", crate::util::rel(&s.log_path), s.tail(TAIL_LINES))
+}
+
+/// Follows the run until the monitor says `all VMs ended`, calling `act`
+/// on every console line and, if `every` is set, also with `None` each
+/// time that much passes without one. Fails on a monitor panic, a crashed
+/// VM or the timeout. Returns every line; QEMU is gone afterwards.
+fn follow(
+    s: &mut Session,
+    every: Option<Duration>,
+    mut act: impl FnMut(&mut Session, Option<&str>) -> Result<()>,
+) -> Result<Vec<String>> {
+    let end = s.started + GUEST_TIMEOUT;
+    let mut lines = Vec::new();
+    let mut tick = every.map(|d| Instant::now() + d);
     loop {
-        match s.next(deadline) {
+        let until = tick.map_or(end, |t| t.min(end));
+        match s.next(until) {
             Event::Line(l) => {
-                if !moved && l.starts_with("[m] TOUCHED") {
-                    // Let the console line settle, then move VM 0 to node 0.
-                    lines.extend(drain(&mut s, Duration::from_millis(200)));
-                    s.send(b"\x1dm00")?;
-                    moved = true;
-                }
+                act(s, Some(&l))?;
                 if l.contains("MONITOR PANIC") || l.contains("ended: crashed") {
-                    return Err(fail(&s, format!("the guest or the monitor failed: {l}")));
+                    return Err(fail(s, format!("the guest or the monitor failed: {l}")));
                 }
                 let done = l.contains("all VMs ended");
                 lines.push(l);
@@ -55,33 +198,36 @@ pub fn migrate_after_move(env: &mut Env) -> Result<()> {
                 }
             }
             Event::Exit(_) => break,
-            Event::Timeout => return Err(fail(&s, "the VM did not finish in time".into())),
+            Event::Timeout if Instant::now() >= end => return Err(fail(s, "the VMs did not finish in time".into())),
+            Event::Timeout => {
+                act(s, None)?;
+                tick = every.map(|d| Instant::now() + d);
+            }
         }
     }
-    lines.extend(drain(&mut s, Duration::from_millis(500)));
+    lines.extend(drain(s, Duration::from_millis(500)));
     s.kill();
-    let guest: Vec<String> =
-        lines.iter().filter_map(|l| l.strip_prefix("[m] ")).map(|l| l.trim().to_string()).collect();
-    let expected = host_md5(&seq_bytes(SEQ_TO))?;
-    let md5 = field(&guest, "md5=").map_err(|e| fail(&s, format!("{e}")))?;
-    if md5 != expected {
-        return Err(fail(&s, format!("md5 of the file is {md5}, the host computes {expected}")));
-    }
-    if !lines.iter().any(|l| l.contains("vm m moves to node 0")) {
-        return Err(fail(&s, "the monitor never confirmed the move (Ctrl-] m 0 0)".into()));
-    }
-    let bytes: u64 = field(&guest, "bytes=")?.parse()?;
-    let pages = bytes.div_ceil(4096);
-    let frames = last_frames(&lines, "m").ok_or_else(|| fail(&s, "no `stats: vm m: ... frames per node` line".into()))?;
-    let placement = lines.iter().rev().find(|l| l.contains("stats: vm m: placement:")).cloned().unwrap_or_default();
-    println!("  migrate-after-move: file {pages} pages; frames per node at the end {frames:?}; {placement}");
-    if (frames[0] as u64) * 10 < pages * 9 {
-        return Err(fail(
-            &s,
-            format!("node 0 holds {} frames, less than 90% of the file's {pages} pages: the memory did not follow", frames[0]),
-        ));
-    }
-    Ok(())
+    Ok(lines)
+}
+
+/// Starts QEMU on numa2 with the VMs of manifest `text`, console input
+/// attached, under the ccNUMA plugin if `numa_sim`. Keep the returned
+/// [`numasim::Sim`] until QEMU has exited.
+fn spawn(env: &mut Env, tag: &str, text: &str, numa_sim: bool) -> Result<(Session, Option<numasim::Sim>)> {
+    let m = machine::load("numa2")?;
+    let man = manifest::parse(&format!("<{tag} manifest>"), text, &m, &root())?;
+    let b = Boot {
+        machine: m.clone(),
+        native: false,
+        native_like_vm: false,
+        exec: None, // the test reads the plugin's report itself, if at all
+        vm: Default::default(),
+        tag: format!("test-{tag}"),
+        placement: Default::default(),
+    };
+    let cmd = boot::manifest_command(env, &m, &man.vms, &man.placement, &b.tag, false)?;
+    let (cmd, sim) = numasim::for_run(&b, cmd, numa_sim.then_some(""))?;
+    Ok((Session::spawn_with_input(cmd, &b.tag)?, sim))
 }
 
 /// `seq 1 n` output, as the guest writes it.
@@ -100,4 +246,3 @@ fn last_frames(lines: &[String], vm: &str) -> Option<Vec<usize>> {
     let list = line.split("frames per node [").nth(1)?.split(']').next()?;
     list.split(',').map(|n| n.trim().parse().ok()).collect()
 }
-
