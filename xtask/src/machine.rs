@@ -313,6 +313,12 @@ impl Machine {
         self.memory_mib.iter().sum()
     }
 
+    /// The last node that has CPUs other than node 0 (where experiments
+    /// put "the other node"'s work), if any.
+    pub fn far_cpu_node(&self) -> Option<usize> {
+        (1..self.nodes).rev().find(|&n| self.cpus_per_node[n] > 0)
+    }
+
     /// CPU indexes of a node: consecutive, node 0's first; empty for a
     /// memory-only node.
     pub fn node_cpus(&self, node: usize) -> Range<usize> {

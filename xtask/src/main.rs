@@ -4,12 +4,14 @@
 //! tested and the same on every machine.
 
 mod bench;
+mod bench_placement;
 mod bench_smp;
 mod boot;
 mod bundle;
 mod debs;
 mod disk;
 mod exec;
+mod follow;
 mod image;
 mod initramfs;
 mod machine;
@@ -121,6 +123,8 @@ enum BenchCmd {
     },
     /// Linux NUMA balancing off vs on under numa-sim: simulated time and local-miss %.
     Autonuma(numasim_bench::AutonumaArgs),
+    /// Page placement under numa-sim: first-touch vs migration vs all-local vs native AutoNUMA.
+    Placement(bench_placement::PlacementArgs),
     /// The numa-sim plugin's slowdown of a native Linux boot.
     NumaSimCost(numasim_bench::CostArgs),
     /// N parallel CPU-bound processes in a guest with N vCPUs vs natively with N CPUs: time ratio per N.
@@ -156,6 +160,7 @@ fn dispatch(cmd: Cmd) -> Result<u8> {
         Cmd::Test(a) => tests::main(a.native, a.only.as_deref()),
         Cmd::Bench { what: BenchCmd::Boot { runs, machine } } => bench::boot(&machine, runs).map(|_| 0),
         Cmd::Bench { what: BenchCmd::Autonuma(a) } => numasim_bench::autonuma_cmd(a),
+        Cmd::Bench { what: BenchCmd::Placement(a) } => bench_placement::placement_cmd(a),
         Cmd::Bench { what: BenchCmd::NumaSimCost(a) } => numasim_bench::cost_cmd(a),
         Cmd::Bench { what: BenchCmd::Smp(a) } => bench_smp::smp_cmd(a),
         Cmd::Disk { cmd } => disk::main(cmd),

@@ -245,6 +245,19 @@ pub fn parse(file: &str, text: &str, machine: &Machine, base: &Path) -> Result<M
                     ),
                 ))
             }
+            Some(h) if machine.cpus_per_node[*h.get_ref() as usize] == 0 => {
+                return Err(err(
+                    h.span(),
+                    &name,
+                    "home_node",
+                    format!(
+                        "node {} of machine {} has no CPUs (a memory-only node): a VM's home must run its vCPUs; \
+                         the memory-only node's memory serves as the allocators' fallback",
+                        h.get_ref(),
+                        machine.name
+                    ),
+                ))
+            }
             h => h.as_ref().map(|h| *h.get_ref()),
         };
         let path = |p: &Option<Spanned<String>>, field: &str| -> Result<Option<PathBuf>> {
@@ -273,10 +286,8 @@ pub fn parse(file: &str, text: &str, machine: &Machine, base: &Path) -> Result<M
     if let Some(v) = &raw.placement_params {
         Placement::check(None, Some(v.get_ref())).map_err(|m| err(v.span(), "", "placement_params", m))?;
     }
-    let placement = Placement {
-        mode: raw.placement.map(|v| v.into_inner()),
-        params: raw.placement_params.map(|v| v.into_inner()),
-    };
+    let placement =
+        Placement { mode: raw.placement.map(|v| v.into_inner()), params: raw.placement_params.map(|v| v.into_inner()) };
     Ok(Manifest { file: file.to_string(), machine: raw.machine, placement, vms })
 }
 
@@ -330,6 +341,12 @@ mod tests {
         assert!(e.starts_with("m.toml:7: field `name`: duplicate VM name `a`"), "{e}");
         let e = parse_err(&TWO.replace("home_node = 1", "home_node = 2"));
         assert!(e.starts_with("m.toml:11: vm `b`: field `home_node`: node 2 does not exist"), "{e}");
+        let far = crate::machine::load("numa-far").unwrap();
+        let e = format!(
+            "{:#}",
+            parse("m.toml", &TWO.replace("home_node = 1", "home_node = 2"), &far, Path::new("/")).unwrap_err()
+        );
+        assert!(e.starts_with("m.toml:11: vm `b`: field `home_node`: node 2 of machine numa-far has no CPUs"), "{e}");
         let e = parse_err(&TWO.replace("vcpus = 2\nmemory = \"1G\"", "vcpus = 65\nmemory = \"1G\""));
         assert!(e.starts_with("m.toml:8: vm `b`: field `vcpus`: 65") && e.contains("at most 64 vCPUs"), "{e}");
         let e = parse_err(&TWO.replace("\"on-crash\"", "\"always\""));

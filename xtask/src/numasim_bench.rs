@@ -162,11 +162,11 @@ pub fn cost_cmd(a: CostArgs) -> Result<u8> {
 /// `cargo xtask bench autonuma`.
 pub fn autonuma(machine_name: &str, mib: u32, passes: u32, scan_ms: u32, params: &str) -> Result<()> {
     let m = machine::load(machine_name)?;
-    if m.nodes < 2 {
-        bail!("autonuma needs a machine with at least two nodes");
-    }
+    let Some(far) = m.far_cpu_node().filter(|_| m.cpus_per_node[0] > 0) else {
+        bail!("autonuma needs a machine with CPUs on node 0 and on another node");
+    };
     let mut env = Env::prepare()?;
-    let from = m.node_cpus(m.nodes - 1).start;
+    let from = m.node_cpus(far).start;
     let mut rows = Vec::new();
     for on in [0, 1] {
         // Touch the buffer on the last node's first CPU, then run on CPU 0.
@@ -188,7 +188,7 @@ pub fn autonuma(machine_name: &str, mib: u32, passes: u32, scan_ms: u32, params:
     }
     println!(
         "autonuma on {} ({} nodes x {} CPUs): memloop {mib} MiB x {passes} passes, memory touched on CPU {from} (node {}), then run on CPU 0 (node 0)",
-        m.name, m.nodes, m.cpus_per_node, m.nodes - 1
+        m.name, m.nodes, m.cpus_per_node, far
     );
     println!("numa_balancing  simulated ms  local-miss %  misses      pages migrated  wall s");
     for (on, v, migrated, wall) in &rows {

@@ -13,6 +13,9 @@
 //! Guest markers: a `HINT #0x7a` instruction (a NOP on real hardware)
 //! snapshots all CPUs as the start of a region of interest and `HINT #0x7b`
 //! ends it; the report has the per-CPU deltas of every such interval.
+//! Charge markers: `HINT #0x7c` / `HINT #0x7d` bracket work on one CPU
+//! (the monitor's page mover) whose simulated cost the report sums up
+//! (`charged`): what a migrated page costs, in the model's own time.
 //!
 //! Fast-plugin practice: raw `extern "C"` callbacks, per-vCPU state indexed by
 //! `vcpu_index` and touched only by that vCPU's thread, instruction counts by
@@ -40,7 +43,7 @@ use config::Config;
 use hostmap::HostMap;
 use qemu_plugin_sys::*;
 use region::Region;
-use report::{CpuStats, Report, Roi};
+use report::{Charged, CpuStats, Report, Roi};
 use std::cell::{Cell, UnsafeCell};
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -51,6 +54,15 @@ pub const MAX_NODES: usize = counters::MAX_COUNTED_NODES;
 /// `HINT #0x7a` / `HINT #0x7b`: begin / end of a region of interest.
 pub const ROI_BEGIN_INSN: u32 = 0xd503_201f | (0x7a << 5);
 pub const ROI_END_INSN: u32 = 0xd503_201f | (0x7b << 5);
+/// `HINT #0x7c` / `HINT #0x7d`: begin / end of charged work on one CPU.
+pub const CHARGE_BEGIN_INSN: u32 = 0xd503_201f | (0x7c << 5);
+pub const CHARGE_END_INSN: u32 = 0xd503_201f | (0x7d << 5);
+
+/// Marker kinds, as callback user data.
+const MARK_ROI_BEGIN: usize = 1;
+const MARK_ROI_END: usize = 2;
+const MARK_CHARGE_BEGIN: usize = 3;
+const MARK_CHARGE_END: usize = 4;
 
 /// Per-vCPU state. The `Cell`/`UnsafeCell` fields are touched only by the
 /// vCPU's own thread; the atomics are read by anyone (snapshots, report).
@@ -64,6 +76,15 @@ struct Cpu {
     misses: [AtomicU64; MAX_NODES],
     stall_ps: AtomicU64,
     imisses: AtomicU64,
+    /// The open charged interval's start, and the finished ones' sum.
+    charge: Mutex<Charge>,
+}
+
+/// Charged work of one CPU.
+#[derive(Default)]
+struct Charge {
+    open: Option<CpuStats>,
+    total: Charged,
 }
 
 // SAFETY: see the struct comment: a vCPU index is run by one thread at a time.
@@ -128,20 +149,31 @@ impl Sim {
     }
 
     fn snapshot(&self) -> Vec<CpuStats> {
-        let n = self.cfg.nodes();
-        self.cpus
-            .iter()
-            .enumerate()
-            .map(|(i, c)| CpuStats {
-                node: c.node,
-                // SAFETY: reading a scoreboard entry through QEMU's API.
-                insns: unsafe { qemu_plugin_u64_get(self.insns, i as c_uint) },
-                accesses: c.accesses.load(Relaxed),
-                misses: c.misses[..n].iter().map(|m| m.load(Relaxed)).collect(),
-                stall_ps: c.stall_ps.load(Relaxed),
-                imisses: c.imisses.load(Relaxed),
-            })
-            .collect()
+        (0..self.cpus.len()).map(|i| self.cpu_stats(i)).collect()
+    }
+
+    fn cpu_stats(&self, i: usize) -> CpuStats {
+        let c = &self.cpus[i];
+        CpuStats {
+            node: c.node,
+            // SAFETY: reading a scoreboard entry through QEMU's API.
+            insns: unsafe { qemu_plugin_u64_get(self.insns, i as c_uint) },
+            accesses: c.accesses.load(Relaxed),
+            misses: c.misses[..self.cfg.nodes()].iter().map(|m| m.load(Relaxed)).collect(),
+            stall_ps: c.stall_ps.load(Relaxed),
+            imisses: c.imisses.load(Relaxed),
+        }
+    }
+
+    /// The charged work of every CPU, summed.
+    fn charged(&self) -> Charged {
+        let mut sum = Charged::default();
+        for c in &self.cpus {
+            if let Ok(g) = c.charge.lock() {
+                sum.add(&g.total);
+            }
+        }
+        sum
     }
 
     fn config_json(&self) -> String {
@@ -244,9 +276,21 @@ unsafe fn instrument_ifetch(sim: &Sim, tb: *mut qemu_plugin_tb, n: usize) {
 
 unsafe extern "C" fn marker_cb(vcpu: c_uint, userdata: *mut c_void) {
     let Some(sim) = SIM.get() else { return };
+    let kind = userdata as usize;
+    if kind == MARK_CHARGE_BEGIN || kind == MARK_CHARGE_END {
+        let Some(cpu) = sim.cpus.get(vcpu as usize) else { return };
+        let now = sim.cpu_stats(vcpu as usize);
+        let mut g = cpu.charge.lock().unwrap_or_else(|e| e.into_inner());
+        if kind == MARK_CHARGE_BEGIN {
+            g.open = Some(now);
+        } else if let Some(before) = g.open.take() {
+            g.total.add_interval(&now.since(&before), sim.cfg.insn_ps);
+        }
+        return;
+    }
     let snap = sim.snapshot();
     let mut g = sim.roi.lock().unwrap_or_else(|e| e.into_inner());
-    if userdata as usize == 1 {
+    if kind == MARK_ROI_BEGIN {
         g.0 = Some((vcpu, snap));
     } else if let Some((begin_vcpu, before)) = g.0.take() {
         let cpus = snap.iter().zip(&before).map(|(a, b)| a.since(b)).collect();
@@ -281,8 +325,10 @@ unsafe extern "C" fn tb_trans_cb(_id: qemu_plugin_id_t, tb: *mut qemu_plugin_tb)
                 let mut w = [0u8; 4];
                 qemu_plugin_insn_data(insn, w.as_mut_ptr().cast(), 4);
                 let kind = match u32::from_le_bytes(w) {
-                    ROI_BEGIN_INSN => 1usize,
-                    ROI_END_INSN => 2,
+                    ROI_BEGIN_INSN => MARK_ROI_BEGIN,
+                    ROI_END_INSN => MARK_ROI_END,
+                    CHARGE_BEGIN_INSN => MARK_CHARGE_BEGIN,
+                    CHARGE_END_INSN => MARK_CHARGE_END,
                     _ => 0,
                 };
                 if kind != 0 {
@@ -318,6 +364,7 @@ unsafe extern "C" fn exit_cb(_id: qemu_plugin_id_t, _: *mut c_void) {
         insn_ps: sim.cfg.insn_ps,
         cpus: &cpus,
         rois: &rois,
+        charged: sim.charged(),
         top: &top,
         region_base: l.region_base,
         region_size: l.region_size,
@@ -361,6 +408,7 @@ fn setup(argc: c_int, argv: *const *const c_char, max_vcpus: usize) -> Result<Si
             misses: Default::default(),
             stall_ps: AtomicU64::new(0),
             imisses: AtomicU64::new(0),
+            charge: Mutex::default(),
         })
         .collect();
     // SAFETY: a scoreboard of one u64 per vCPU, never freed.

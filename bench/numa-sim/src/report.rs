@@ -40,6 +40,29 @@ impl CpuStats {
     }
 }
 
+/// Work between charge markers, summed over intervals and CPUs.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Charged {
+    pub intervals: u64,
+    pub insns: u64,
+    pub misses: u64,
+    pub sim_ps: u64,
+}
+
+impl Charged {
+    /// Adds one finished interval (a CPU's stats delta).
+    pub fn add_interval(&mut self, d: &CpuStats, insn_ps: u64) {
+        self.add(&Charged { intervals: 1, insns: d.insns, misses: d.total_misses(), sim_ps: d.sim_ps(insn_ps) });
+    }
+
+    pub fn add(&mut self, o: &Charged) {
+        self.intervals += o.intervals;
+        self.insns += o.insns;
+        self.misses += o.misses;
+        self.sim_ps += o.sim_ps;
+    }
+}
+
 /// A page with its per-(requesting-)node miss counts.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HotPage {
@@ -110,6 +133,7 @@ pub struct Report<'a> {
     pub insn_ps: u64,
     pub cpus: &'a [CpuStats],
     pub rois: &'a [Roi],
+    pub charged: Charged,
     pub top: &'a [HotPage],
     pub region_base: u64,
     pub region_size: u64,
@@ -137,7 +161,16 @@ impl Report<'_> {
             json_cpus(&mut s, &r.cpus, self.insn_ps);
             s.push('}');
         }
-        s.push_str("],\"top_pages\":[");
+        let c = &self.charged;
+        let _ = write!(
+            s,
+            "],\"charged\":{{\"intervals\":{},\"insns\":{},\"misses\":{},\"sim_ns\":{}}}",
+            c.intervals,
+            c.insns,
+            c.misses,
+            c.sim_ps / 1000
+        );
+        s.push_str(",\"top_pages\":[");
         for (i, p) in self.top.iter().enumerate() {
             let _ = write!(
                 s,
@@ -183,6 +216,17 @@ impl Report<'_> {
         for (i, r) in self.rois.iter().enumerate() {
             let _ = writeln!(s, " region of interest {i} (vcpu {} -> {}):", r.begin_vcpu, r.end_vcpu);
             nodes(&mut s, &r.cpus);
+        }
+        if self.charged.intervals > 0 {
+            let c = &self.charged;
+            let _ = writeln!(
+                s,
+                " charged work: {} intervals, insns {}, misses {}, sim time {:.3} ms",
+                c.intervals,
+                c.insns,
+                c.misses,
+                c.sim_ps as f64 / 1e9
+            );
         }
         let _ = writeln!(s, " top {} pages (miss counts per requesting node):", self.top.len());
         for p in self.top {
@@ -253,6 +297,7 @@ mod tests {
             insn_ps: 1000,
             cpus: &cpus,
             rois: &[],
+            charged: Charged { intervals: 2, insns: 10, misses: 3, sim_ps: 4_000_000 },
             top: &[],
             region_base: 0xbfa00000,
             region_size: 6 << 20,
@@ -261,6 +306,7 @@ mod tests {
         let j = r.json();
         assert_eq!(j.matches('{').count(), j.matches('}').count());
         assert!(j.contains("\"sim_ns\":301"));
+        assert!(j.contains("\"charged\":{\"intervals\":2,\"insns\":10,\"misses\":3,\"sim_ns\":4000}"), "{j}");
         assert!(r.summary().contains("local 100.00%"));
     }
 }

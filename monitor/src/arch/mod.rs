@@ -11,6 +11,7 @@ pub mod exit;
 pub mod gicv3;
 pub mod heap;
 pub mod idregs;
+pub mod marker;
 pub mod mem;
 pub mod mmu;
 pub mod pl011;

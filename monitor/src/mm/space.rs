@@ -5,6 +5,7 @@
 //! invalidation by IPA on every CPU, then the new descriptor.
 
 use super::frames;
+use crate::arch::marker;
 use crate::arch::stage2::{copy_frame, read_entry, write_entry, Stage2, PAGE_SIZE};
 use alloc::{collections::BTreeMap, vec, vec::Vec};
 use numa::{
@@ -161,6 +162,7 @@ impl VmSpace {
     /// freed. Pages whose target node is full, or that are pinned, stay.
     /// Returns how many moved.
     pub fn migrate(&mut self, moves: &[(u64, NodeId)], here: NodeId) -> usize {
+        let _cost = marker::Charged::begin();
         let mut batch: Vec<(u64, Frame, Pte)> = Vec::with_capacity(moves.len());
         for &(gpfn, node) in moves {
             let Some(info) = self.pmap.get(gpfn).filter(|i| i.pins == 0 && i.node != node) else { continue };

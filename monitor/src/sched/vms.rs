@@ -41,10 +41,15 @@ static READY: AtomicBool = AtomicBool::new(false);
 /// other CPUs in the scheduler (`dispatch::cpu_loop`).
 pub fn run(topology: &Topology, specs: Vec<VmSpec>, settings: Settings) -> Result<(), String> {
     let specs: &'static [VmSpec] = specs.leak();
-    let cpus: Vec<_> =
-        topology.cpus().iter().filter(|c| c.index < MAX_CPUS && cpu::is_online(c.index)).collect();
+    let cpus: Vec<_> = topology.cpus().iter().filter(|c| c.index < MAX_CPUS && cpu::is_online(c.index)).collect();
     if let Some(spec) = specs.iter().find(|s| s.home_node.is_some_and(|n| n >= topology.node_count())) {
         return Err(format!("VM {}: home node {:?} does not exist", spec.name, spec.home_node));
+    }
+    // A memory-only node cannot run vCPUs, so it cannot be a home: its
+    // memory serves VMs as the allocators' fallback instead.
+    let has_cpus = |n: usize| cpus.iter().any(|c| c.node == n);
+    if let Some(spec) = specs.iter().find(|s| s.home_node.is_some_and(|n| !has_cpus(n))) {
+        return Err(format!("VM {}: home node {:?} has no CPUs (a memory-only node)", spec.name, spec.home_node));
     }
     let mut table = alloc::vec![None; cpus.iter().map(|c| c.index + 1).max().unwrap_or(1)];
     cpus.iter().for_each(|c| table[c.index] = Some((c.node, c.mpidr)));

@@ -3,15 +3,12 @@
 //! driven by software sampling or by the ccNUMA plugin's miss counters,
 //! and the guest's data stays intact.
 
-use super::smp::drain;
 use super::{field, host_md5, GUEST_TIMEOUT};
-use crate::boot::{self, Boot, Env};
-use crate::exec::TAIL_LINES;
-use crate::qemu::{Event, Session};
-use crate::util::root;
-use crate::{machine, manifest, numasim};
-use anyhow::{anyhow, Result};
-use std::time::{Duration, Instant};
+use crate::boot::Env;
+use crate::follow::{fail, follow, spawn};
+use crate::machine;
+use anyhow::Result;
+use std::time::Duration;
 
 /// The guest writes `seq 1 N` into tmpfs (first touch on its home node 1),
 /// says so, and after the move reads the file again and again.
@@ -45,9 +42,10 @@ pub fn migrate_after_move(env: &mut Env, counters: Counters) -> Result<()> {
         "placement = \"migrate\"\nplacement_params = \"batch=1024\"\n\n[[vm]]\nname = \"m\"\nvcpus = 1\nmemory = \"256M\"\nhome_node = 1\nexec = '''\n{}\n'''\n",
         workload()
     );
-    let (mut s, _sim) = spawn(env, tag, &text, counters == Counters::Plugin)?;
+    let (mut s, _sim) =
+        spawn(env, "numa2", &format!("test-{tag}"), &text, (counters == Counters::Plugin).then_some(""))?;
     let mut moved = false;
-    let lines = follow(&mut s, None, |s, line| {
+    let lines = follow(&mut s, GUEST_TIMEOUT, None, |s, line| {
         if !moved && line.is_some_and(|l| l.starts_with("[m] TOUCHED")) {
             // Let the console line settle, then move VM 0 to node 0.
             std::thread::sleep(Duration::from_millis(200));
@@ -118,9 +116,9 @@ pub fn migrate_under_load(env: &mut Env) -> Result<()> {
     let text = format!(
         "placement = \"migrate\"\n\n[[vm]]\nname = \"l\"\nvcpus = 2\nmemory = \"256M\"\nhome_node = 1\nexec = '''\n{script}'''\n"
     );
-    let (mut s, _) = spawn(env, "migrate-under-load", &text, false)?;
+    let (mut s, _) = spawn(env, "numa2", "test-migrate-under-load", &text, None)?;
     let mut moves = 0u32;
-    let lines = follow(&mut s, Some(MOVE_EVERY), |s, line| {
+    let lines = follow(&mut s, GUEST_TIMEOUT, Some(MOVE_EVERY), |s, line| {
         if line.is_none() {
             moves += 1;
             s.send(if moves % 2 == 1 { b"\x1dm00" } else { b"\x1dm01" })?;
@@ -164,70 +162,6 @@ pub fn migrate_under_load(env: &mut Env) -> Result<()> {
         return Err(fail(&s, format!("{}\nguest output:\n{}", errs.join("\n"), guest.join("\n"))));
     }
     Ok(())
-}
-
-/// A test failure with the log's path and tail.
-fn fail(s: &Session, why: String) -> anyhow::Error {
-    anyhow!("{why}\nlog: {}\nlast {TAIL_LINES} lines:\n{}", crate::util::rel(&s.log_path), s.tail(TAIL_LINES))
-}
-
-/// Follows the run until the monitor says `all VMs ended`, calling `act`
-/// on every console line and, if `every` is set, also with `None` each
-/// time that much passes without one. Fails on a monitor panic, a crashed
-/// VM or the timeout. Returns every line; QEMU is gone afterwards.
-fn follow(
-    s: &mut Session,
-    every: Option<Duration>,
-    mut act: impl FnMut(&mut Session, Option<&str>) -> Result<()>,
-) -> Result<Vec<String>> {
-    let end = s.started + GUEST_TIMEOUT;
-    let mut lines = Vec::new();
-    let mut tick = every.map(|d| Instant::now() + d);
-    loop {
-        let until = tick.map_or(end, |t| t.min(end));
-        match s.next(until) {
-            Event::Line(l) => {
-                act(s, Some(&l))?;
-                if l.contains("MONITOR PANIC") || l.contains("ended: crashed") {
-                    return Err(fail(s, format!("the guest or the monitor failed: {l}")));
-                }
-                let done = l.contains("all VMs ended");
-                lines.push(l);
-                if done {
-                    break;
-                }
-            }
-            Event::Exit(_) => break,
-            Event::Timeout if Instant::now() >= end => return Err(fail(s, "the VMs did not finish in time".into())),
-            Event::Timeout => {
-                act(s, None)?;
-                tick = every.map(|d| Instant::now() + d);
-            }
-        }
-    }
-    lines.extend(drain(s, Duration::from_millis(500)));
-    s.kill();
-    Ok(lines)
-}
-
-/// Starts QEMU on numa2 with the VMs of manifest `text`, console input
-/// attached, under the ccNUMA plugin if `numa_sim`. Keep the returned
-/// [`numasim::Sim`] until QEMU has exited.
-fn spawn(env: &mut Env, tag: &str, text: &str, numa_sim: bool) -> Result<(Session, Option<numasim::Sim>)> {
-    let m = machine::load("numa2")?;
-    let man = manifest::parse(&format!("<{tag} manifest>"), text, &m, &root())?;
-    let b = Boot {
-        machine: m.clone(),
-        native: false,
-        native_like_vm: false,
-        exec: None, // the test reads the plugin's report itself, if at all
-        vm: Default::default(),
-        tag: format!("test-{tag}"),
-        placement: Default::default(),
-    };
-    let cmd = boot::manifest_command(env, &m, &man.vms, &man.placement, &b.tag, false)?;
-    let (cmd, sim) = numasim::for_run(&b, cmd, numa_sim.then_some(""))?;
-    Ok((Session::spawn_with_input(cmd, &b.tag)?, sim))
 }
 
 /// `seq 1 n` output, as the guest writes it.

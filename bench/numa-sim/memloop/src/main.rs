@@ -1,12 +1,15 @@
-//! memloop SIZE_MIB PASSES [CPU]
+//! memloop SIZE_MIB PASSES [CPU|-] [WAIT_MS] [HOT_MIB]
 //!
 //! Maps SIZE_MIB of anonymous memory and writes every page (first touch:
 //! Linux places the pages by the process's memory policy, e.g. `numactl
 //! --membind`). If CPU is given it then moves itself to that CPU (the
-//! AutoNUMA scenario: memory left behind on the old node). Between the
+//! AutoNUMA scenario: memory left behind on the old node). It prints
+//! `memloop: touched` and, with WAIT_MS, sleeps that long (time for the
+//! caller to move it, e.g. to move its VM to another node). Between the
 //! numa-sim markers `HINT #0x7a` and `HINT #0x7b` it reads one word of every
-//! 64-byte line of the buffer, PASSES times: a buffer larger than the
-//! modelled cache misses on every line. Prints a checksum and exits.
+//! 64-byte line of the first HOT_MIB (default: all) of the buffer, PASSES
+//! times: a buffer larger than the modelled cache misses on every line,
+//! and the rest of the buffer stays cold. Prints a checksum and exits.
 //!
 //! Why `unsafe` outside the monitor's `arch/`: this is a guest program
 //! built for `aarch64-unknown-none` (no cross C toolchain or libc on the
@@ -44,6 +47,7 @@ const SYS_WRITE: usize = 64;
 const SYS_EXIT_GROUP: usize = 94;
 const SYS_SCHED_SETAFFINITY: usize = 122;
 const SYS_MMAP: usize = 222;
+const SYS_NANOSLEEP: usize = 101;
 
 fn write(s: &[u8]) {
     // SAFETY: writes a valid buffer to stdout.
@@ -98,7 +102,7 @@ extern "C" fn memloop_main(sp: *const usize) -> ! {
         (i < argc).then(|| parse(unsafe { *sp.add(1 + i) } as *const u8)).flatten()
     };
     let (Some(mib), Some(passes)) = (arg(1), arg(2)) else {
-        write(b"usage: memloop SIZE_MIB PASSES [CPU]\n");
+        write(b"usage: memloop SIZE_MIB PASSES [CPU|-] [WAIT_MS] [HOT_MIB]\n");
         exit(2);
     };
     let len = mib << 20;
@@ -122,11 +126,18 @@ extern "C" fn memloop_main(sp: *const usize) -> ! {
             exit(1);
         }
     }
+    write(b"memloop: touched\n");
+    if let Some(ms) = arg(4) {
+        let ts: [u64; 2] = [(ms / 1000) as u64, (ms % 1000) as u64 * 1_000_000];
+        // SAFETY: a valid timespec; no remainder wanted.
+        unsafe { syscall6(SYS_NANOSLEEP, [ts.as_ptr() as usize, 0, 0, 0, 0, 0]) };
+    }
+    let hot = arg(5).map_or(len, |h| (h << 20).min(len));
     let mut sum = 0u64;
     // SAFETY: HINT #0x7a is a NOP architecturally; numa-sim treats it as a marker.
     unsafe { asm!("hint #0x7a", options(nostack, preserves_flags)) };
     for _ in 0..passes {
-        for line in (0..len / 8).step_by(8) {
+        for line in (0..hot / 8).step_by(8) {
             // SAFETY: inside the mapping.
             sum = sum.wrapping_add(unsafe { buf.add(line).read_volatile() });
         }
