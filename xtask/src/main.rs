@@ -8,6 +8,7 @@ mod bench_placement;
 mod bench_smp;
 mod boot;
 mod bundle;
+mod console_lines;
 mod debs;
 mod disk;
 mod exec;

@@ -7,6 +7,7 @@
 //! session kills the group when dropped, so no QEMU outlives a run, a failed
 //! test or a Ctrl-C.
 
+use crate::console_lines::Reassembler;
 use crate::util::{new_log, rel, show};
 use anyhow::{Context, Result};
 use std::collections::VecDeque;
@@ -136,13 +137,18 @@ impl Session {
             std::thread::spawn(move || {
                 let mut r = BufReader::new(stream);
                 let mut buf = Vec::new();
+                let mut joiner = Reassembler::default();
                 while matches!(r.read_until(b'\n', &mut buf), Ok(n) if n > 0) {
                     let line = String::from_utf8_lossy(&buf);
                     let line = line.trim_end_matches(['\n', '\r']).replace('\r', "");
+                    buf.clear();
+                    let Some(line) = joiner.feed(&line) else { continue };
                     if tx.send(Msg::Line(line)).is_err() {
                         return;
                     }
-                    buf.clear();
+                }
+                for line in joiner.flush() {
+                    let _ = tx.send(Msg::Line(line));
                 }
                 let _ = tx.send(Msg::Eof);
             });

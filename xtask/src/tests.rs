@@ -110,6 +110,7 @@ fn integration(native: bool) -> Vec<Test> {
         v.push(t("guest-reset", false, |e, _| smp::guest_reset(e)));
         v.push(t("cpu-hotplug", false, |e, _| smp::cpu_hotplug(e)));
         v.push(t("idle-guests", false, |e, _| smp::idle_guests(e)));
+        v.push(t("console-attribution", false, |e, _| smp::console_attribution(e)));
         v.push(t("migrate-after-move", false, |e, _| placement::migrate_after_move(e, placement::Counters::Sampling)));
         v.push(t("migrate-under-load", false, |e, _| placement::migrate_under_load(e)));
         v.push(t("migrate-numa-sim", false, |e, _| placement::migrate_after_move(e, placement::Counters::Plugin)));

@@ -36,7 +36,30 @@ pub fn init(base: u64) {
 /// Prints formatted text as it is, without a prefix.
 pub fn print(args: fmt::Arguments) {
     if let Some(uart) = UART.lock().as_ref() {
-        let _ = Writer(uart).write_fmt(args);
+        let mut out = Writer(uart);
+        end_partial(&mut out, NOBODY);
+        let _ = out.write_fmt(args);
+    }
+}
+
+/// The VM whose line is partly printed (its focused output so far has no
+/// newline), or [`NOBODY`]. Changed only with the UART lock held.
+static OPEN: AtomicUsize = AtomicUsize::new(NOBODY);
+const NOBODY: usize = usize::MAX;
+/// Ends an interrupted partial line: invisible on a terminal (erase to the
+/// end of the line), and it tells xtask's reader that the line goes on in
+/// a later `[name]+ ` line ([`CONTINUED`]).
+pub const INTERRUPTED: &str = "\x1b[K\n";
+/// The prefix mark of a line that continues an interrupted one.
+pub const CONTINUED: char = '+';
+
+/// Before `source` (a VM number, or [`NOBODY`] for the monitor) prints:
+/// ends another VM's partial line, so no byte lands inside it.
+fn end_partial(out: &mut Writer, source: usize) {
+    let open = OPEN.load(Ordering::Relaxed);
+    if open != NOBODY && open != source {
+        let _ = out.write_str(INTERRUPTED);
+        OPEN.store(NOBODY, Ordering::Relaxed);
     }
 }
 
@@ -166,8 +189,10 @@ pub fn enable_input_interrupt() {
 /// One VM's console output, with the VM's name at the start of every
 /// line, collected into lines for watchers (the kernel-panic detector). The
 /// VM with the input focus prints as it comes, so prompts and echoed keys
-/// show at once; the others print whole lines, so VMs do not interleave
-/// within a line.
+/// show at once; the others print whole lines. When anything else prints
+/// while the focused VM's line is open, that line is ended
+/// ([`INTERRUPTED`]) and its rest printed later after `[name]+ `, so no
+/// byte of one source ever lands inside another's line.
 pub struct GuestLines {
     line: String,
     /// Bytes of `line` already printed (focused output).
@@ -187,7 +212,7 @@ const MAX_LINE: usize = 1024;
 
 impl GuestLines {
     /// Takes output bytes; calls `on_line` with each completed line.
-    pub fn push(&mut self, vm: &str, bytes: &[u8], focused: bool, mut on_line: impl FnMut(&str)) {
+    pub fn push(&mut self, id: usize, vm: &str, bytes: &[u8], focused: bool, mut on_line: impl FnMut(&str)) {
         let guard = UART.lock();
         let Some(uart) = guard.as_ref() else { return };
         let mut out = Writer(uart);
@@ -195,8 +220,9 @@ impl GuestLines {
             match byte {
                 b'\r' => {}
                 b'\n' => {
-                    self.print_rest(vm, &mut out);
+                    self.print_rest(id, vm, &mut out);
                     let _ = out.write_str("\n");
+                    OPEN.store(NOBODY, Ordering::Relaxed);
                     on_line(&self.line);
                     self.line.clear();
                     self.printed = 0;
@@ -204,8 +230,9 @@ impl GuestLines {
                 }
                 _ => {
                     if self.line.len() >= MAX_LINE {
-                        self.print_rest(vm, &mut out);
+                        self.print_rest(id, vm, &mut out);
                         let _ = out.write_str("\n");
+                        OPEN.store(NOBODY, Ordering::Relaxed);
                         self.line.clear();
                         self.printed = 0;
                         self.prefixed = false;
@@ -215,14 +242,21 @@ impl GuestLines {
             }
         }
         if focused && self.printed < self.line.len() {
-            self.print_rest(vm, &mut out);
+            self.print_rest(id, vm, &mut out);
+            OPEN.store(id, Ordering::Relaxed);
         }
     }
 
-    fn print_rest(&mut self, vm: &str, out: &mut Writer) {
+    /// Prints what of the line is not printed yet: after the `[name] `
+    /// prefix, or after `[name]+ ` if another source ended the part
+    /// printed before.
+    fn print_rest(&mut self, id: usize, vm: &str, out: &mut Writer) {
+        end_partial(out, id);
         if !self.prefixed {
             let _ = write!(out, "[{vm}] ");
             self.prefixed = true;
+        } else if OPEN.load(Ordering::Relaxed) != id {
+            let _ = write!(out, "[{vm}]{CONTINUED} ");
         }
         let _ = out.write_str(&self.line[self.printed..]);
         self.printed = self.line.len();

@@ -101,7 +101,7 @@ impl Vm {
         let output = devices.uart.take_tx();
         if !output.is_empty() {
             let focused = console::has_focus(self.id);
-            devices.console.push(&self.name, &output, focused, |line| {
+            devices.console.push(self.id, &self.name, &output, focused, |line| {
                 if let Some(at) = line.find(PANIC_BANNER) {
                     self.end(End::Crashed(alloc::format!("guest kernel panic: {}", &line[at..])));
                 }
