@@ -62,6 +62,12 @@
 //! | 0x40 | 8 | `misses_total`: misses counted since the last reset (approximate) | plugin |
 //! | 0x48 | 4 | `line_size` of the modelled cache in bytes | plugin, once |
 //! | 0x4c | 4 | `page_shift` = 12 | plugin, once |
+//! | 0x50 | 4 | `trigger`: remote misses that make a page hot (0: no queue) | reader |
+//! | 0x54 | 4 | `queue_entries` = [`QUEUE_ENTRIES`] | plugin, once |
+//! | 0x58 | 8 | `queue_head`: entries ever pushed | plugin |
+//! | 0x60 | 8 | `queue_tail`: entries ever taken | reader |
+//! | 0x68 | 8 | `queue_dropped`: pushes lost to a full queue | plugin |
+//! | 0x1000 | 8 x `queue_entries` | the hot-page queue | both |
 //!
 //! The counter array starts at `header_size`. Counter `(pfn, node)` is the
 //! u32 at `header_size + ((pfn - first_pfn) * node_count + node) * 4`: the
@@ -83,15 +89,38 @@
 //!   value into `reset_done`. The reset is complete when
 //!   `reset_done == reset_request`; counts taken before that may still show.
 //!
+//! # Hot-page queue
+//!
+//! FLASH did not make Disco scan its counters: the directory controller
+//! interrupted when a page's count passed a threshold. The queue is that
+//! interrupt, polled: when a miss takes the counter `(pfn, node)` to
+//! exactly `trigger` and `node` is not the page's home node (a *remote*
+//! hot page, the only kind placement acts on), the writer pushes `pfn + 1`
+//! into entry `queue_head % queue_entries` of the ring and bumps
+//! `queue_head` (it claims the slot first with a compare-and-swap on
+//! `queue_head`, after checking `queue_head - queue_tail < queue_entries`;
+//! if the ring is full it bumps `queue_dropped` instead). The reader takes
+//! entries from `queue_tail` up to `queue_head`, stopping at an entry
+//! still 0 (claimed, not yet written); it zeroes each entry it takes and
+//! then stores the new `queue_tail`. A page can be pushed again once its
+//! counter was reset. When `queue_dropped` grew, the reader has missed hot
+//! pages and falls back to reading every counter once.
+//!
 //! There is no interrupt: the reader polls. The writer only ever writes the
-//! counters, `reset_done` and `misses_total` after setting up the header.
+//! counters, `reset_done`, `misses_total`, the queue entries, `queue_head`
+//! and `queue_dropped` after setting up the header.
 
 /// `b"FLASHCTR"` read as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"FLASHCTR");
 /// Layout version; bump on any incompatible change.
-pub const VERSION: u32 = 1;
-/// Bytes reserved for the header; the counter array starts here.
-pub const HEADER_SIZE: u64 = 4096;
+pub const VERSION: u32 = 2;
+/// Bytes reserved for the header and the hot-page queue; the counter
+/// array starts here.
+pub const HEADER_SIZE: u64 = 64 << 10;
+/// Offset of the hot-page queue (after the header fields' page).
+pub const QUEUE_OFFSET: u64 = 4096;
+/// Entries (u64) of the hot-page queue.
+pub const QUEUE_ENTRIES: u32 = ((HEADER_SIZE - QUEUE_OFFSET) / 8) as u32;
 /// Size of one counter (u32).
 pub const COUNTER_BYTES: u64 = 4;
 /// Counted page size: 4 KiB.
@@ -146,6 +175,16 @@ pub mod off {
     pub const LINE_SIZE: usize = 0x48;
     /// Offset of `page_shift`.
     pub const PAGE_SHIFT: usize = 0x4c;
+    /// Offset of `trigger`.
+    pub const TRIGGER: usize = 0x50;
+    /// Offset of `queue_entries`.
+    pub const QUEUE_ENTRIES: usize = 0x54;
+    /// Offset of `queue_head`.
+    pub const QUEUE_HEAD: usize = 0x58;
+    /// Offset of `queue_tail`.
+    pub const QUEUE_TAIL: usize = 0x60;
+    /// Offset of `queue_dropped`.
+    pub const QUEUE_DROPPED: usize = 0x68;
 }
 
 /// Geometry of the counter region of one machine.
@@ -269,6 +308,12 @@ impl CounterLayout {
         filled
     }
 
+    /// Byte offset (from the region base) of hot-page queue entry number
+    /// `n` (a `queue_head`/`queue_tail` count: it wraps around the ring).
+    pub fn queue_entry_offset(&self, n: u64) -> u64 {
+        QUEUE_OFFSET + (n % QUEUE_ENTRIES as u64) * 8
+    }
+
     /// Does `[addr, addr + len)` overlap the region?
     pub fn overlaps(&self, addr: u64, len: u64) -> bool {
         addr < self.region_end() && self.region_base < addr.saturating_add(len)
@@ -292,6 +337,11 @@ impl CounterLayout {
             misses_total: 0,
             line_size,
             page_shift: PAGE_SHIFT,
+            trigger: 0,
+            queue_entries: QUEUE_ENTRIES,
+            queue_head: 0,
+            queue_tail: 0,
+            queue_dropped: 0,
         }
     }
 
@@ -310,7 +360,8 @@ impl CounterLayout {
             && h.counter_bytes as u64 == COUNTER_BYTES
             && h.region_base == self.region_base
             && h.region_size == self.region_size
-            && h.page_shift == PAGE_SHIFT;
+            && h.page_shift == PAGE_SHIFT
+            && h.queue_entries == QUEUE_ENTRIES;
         if same {
             Ok(())
         } else {
@@ -350,6 +401,16 @@ pub struct Header {
     pub line_size: u32,
     /// log2 of the counted page size (12).
     pub page_shift: u32,
+    /// Remote misses that make a page hot; 0: the queue is off.
+    pub trigger: u32,
+    /// Entries of the hot-page queue.
+    pub queue_entries: u32,
+    /// Hot-page queue entries ever pushed.
+    pub queue_head: u64,
+    /// Hot-page queue entries ever taken.
+    pub queue_tail: u64,
+    /// Pushes lost because the queue was full.
+    pub queue_dropped: u64,
 }
 
 fn get<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
@@ -361,7 +422,7 @@ fn get<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
 impl Header {
     /// Bytes the encoded header occupies (the rest of the 4 KiB is zero).
     /// Offset of `encoded_len`.
-    pub const ENCODED_LEN: usize = 0x50;
+    pub const ENCODED_LEN: usize = 0x70;
 
     /// Encode into the first [`Header::ENCODED_LEN`] bytes of `b`.
     pub fn encode(&self, b: &mut [u8]) {
@@ -380,6 +441,11 @@ impl Header {
         put(off::MISSES_TOTAL, &self.misses_total.to_le_bytes());
         put(off::LINE_SIZE, &self.line_size.to_le_bytes());
         put(off::PAGE_SHIFT, &self.page_shift.to_le_bytes());
+        put(off::TRIGGER, &self.trigger.to_le_bytes());
+        put(off::QUEUE_ENTRIES, &self.queue_entries.to_le_bytes());
+        put(off::QUEUE_HEAD, &self.queue_head.to_le_bytes());
+        put(off::QUEUE_TAIL, &self.queue_tail.to_le_bytes());
+        put(off::QUEUE_DROPPED, &self.queue_dropped.to_le_bytes());
     }
 
     /// Decode from at least [`Header::ENCODED_LEN`] bytes.
@@ -402,6 +468,11 @@ impl Header {
             misses_total: u64::from_le_bytes(get(b, off::MISSES_TOTAL)),
             line_size: u32::from_le_bytes(get(b, off::LINE_SIZE)),
             page_shift: u32::from_le_bytes(get(b, off::PAGE_SHIFT)),
+            trigger: u32::from_le_bytes(get(b, off::TRIGGER)),
+            queue_entries: u32::from_le_bytes(get(b, off::QUEUE_ENTRIES)),
+            queue_head: u64::from_le_bytes(get(b, off::QUEUE_HEAD)),
+            queue_tail: u64::from_le_bytes(get(b, off::QUEUE_TAIL)),
+            queue_dropped: u64::from_le_bytes(get(b, off::QUEUE_DROPPED)),
         })
     }
 }
@@ -418,7 +489,7 @@ mod tests {
         let l = CounterLayout::for_machine(G, 3 * G, 2).unwrap();
         assert_eq!(l.first_pfn, 0x40000);
         assert_eq!(l.page_count, 2 * G / 4096);
-        // 4 KiB header + 512 Ki pages * 2 nodes * 4 B = 4 MiB + 4 KiB -> 6 MiB.
+        // 64 KiB header + queue, 512 Ki pages * 2 nodes * 4 B = 4 MiB -> 6 MiB.
         assert_eq!(l.region_size, 6 << 20);
         assert_eq!(l.region_end(), 3 * G);
         assert_eq!(l.region_base % REGION_ALIGN, 0);
@@ -449,6 +520,10 @@ mod tests {
         let mut h = l.header(64);
         h.reset_request = 7;
         h.misses_total = 123;
+        h.trigger = 64;
+        h.queue_head = 9;
+        h.queue_tail = 8;
+        h.queue_dropped = 1;
         h.encode(&mut b);
         assert_eq!(&b[..8], b"FLASHCTR");
         let d = Header::decode(&b).unwrap();
@@ -460,6 +535,17 @@ mod tests {
         let mut v = d;
         v.version = 99;
         assert_eq!(l.check(&v), Err(HeaderError::Version(99)));
+    }
+
+    #[test]
+    fn queue_entries_wrap_inside_the_header() {
+        let l = CounterLayout::for_machine(G, 3 * G, 2).unwrap();
+        assert_eq!(l.queue_entry_offset(0), QUEUE_OFFSET);
+        assert_eq!(l.queue_entry_offset(1), QUEUE_OFFSET + 8);
+        let last = l.queue_entry_offset(QUEUE_ENTRIES as u64 - 1);
+        assert_eq!(last + 8, HEADER_SIZE);
+        assert_eq!(l.queue_entry_offset(QUEUE_ENTRIES as u64), QUEUE_OFFSET);
+        assert!(Header::ENCODED_LEN as u64 <= QUEUE_OFFSET);
     }
 
     #[test]

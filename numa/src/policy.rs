@@ -52,10 +52,14 @@ impl Default for Params {
     ///   following alternating users; more moves are pure copy cost.
     /// - `freeze_intervals` 8: 0.8 s at the default interval, long enough
     ///   to stop a ping-pong, short enough to follow a real change soon.
-    /// - `batch` 256: 1 MiB of copying per node per interval, around a
-    ///   millisecond (1% of the interval), with one TLB broadcast per batch.
+    /// - `batch` 1024: 4 MiB of copying per node per interval, about a
+    ///   millisecond on hardware (1% of the interval), with one TLB
+    ///   broadcast per batch. Measured under the ccNUMA plugin (`cargo
+    ///   xtask bench placement`), 256 left a moved VM's 16 MiB working set
+    ///   mostly remote for 16 intervals, longer than many workloads' hot
+    ///   phases.
     fn default() -> Self {
-        Self { trigger: 64, dominance_percent: 80, max_moves: 4, freeze_intervals: 8, batch: 256, interval_ms: 100 }
+        Self { trigger: 64, dominance_percent: 80, max_moves: 4, freeze_intervals: 8, batch: 1024, interval_ms: 100 }
     }
 }
 
@@ -113,7 +117,7 @@ pub fn decide(p: &Params, counts: &[u32], home: NodeId, info: &PageInfo, now: u3
 }
 
 /// Reads `key=value` pairs separated by commas, e.g.
-/// `trigger=64,interval=100,freeze=8,batch=256,dominance=80,max-moves=4`;
+/// `trigger=64,interval=100,freeze=8,batch=1024,dominance=80,max-moves=4`;
 /// keys left out keep their defaults, an empty string is all defaults.
 /// Errors name the key.
 pub fn parse_params(s: &str) -> Result<Params, String> {

@@ -16,7 +16,7 @@ fn p() -> Params {
 fn defaults() {
     let d = p();
     assert_eq!((d.trigger, d.dominance_percent, d.max_moves), (64, 80, 4));
-    assert_eq!((d.freeze_intervals, d.batch, d.interval_ms), (8, 256, 100));
+    assert_eq!((d.freeze_intervals, d.batch, d.interval_ms), (8, 1024, 100));
 }
 
 #[test]

@@ -44,7 +44,7 @@ pub struct PlacementArgs {
     #[arg(long, default_value_t = 16, value_name = "MIB")]
     mib: u32,
     /// Passes over the hot data.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 100)]
     passes: u32,
     /// numa-sim parameters (k=v,...), as for `run --numa-sim=`.
     #[arg(long, default_value = "", value_name = "PARAMS")]

@@ -137,7 +137,7 @@ impl Sim {
         let m = &cpu.misses[home];
         m.store(m.load(Relaxed) + 1, Relaxed);
         cpu.stall_ps.store(cpu.stall_ps.load(Relaxed) + self.lat[cpu.node as usize][home], Relaxed);
-        self.region.count(pa >> 12, cpu.node);
+        self.region.count(pa >> 12, cpu.node, home != cpu.node as usize);
         let u = cpu.unpolled.get() + 1;
         if u > region::POLL_MASK {
             self.region.poll(u);

@@ -6,8 +6,11 @@
 //! counters in machine memory. Without it, a private anonymous mapping of the
 //! same layout (the report still works; nobody in the guest can read it).
 
-use crate::counters::{off, CounterLayout, Header, HEADER_SIZE, RESET_POLL_MISSES};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use crate::counters::{off, CounterLayout, Header, HEADER_SIZE, QUEUE_ENTRIES, RESET_POLL_MISSES};
+use std::sync::atomic::{
+    AtomicU32, AtomicU64,
+    Ordering::{AcqRel, Acquire, Relaxed, Release},
+};
 use std::sync::Mutex;
 
 pub struct Region {
@@ -97,15 +100,38 @@ impl Region {
         unsafe { &*(self.base.add(o) as *const AtomicU64) }
     }
 
-    /// Count one miss on page `pfn` by a CPU of `node` (saturating).
+    /// Count one miss on page `pfn` by a CPU of `node` (saturating); a
+    /// `remote` miss that takes the count to the reader's trigger queues
+    /// the page as hot (`numa::counters`, "Hot-page queue").
     #[inline]
-    pub fn count(&self, pfn: u64, node: u32) {
+    pub fn count(&self, pfn: u64, node: u32, remote: bool) {
         if let Some(i) = self.layout.counter_index(pfn, node) {
             let c = self.counter(i);
-            if c.fetch_add(1, Relaxed) == u32::MAX {
+            let old = c.fetch_add(1, Relaxed);
+            if old == u32::MAX {
                 c.store(u32::MAX, Relaxed);
+            } else if remote && old + 1 == self.u32_at(off::TRIGGER).load(Relaxed) {
+                self.push_hot(pfn);
             }
         }
+    }
+
+    /// Pushes `pfn` into the hot-page queue, or counts a drop if it is full.
+    fn push_hot(&self, pfn: u64) {
+        let head = self.u64_at(off::QUEUE_HEAD);
+        let mut n = head.load(Relaxed);
+        loop {
+            let tail = self.u64_at(off::QUEUE_TAIL).load(Acquire);
+            if n.wrapping_sub(tail) >= QUEUE_ENTRIES as u64 {
+                self.u64_at(off::QUEUE_DROPPED).fetch_add(1, Relaxed);
+                return;
+            }
+            match head.compare_exchange_weak(n, n + 1, AcqRel, Relaxed) {
+                Ok(_) => break,
+                Err(now) => n = now,
+            }
+        }
+        self.u64_at(self.layout.queue_entry_offset(n) as usize).store(pfn + 1, Release);
     }
 
     /// Called every [`RESET_POLL_MISSES`] misses of a CPU (and at flushes):
@@ -149,14 +175,14 @@ mod tests {
         // SAFETY (test): reading the header bytes of our own mapping.
         let hdr = unsafe { std::slice::from_raw_parts(r.base, Header::ENCODED_LEN) };
         assert_eq!(l.check(&Header::decode(hdr).unwrap()), Ok(()));
-        r.count(0x40001, 1);
-        r.count(0x40001, 1);
-        r.count(0x3ffff, 0); // below RAM: ignored
+        r.count(0x40001, 1, false);
+        r.count(0x40001, 1, false);
+        r.count(0x3ffff, 0, false); // below RAM: ignored
         let i = l.counter_index(0x40001, 1).unwrap();
         assert_eq!(r.counters().nth(i as usize), Some(2));
         assert_eq!(r.counters().map(u64::from).sum::<u64>(), 2);
         r.counter(0).store(u32::MAX, Relaxed);
-        r.count(0x40000, 0);
+        r.count(0x40000, 0, false);
         assert_eq!(r.counter(0).load(Relaxed), u32::MAX);
         // The reader asks for a whole-array reset; the next poll serves it.
         r.u32_at(off::RESET_REQUEST).store(5, Relaxed);
@@ -166,5 +192,34 @@ mod tests {
         assert_eq!(r.u64_at(off::MISSES_TOTAL).load(Relaxed), 0);
         r.poll(4096);
         assert_eq!(r.u64_at(off::MISSES_TOTAL).load(Relaxed), 4096);
+    }
+
+    #[test]
+    fn remote_pages_reaching_the_trigger_are_queued_once() {
+        let g = 1u64 << 30;
+        let l = CounterLayout::for_machine(g, 3 * g, 2).unwrap();
+        let r = Region::open(l, None, 0, 64).unwrap();
+        let entry = |n: u64| r.u64_at(l.queue_entry_offset(n) as usize).load(Relaxed);
+        let head = || r.u64_at(off::QUEUE_HEAD).load(Relaxed);
+        // Trigger 0 (the reader did not ask): nothing is queued.
+        for _ in 0..10 {
+            r.count(0x40005, 1, true);
+        }
+        assert_eq!(head(), 0);
+        r.u32_at(off::TRIGGER).store(3, Relaxed);
+        for _ in 0..3 {
+            r.count(0x40009, 0, false); // local misses never queue
+        }
+        for _ in 0..6 {
+            r.count(0x40007, 1, true);
+        }
+        assert_eq!((head(), entry(0)), (1, 0x40008));
+        // A full ring drops and says so.
+        r.u64_at(off::QUEUE_TAIL).store(1, Relaxed);
+        r.u64_at(off::QUEUE_HEAD).store(1 + QUEUE_ENTRIES as u64, Relaxed);
+        for _ in 0..3 {
+            r.count(0x40100, 1, true);
+        }
+        assert_eq!(r.u64_at(off::QUEUE_DROPPED).load(Relaxed), 1);
     }
 }

@@ -95,3 +95,15 @@ pub fn write_u32_shared(pa: u64, value: u32) {
     // SAFETY: as for read_u32_shared.
     unsafe { core::ptr::write_volatile((pa & !3) as *mut u32, value) }
 }
+
+/// Reads a u64 of such shared memory (aligned: atomic).
+pub fn read_u64_shared(pa: u64) -> u64 {
+    // SAFETY: as for read_u32_shared.
+    unsafe { core::ptr::read_volatile((pa & !7) as *const u64) }
+}
+
+/// Writes a u64 of such shared memory.
+pub fn write_u64_shared(pa: u64, value: u64) {
+    // SAFETY: as for read_u32_shared.
+    unsafe { core::ptr::write_volatile((pa & !7) as *mut u64, value) }
+}

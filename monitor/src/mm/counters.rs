@@ -5,13 +5,17 @@
 //! FLASH hardware counters Disco's placement policy used.
 
 use crate::{arch::mem, println};
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
 use numa::{
-    counters::{CounterLayout, Header, HeaderError, PageCounts, HEADER_SIZE},
+    counters::{off, CounterLayout, Header, HeaderError, PageCounts, HEADER_SIZE},
     MemRange, Topology,
 };
 use spin::Once;
 
 static LAYOUT: Once<CounterLayout> = Once::new();
+/// `queue_dropped` when the queue was last drained.
+static DROPPED_SEEN: AtomicU64 = AtomicU64::new(0);
 
 /// Looks for the plugin's counter region; returns the range to reserve.
 /// Runs before the allocators exist (the region must never be handed out).
@@ -85,4 +89,42 @@ pub fn clear_page(pfn: u64) {
             mem::write_u32_shared(pa, 0);
         }
     }
+}
+
+/// Asks the plugin to queue pages whose remote misses reach `trigger` (the
+/// FLASH threshold interrupt, polled: `numa::counters`, "Hot-page queue").
+pub fn set_trigger(trigger: u32) {
+    let Some(layout) = LAYOUT.get() else { return };
+    mem::write_u32_shared(layout.region_base + off::TRIGGER as u64, trigger);
+}
+
+/// Takes every machine page the plugin queued as hot since the last call
+/// into `out`. Returns false if the queue overflowed meanwhile: then some
+/// hot pages are missing and the caller reads all counters instead.
+pub fn take_hot(out: &mut Vec<u64>) -> bool {
+    let Some(layout) = LAYOUT.get() else { return true };
+    let field = |o: usize| layout.region_base + o as u64;
+    let head = mem::read_u64_shared(field(off::QUEUE_HEAD));
+    let mut tail = mem::read_u64_shared(field(off::QUEUE_TAIL));
+    while tail < head {
+        let entry = layout.region_base + layout.queue_entry_offset(tail);
+        let value = mem::read_u64_shared(entry);
+        if value == 0 {
+            break; // claimed, not yet written: the next call takes it
+        }
+        out.push(value - 1);
+        mem::write_u64_shared(entry, 0);
+        tail += 1;
+    }
+    mem::write_u64_shared(field(off::QUEUE_TAIL), tail);
+    let dropped = mem::read_u64_shared(field(off::QUEUE_DROPPED));
+    DROPPED_SEEN.swap(dropped, Ordering::Relaxed) == dropped
+}
+
+/// Resets every counter (the whole-array generation of the reset
+/// protocol; the plugin serves it within a few thousand misses).
+pub fn reset_all() {
+    let Some(layout) = LAYOUT.get() else { return };
+    let request = layout.region_base + off::RESET_REQUEST as u64;
+    mem::write_u32_shared(request, mem::read_u32_shared(request).wrapping_add(1));
 }

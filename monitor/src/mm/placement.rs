@@ -5,7 +5,12 @@
 //!
 //! Counter sources, behind this one loop:
 //! - the ccNUMA plugin's FLASH-style per-page miss counters
-//!   (`mm::counters`), when QEMU runs with it: exact per-node misses;
+//!   (`mm::counters`), when QEMU runs with it: exact per-node misses. As
+//!   FLASH interrupted Disco when a page's count passed the threshold, the
+//!   plugin queues the pages whose remote misses reach the trigger, so an
+//!   interval costs in proportion to the hot pages, not to the VM's size
+//!   (if the queue overflowed, the interval reads every page's counters);
+//!   the counters are reset after each interval;
 //! - software sampling everywhere else: each interval a slice of the VM's
 //!   pages is unmapped (`VmSpace::sample`), and the first touch of each
 //!   tells which node uses it, as Linux's NUMA hinting faults do. A page
@@ -15,6 +20,7 @@
 //! scheduler arms CPU 0's timer for it), for all VMs.
 
 use super::{counters, frames, space::Touches, VmSpace};
+use numa::memmap::Use;
 use crate::arch::stage2::PAGE_SIZE;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -73,6 +79,9 @@ pub fn init(mode: Mode, params: Params, ticks_per_ms: u64, now: u64) {
                 }
             );
             NEXT.store(now + ticks, Ordering::Release);
+            if source == Source::Plugin {
+                counters::set_trigger(params.trigger);
+            }
         }
     }
     CONFIG.call_once(|| Config { mode, source, params, ticks });
@@ -95,9 +104,48 @@ pub fn claim(now: u64) -> Option<u32> {
     Some(INTERVAL.fetch_add(1, Ordering::Relaxed) + 1)
 }
 
-/// One interval for one VM, run on a CPU of node `here`. Returns the
-/// pages moved.
-pub fn run(space: &Mutex<VmSpace>, interval: u32, here: NodeId) -> usize {
+/// The plugin's hot pages of one interval, read once for all VMs.
+pub enum Hot {
+    /// Queued hot pages: (VM id, guest page, machine page), by VM.
+    Queued(Vec<(u16, u64, u64)>),
+    /// Read every mapped page's counters (the queue overflowed, or the
+    /// source is sampling).
+    Scan,
+}
+
+/// Starts an interval: takes the plugin's queued hot pages and finds whose
+/// guest pages they are (the memmap records it per frame).
+pub fn begin() -> Hot {
+    if CONFIG.get().is_none_or(|c| c.source != Source::Plugin) {
+        return Hot::Scan;
+    }
+    let mut pfns = Vec::new();
+    if !counters::take_hot(&mut pfns) {
+        return Hot::Scan;
+    }
+    let map = frames::memmap();
+    let mut pages: Vec<(u16, u64, u64)> = pfns
+        .into_iter()
+        .filter_map(|pfn| match map.owner(pfn * PAGE_SIZE)? {
+            (Use::Guest { vm, gpfn }, _) => Some((vm, gpfn, pfn)),
+            _ => None,
+        })
+        .collect();
+    pages.sort_unstable();
+    pages.dedup();
+    Hot::Queued(pages)
+}
+
+/// Ends an interval: the plugin's counters start again from zero.
+pub fn end() {
+    if CONFIG.get().is_some_and(|c| c.source == Source::Plugin) {
+        counters::reset_all();
+    }
+}
+
+/// One interval for one VM, run on a CPU of node `here`, after [`begin`].
+/// Returns the pages moved.
+pub fn run(space: &Mutex<VmSpace>, hot: &Hot, interval: u32, here: NodeId) -> usize {
     let Some(config) = CONFIG.get() else { return 0 };
     let mut space = space.lock();
     let nodes = frames::memmap().node_count().min(MAX_COUNTED_NODES);
@@ -118,8 +166,20 @@ pub fn run(space: &Mutex<VmSpace>, interval: u32, here: NodeId) -> usize {
             _ => {}
         }
     };
-    match config.source {
-        Source::Plugin => {
+    match (config.source, hot) {
+        (Source::Plugin, Hot::Queued(pages)) => {
+            let vm = space.vm();
+            let start = pages.partition_point(|p| p.0 < vm);
+            let mut counts = Touches::default();
+            for &(_, gpfn, pfn) in pages[start..].iter().take_while(|p| p.0 == vm) {
+                if space.page(gpfn).is_some_and(|i| i.pa / PAGE_SIZE == pfn)
+                    && counters::page_counts(pfn, &mut counts[..nodes])
+                {
+                    consider(&mut space, gpfn, &counts[..nodes], &config.params);
+                }
+            }
+        }
+        (Source::Plugin, Hot::Scan) => {
             // Only pages with misses are kept (most are cold in any interval).
             let mut touched: Vec<(u64, Touches)> = Vec::new();
             for (gpfn, info) in space.pmap.iter_mapped() {
@@ -134,7 +194,7 @@ pub fn run(space: &Mutex<VmSpace>, interval: u32, here: NodeId) -> usize {
                 consider(&mut space, gpfn, &counts[..nodes], &config.params);
             }
         }
-        Source::Sampling => {
+        (Source::Sampling, _) => {
             let params = Params { trigger: 1, ..config.params };
             for (gpfn, counts) in core::mem::take(&mut space.touches) {
                 consider(&mut space, gpfn, &counts[..nodes], &params);

@@ -198,6 +198,11 @@ impl VmSpace {
         moved
     }
 
+    /// The VM id its frames carry in the memmap.
+    pub fn vm(&self) -> u16 {
+        self.vm
+    }
+
     /// The pmap's view of a guest page.
     pub fn page(&self, gpfn: u64) -> Option<PageInfo> {
         self.pmap.get(gpfn)

@@ -173,9 +173,11 @@ fn vm_gone() {
 /// Runs placement interval `interval` for every VM, on a CPU of `here`.
 pub fn placement_interval(interval: u32, here: usize) {
     let vms: Vec<Arc<Vm>> = VMS.lock().iter().flatten().cloned().collect();
+    let hot = mm::placement::begin();
     for vm in vms.iter().filter(|vm| !vm.ending()) {
-        mm::placement::run(&vm.space, interval, here);
+        mm::placement::run(&vm.space, &hot, interval, here);
     }
+    mm::placement::end();
 }
 
 /// Gives the console's input to VM `id`, if it exists.
