@@ -3,7 +3,7 @@
 //!
 //! ```toml
 //! machine = "numa2"          # optional: the topology (default numa2; --machine overrides)
-//! placement = "migrate"      # optional: "first-touch" (default) | "migrate" (--placement overrides)
+//! placement = "migrate"      # optional: "first-touch" | "migrate" (default: migrate under --numa-sim, else first-touch; --placement overrides)
 //! placement_params = "trigger=64,interval=100"  # optional: numa::policy parameters
 //!
 //! [[vm]]
@@ -103,7 +103,7 @@ pub struct Manifest {
 /// How the monitor places guest pages (machine-wide; the bundle carries it).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Placement {
-    /// `migrate`; None: the monitor's default, first-touch.
+    /// `migrate`; None: the monitor's default (migrate with the plugin's miss counters, else first-touch).
     pub mode: Option<String>,
     /// `k=v,...` of `numa::policy::parse_params`.
     pub params: Option<String>,

@@ -55,10 +55,8 @@ pub fn report(top: usize) {
     };
     let mut hottest = [PageCounts::default(); 16];
     let top = top.min(hottest.len());
-    let filled = layout.hottest(
-        |i| mem::read_u32_shared(layout.region_base + HEADER_SIZE + 4 * i),
-        &mut hottest[..top],
-    );
+    let filled =
+        layout.hottest(|i| mem::read_u32_shared(layout.region_base + HEADER_SIZE + 4 * i), &mut hottest[..top]);
     println!("hottest pages by misses (per requesting node):");
     for page in &hottest[..filled] {
         let counts = &page.counts[..layout.node_count as usize];

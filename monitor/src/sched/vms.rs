@@ -173,7 +173,7 @@ fn vm_gone() {
 /// Runs placement interval `interval` for every VM, on a CPU of `here`.
 pub fn placement_interval(interval: u32, here: usize) {
     let vms: Vec<Arc<Vm>> = VMS.lock().iter().flatten().cloned().collect();
-    let hot = mm::placement::begin();
+    let hot = mm::placement::begin(interval);
     for vm in vms.iter().filter(|vm| !vm.ending()) {
         mm::placement::run(&vm.space, &hot, interval, here);
     }

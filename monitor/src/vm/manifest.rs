@@ -3,8 +3,8 @@
 //! loads as the initrd. A DTB because the monitor already parses DTBs
 //! safely; everything in it is checked before use.
 
-use alloc::{format, string::String, vec::Vec};
 use crate::mm::placement::Mode;
+use alloc::{format, string::String, vec::Vec};
 use fdt::{node::FdtNode, Fdt};
 use numa::policy::{self, Params};
 
@@ -33,7 +33,8 @@ pub struct VmSpec {
 
 /// Machine-wide settings of the run.
 pub struct Settings {
-    pub placement: Mode,
+    /// None: the default (see `mm::placement::init`).
+    pub placement: Option<Mode>,
     pub params: Params,
 }
 
@@ -53,8 +54,9 @@ pub fn parse(blob: &'static [u8]) -> Result<(Vec<VmSpec>, Settings), String> {
         return Err("boot bundle lists no VMs".into());
     }
     let placement = match root.property("placement").and_then(|p| p.as_str()) {
-        None | Some("first-touch") => Mode::FirstTouch,
-        Some("migrate") => Mode::Migrate,
+        None => None,
+        Some("first-touch") => Some(Mode::FirstTouch),
+        Some("migrate") => Some(Mode::Migrate),
         Some(other) => return Err(format!("bundle: placement is `{other}`, expected `first-touch` or `migrate`")),
     };
     let params = match root.property("placement-params").and_then(|p| p.as_str()) {
