@@ -12,8 +12,8 @@ use crate::machine::Machine;
 use crate::manifest::{Placement, VmSpec};
 use crate::util::{gc_run_files, run_file, write_if_changed};
 use crate::{debs, image, initramfs, qemu, setup};
-use anyhow::Result;
-use std::path::PathBuf;
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Kernel arguments every guest gets: console on the PL011, warnings only
@@ -115,6 +115,7 @@ impl Boot {
                     memory_size: self.vm.memory_mib << 20,
                     kernel: "kernel".into(),
                     initrd: Some("initrd".into()),
+                    initrd_extra: None,
                     bootargs: self.bootargs(),
                     restart: None,
                     home_node: None,
@@ -131,8 +132,49 @@ impl Boot {
     }
 }
 
+/// Memory the guest kernel needs to boot beyond its image, its initrd and
+/// the unpacked initramfs (measured: the Debian kernel's early allocations,
+/// page tables and first processes fit in this with room to spare).
+const BOOT_WORKING_MIB: u64 = 16;
+
+/// The least memory (MiB, a 2 MiB multiple) a VM with this kernel Image and
+/// an initrd of `initrd_len` bytes needs: what the monitor needs to load
+/// them (`monitor/src/vm/mod.rs`: the kernel at RAM base + text_offset up
+/// to its image_size, the initrd below a 2 MiB DTB slot at the top), plus
+/// the initramfs unpacked into page cache, plus [`BOOT_WORKING_MIB`].
+pub fn min_memory_mib(kernel: &[u8], initrd_len: u64) -> u64 {
+    let field = |at: usize| kernel.get(at..at + 8).map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+    let (text_offset, image_size) = match field(16) {
+        0 => (0x80000, kernel.len() as u64),
+        size => (field(8), size.max(kernel.len() as u64)),
+    };
+    let initrd = initrd_len.next_multiple_of(4096);
+    let bytes = text_offset + image_size + 2 * initrd + (2 << 20) + (BOOT_WORKING_MIB << 20);
+    (bytes.div_ceil(1 << 20)).next_multiple_of(2)
+}
+
+/// Rejects a VM too small for its kernel and initrd before anything boots.
+fn check_memory(vm: &VmSpec, kernel: &Path, initrd: &Path) -> Result<()> {
+    let image = std::fs::read(kernel).with_context(|| format!("reading {}", kernel.display()))?;
+    let initrd_len = std::fs::metadata(initrd).with_context(|| format!("reading {}", initrd.display()))?.len()
+        + vm.exec.as_deref().map_or(0, |c| initramfs::exec_archive(c).len() as u64);
+    let need = min_memory_mib(&image, initrd_len);
+    if vm.memory_mib < need {
+        bail!(
+            "{}: {} MiB is too small: this kernel ({} MiB) and initrd ({} KiB) need at least {need} MiB \
+             (image, initrd and its unpacked copy, a 2 MiB device-tree slot, {BOOT_WORKING_MIB} MiB to boot)",
+            vm.memory_at,
+            vm.memory_mib,
+            image.len() >> 20,
+            initrd_len >> 10
+        );
+    }
+    Ok(())
+}
+
 /// The QEMU command for several VMs (a manifest) under the monitor. Each VM
-/// with `exec` gets its own initrd (its base initrd + `/exec.sh`); images
+/// with `exec` gets its base initrd plus a small archive of its own
+/// (`/exec.sh`, as the bundle's `initrd-extra`); images
 /// several VMs share are stored once in the bundle.
 pub fn manifest_command(
     env: &mut Env,
@@ -153,20 +195,21 @@ pub fn manifest_command(
         Ok(name)
     };
     let mut bvms = Vec::new();
+    let mut extras = Vec::new();
     for vm in vms {
+        check_memory(vm, vm.kernel.as_ref().unwrap_or(&env.guest.kernel), vm.initrd.as_ref().unwrap_or(&env.base_initrd))?;
         let kernel = match &vm.kernel {
             None => image(&env.guest.kernel, "kernel".into())?,
             Some(p) => image(p, format!("kernel-{}", vm.name))?,
         };
         let base = vm.initrd.clone().unwrap_or_else(|| env.base_initrd.clone());
-        let initrd = match &vm.exec {
-            None if vm.initrd.is_none() => image(&base, "initrd".into())?,
-            None => image(&base, format!("initrd-{}", vm.name))?,
-            Some(_) => {
-                let p = initramfs::with_exec(&base, vm.exec.as_deref(), &format!("{tag}-{}", vm.name))?;
-                image(&p, format!("initrd-{}", vm.name))?
-            }
+        let initrd = match &vm.initrd {
+            None => image(&base, "initrd".into())?,
+            Some(_) => image(&base, format!("initrd-{}", vm.name))?,
         };
+        // Each VM's exec script is its own small archive after the shared
+        // base: the bundle holds the base once however many VMs there are.
+        let initrd_extra = vm.exec.as_deref().map(|cmd| (format!("exec-{}", vm.name), initramfs::exec_archive(cmd)));
         let mut bootargs = BASE_BOOTARGS.to_string();
         if !vm.cmdline.is_empty() {
             bootargs.push(' ');
@@ -178,11 +221,14 @@ pub fn manifest_command(
             memory_size: vm.memory_mib << 20,
             kernel,
             initrd: Some(initrd),
+            initrd_extra: initrd_extra.as_ref().map(|(name, _)| name.clone()),
             bootargs,
             restart: Some(vm.restart.as_str().into()),
             home_node: vm.home_node,
         });
+        extras.extend(initrd_extra);
     }
+    images.extend(extras);
     let bundle = Bundle { images, vms: bvms, placement: placement.clone() };
     let path = run_file("bundle", tag, "dtb")?;
     write_if_changed(&path, &bundle.to_dtb()?)?;

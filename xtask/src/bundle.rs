@@ -24,6 +24,10 @@
 //!             memory-size = /bits/ 64 <BYTES>; // u64 big-endian, 2 MiB multiple
 //!             kernel = "kernel";               // string: names a node in /images
 //!             initrd = "initrd";               // string, optional: names a node in /images
+//!             initrd-extra = "exec-vm0";       // string, optional: an archive the guest
+//!                                              // gets right after `initrd` (the kernel
+//!                                              // unpacks concatenated cpio archives), so
+//!                                              // VMs share one base image
 //!             bootargs = "console=ttyAMA0";    // string: the guest's /chosen/bootargs
 //!                                              // (the monitor appends ` disco.boot=N`)
 //!             restart = "never";               // string, optional: "never" | "on-crash"
@@ -51,6 +55,8 @@ pub struct Vm {
     pub memory_size: u64,
     pub kernel: String,
     pub initrd: Option<String>,
+    /// Appended to `initrd` in guest memory (the VM's own small archive).
+    pub initrd_extra: Option<String>,
     pub bootargs: String,
     /// `"never"` or `"on-crash"`; omitted when `None` (the monitor's default: never).
     pub restart: Option<String>,
@@ -89,7 +95,10 @@ impl Bundle {
             if vm.memory_size == 0 || vm.memory_size % (2 << 20) != 0 {
                 bail!("bundle: VM {} memory {} is not a positive multiple of 2 MiB", vm.name, vm.memory_size);
             }
-            for img in std::iter::once(&vm.kernel).chain(vm.initrd.as_ref()) {
+            if vm.initrd_extra.is_some() && vm.initrd.is_none() {
+                bail!("bundle: VM {} has an initrd-extra but no initrd", vm.name);
+            }
+            for img in std::iter::once(&vm.kernel).chain(vm.initrd.as_ref()).chain(vm.initrd_extra.as_ref()) {
                 if !has(img) {
                     bail!("bundle: VM {} names image `{img}`, which is not in the bundle", vm.name);
                 }
@@ -121,6 +130,9 @@ impl Bundle {
             if let Some(initrd) = &vm.initrd {
                 w.property_string("initrd", initrd)?;
             }
+            if let Some(extra) = &vm.initrd_extra {
+                w.property_string("initrd-extra", extra)?;
+            }
             w.property_string("bootargs", &vm.bootargs)?;
             if let Some(r) = &vm.restart {
                 w.property_string("restart", r)?;
@@ -150,6 +162,7 @@ mod tests {
                     memory_size: 512 << 20,
                     kernel: "kernel".into(),
                     initrd: Some("initrd".into()),
+                    initrd_extra: Some("initrd".into()),
                     bootargs: "console=ttyAMA0".into(),
                     restart: Some("on-crash".into()),
                     home_node: Some(1),
@@ -160,6 +173,7 @@ mod tests {
                     memory_size: 6 << 30,
                     kernel: "kernel".into(),
                     initrd: None,
+                    initrd_extra: None,
                     bootargs: String::new(),
                     restart: None,
                     home_node: None,
@@ -185,6 +199,7 @@ mod tests {
         assert_eq!(vm0.property("memory-size").unwrap().value, &(512u64 << 20).to_be_bytes());
         assert_eq!(vm0.property("kernel").unwrap().as_str(), Some("kernel"));
         assert_eq!(vm0.property("initrd").unwrap().as_str(), Some("initrd"));
+        assert_eq!(vm0.property("initrd-extra").unwrap().as_str(), Some("initrd"));
         assert_eq!(vm0.property("bootargs").unwrap().as_str(), Some("console=ttyAMA0"));
         let vm1 = fdt.find_node("/vms/vm@1").unwrap();
         assert_eq!(vm1.property("memory-size").unwrap().as_usize(), Some(6 << 30));
@@ -200,6 +215,9 @@ mod tests {
         let mut b = sample();
         b.vms[0].initrd = Some("nope".into());
         assert!(b.to_dtb().unwrap_err().to_string().contains("`nope`"));
+        let mut b = sample();
+        b.vms[1].initrd_extra = Some("initrd".into());
+        assert!(b.to_dtb().unwrap_err().to_string().contains("no initrd"));
         let mut b = sample();
         b.vms[1].memory_size = 3 << 20;
         assert!(b.to_dtb().is_err());

@@ -354,7 +354,7 @@ mod cli_tests {
             }
         };
         let e = to_boot(&a).unwrap_err().to_string();
-        assert!(e.contains("unknown machine `numa9`") && e.contains("numa2, numa4"), "{e}");
+        assert!(e.contains("unknown machine `numa9`") && e.contains("numa2, numa2-many, numa4"), "{e}");
     }
 
     #[test]

@@ -81,6 +81,9 @@ pub struct VmSpec {
     pub name: String,
     pub vcpus: u32,
     pub memory_mib: u64,
+    /// `file:line: vm `name`: field `memory`` for errors found later
+    /// (the memory a kernel and initrd need is known only once they are).
+    pub memory_at: String,
     pub kernel: Option<PathBuf>,
     pub initrd: Option<PathBuf>,
     pub cmdline: String,
@@ -274,6 +277,7 @@ pub fn parse(file: &str, text: &str, machine: &Machine, base: &Path) -> Result<M
             name,
             vcpus,
             memory_mib: m,
+            memory_at: format!("{file}:{}: vm `{}`: field `memory`", line_of(v.memory.span().start), v.name.get_ref()),
             cmdline: v.cmdline.clone().unwrap_or_default(),
             exec: v.exec.clone(),
             restart,

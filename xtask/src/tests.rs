@@ -33,6 +33,7 @@ const GUEST_BOOT_MIB: u64 = 1024;
 const WILD_ADDRESS: &str = "0x0a800000";
 
 mod placement;
+mod scale;
 mod smp;
 
 type TestFn = fn(&mut Env, bool) -> Result<()>;
@@ -111,6 +112,7 @@ fn integration(native: bool) -> Vec<Test> {
         v.push(t("cpu-hotplug", false, |e, _| smp::cpu_hotplug(e)));
         v.push(t("idle-guests", false, |e, _| smp::idle_guests(e)));
         v.push(t("console-attribution", false, |e, _| smp::console_attribution(e)));
+        v.push(t("many-vms", false, |e, _| scale::many_vms(e)));
         v.push(t("migrate-after-move", false, |e, _| placement::migrate_after_move(e, placement::Counters::Sampling)));
         v.push(t("migrate-under-load", false, |e, _| placement::migrate_under_load(e)));
         v.push(t("migrate-numa-sim", false, |e, _| placement::migrate_after_move(e, placement::Counters::Plugin)));

@@ -4,7 +4,7 @@
 //! local; a frame freed by a CPU of another node goes back through its
 //! owner's lock-free free ring. No machine-wide lock is taken anywhere.
 
-use crate::arch::mem;
+use crate::arch::{heap, mem};
 use alloc::vec::Vec;
 use numa::{
     memmap::{Frame, MemMap, NodeMemory, Use},
@@ -13,11 +13,16 @@ use numa::{
 use spin::Once;
 
 static MEMMAP: Once<MemMap> = Once::new();
+/// One byte of monitor heap per this many bytes of machine memory: the
+/// pmaps alone take 1/256 of guest memory.
+const HEAP_SHARE: u64 = 128;
 
 /// Builds every node's memory from the topology, minus `reserved` (the
 /// monitor image, DTB, boot bundle, counter region).
 pub fn init(topology: &Topology, reserved: &[MemRange]) {
     MEMMAP.call_once(|| {
+        let ram: u64 = topology.nodes().iter().flat_map(|n| n.memory.iter()).map(|r| r.end - r.start).sum();
+        let heap_bytes = (ram / HEAP_SHARE).next_multiple_of(FRAME_SIZE);
         let nodes = topology
             .nodes()
             .iter()
@@ -33,6 +38,18 @@ pub fn init(topology: &Topology, reserved: &[MemRange]) {
                     .expect("a node too small for its own memmap");
                 let mut node_reserved = reserved.to_vec();
                 node_reserved.push(MemRange { start: base, end: base + bytes });
+                if node.id == 0 {
+                    let frames = (heap_bytes / FRAME_SIZE) as usize;
+                    match FrameAllocator::new(&node.memory, &node_reserved).alloc_contiguous(frames, 1) {
+                        Some(heap) => {
+                            node_reserved.push(MemRange { start: heap, end: heap + heap_bytes });
+                            // SAFETY: free RAM of node 0, reserved from its
+                            // allocator just above, handed to the heap for good.
+                            unsafe { heap::add_region(heap, heap_bytes as usize) };
+                        }
+                        None => log::warn!("no {} MiB on node 0 for the monitor heap", heap_bytes >> 20),
+                    }
+                }
                 // SAFETY: [base, base + bytes) is free RAM of this node,
                 // reserved from its allocator just above, used for nothing else.
                 let storage = unsafe { mem::atomic_words(base, words) };

@@ -5,7 +5,7 @@
 //! first.
 
 use crate::{
-    arch::{cpu, psci, timer, MAX_CPUS},
+    arch::{cpu, heap, psci, timer, MAX_CPUS},
     io::console::{self, Command},
     mm::{self, frames},
     sched,
@@ -96,15 +96,20 @@ fn start_vm(id: usize) {
     let spec = &SPECS.get().unwrap()[id];
     let place = &PLACEMENTS.get().unwrap()[id];
     let boot = place.boots.fetch_add(1, Ordering::Relaxed) + 1;
+    // The monitor's own metadata for the VM (its pmap, vCPU contexts,
+    // devices; not guest frames or stage-2 tables, which are frames): exact
+    // at boot, when VMs are built one after another on the boot CPU.
+    let heap_before = heap::used();
     match Vm::create(id, spec, place.home.load(Ordering::Relaxed), NODES.load(Ordering::Relaxed), boot) {
         Ok((vm, (entry, dtb))) => {
             log::info!(
-                "vm {} started: {} vCPUs, {} MiB, home node {}, frames per node {:?}",
+                "vm {} started: {} vCPUs, {} MiB, home node {}, frames per node {:?}, monitor heap {} KiB",
                 vm.name,
                 vm.mpidrs.len(),
                 vm.ram_size >> 20,
                 vm.home(),
-                vm.frames()
+                vm.frames(),
+                heap::used().saturating_sub(heap_before) >> 10
             );
             let vm = Arc::new(vm);
             vm.tasks.store(vm.mpidrs.len(), Ordering::Release);

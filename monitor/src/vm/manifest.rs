@@ -28,6 +28,8 @@ pub struct VmSpec {
     pub memory: u64,
     pub kernel: &'static [u8],
     pub initrd: Option<&'static [u8]>,
+    /// Appended to `initrd` in guest memory (the VM's own archive).
+    pub initrd_extra: Option<&'static [u8]>,
     pub bootargs: String,
 }
 
@@ -100,6 +102,11 @@ fn parse_vm(fdt: &Fdt<'static>, vm: FdtNode<'_, 'static>) -> Result<VmSpec, Stri
         Some(name) => Some(image(name)?),
         None => None,
     };
+    let initrd_extra = match vm.property("initrd-extra").and_then(|p| p.as_str()) {
+        Some(_) if initrd.is_none() => return Err(format!("bundle: {node}: initrd-extra without initrd")),
+        Some(name) => Some(image(name)?),
+        None => None,
+    };
     let bootargs = string("bootargs").unwrap_or_default();
     let restart = match vm.property("restart").and_then(|p| p.as_str()) {
         None | Some("never") => Restart::Never,
@@ -107,5 +114,5 @@ fn parse_vm(fdt: &Fdt<'static>, vm: FdtNode<'_, 'static>) -> Result<VmSpec, Stri
         Some(other) => return Err(format!("bundle: {node}: restart is `{other}`, expected `never` or `on-crash`")),
     };
     let home_node = vm.property("home-node").and_then(|p| p.as_usize());
-    Ok(VmSpec { name, vcpus, memory, kernel, initrd, bootargs, restart, home_node })
+    Ok(VmSpec { name, vcpus, memory, kernel, initrd, initrd_extra, bootargs, restart, home_node })
 }

@@ -194,7 +194,11 @@ impl Vm {
         let entry = RAM_BASE + text_offset;
         let ram_end = RAM_BASE + self.ram_size;
         let dtb = (ram_end - MIB2) & !(MIB2 - 1);
-        let initrd = spec.initrd.map(|data| ((dtb - data.len() as u64) & !(PAGE_SIZE - 1), data));
+        // The extra archive follows the base at a 4-byte boundary, as the
+        // kernel expects of concatenated cpio archives (the gap is zero).
+        let extra_at = spec.initrd.map_or(0, |base| base.len().next_multiple_of(4));
+        let initrd_len = (extra_at + spec.initrd_extra.map_or(0, <[u8]>::len)) as u64;
+        let initrd = spec.initrd.map(|data| ((dtb - initrd_len) & !(PAGE_SIZE - 1), data));
         let low = initrd.map_or(dtb, |(start, _)| start);
         if entry + image_size.max(kernel.len() as u64) > low {
             return Err(format!("{} MiB is too small for kernel and initrd", self.ram_size >> 20));
@@ -202,12 +206,15 @@ impl Vm {
         self.write(entry, kernel)?;
         if let Some((start, data)) = initrd {
             self.write(start, data)?;
+            if let Some(extra) = spec.initrd_extra {
+                self.write(start + extra_at as u64, extra)?;
+            }
         }
         let blob = vdev::fdt::build_guest_fdt(&GuestFdtConfig {
             memory: &[(RAM_BASE, self.ram_size)],
             vcpu_mpidrs: &self.mpidrs,
             bootargs,
-            initrd: initrd.map(|(start, data)| (start, start + data.len() as u64)),
+            initrd: initrd.map(|(start, _)| (start, start + initrd_len)),
             gicd_base: GICD_BASE,
             gicr_base: GICR_BASE,
             uart_base: UART_BASE,
