@@ -9,7 +9,7 @@ use crate::{
         gicv3::{intid, Gic},
         mem, mmu, psci,
     },
-    io::console,
+    io::{self, console},
     mm::{self, frames},
     println,
     sched::{dispatch, vms},
@@ -68,6 +68,7 @@ fn bring_up(dtb: &'static [u8], image: MemRange) -> Result<core::convert::Infall
     let mut reserved = alloc::vec![image, dtb_range, bundle];
     reserved.extend(mm::counters::detect(&topology));
     frames::init(&topology, &reserved);
+    probe_disk(&fdt)?;
 
     let gic = fdt.find_compatible(&["arm,gic-v3"]).ok_or("host DTB: no GICv3")?;
     let mut regs = gic.reg().ok_or("host DTB: GICv3 has no reg")?;
@@ -91,6 +92,21 @@ fn bring_up(dtb: &'static [u8], image: MemRange) -> Result<core::convert::Infall
     let (specs, settings) = crate::vm::manifest::parse(blob)?;
     vms::run(&topology, specs, settings)?;
     dispatch::cpu_loop(arch::cpu::index())
+}
+
+/// Finds the physical disk among the host's virtio-mmio frames (none is
+/// fine: VMs then have no disks). A disk that is there but unusable (a bad
+/// header) stops the boot, before any VM could write to it.
+fn probe_disk(fdt: &Fdt) -> Result<(), String> {
+    let frames = fdt
+        .all_nodes()
+        .filter(|n| n.compatible().is_some_and(|c| c.all().any(|s| s == "virtio,mmio")))
+        .filter_map(|n| n.reg()?.next().map(|r| (r.starting_address as u64, r.size.unwrap_or(0) as u64)));
+    match io::disk::probe(frames)? {
+        Some(_) => {}
+        None => log::info!("disk: no virtio block device: VMs get no disks"),
+    }
+    Ok(())
 }
 
 /// Configuration every CPU does for itself.
