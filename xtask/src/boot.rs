@@ -9,7 +9,7 @@
 use crate::bundle::{Bundle, Vm};
 use crate::debs::Guest;
 use crate::machine::Machine;
-use crate::manifest::{Placement, VmSpec};
+use crate::manifest::{Manifest, Placement};
 use crate::util::{gc_run_files, run_file, write_if_changed};
 use crate::{debs, image, initramfs, qemu, setup};
 use anyhow::Result;
@@ -24,6 +24,7 @@ pub const BASE_BOOTARGS: &str = "console=ttyAMA0 loglevel=4 panic=-1";
 pub struct Env {
     pub guest: Guest,
     pub base_initrd: PathBuf,
+    disk_initrd: Option<PathBuf>,
     monitor: Option<PathBuf>,
 }
 
@@ -34,7 +35,16 @@ impl Env {
         gc_run_files(&["initramfs", "bundle"]);
         let guest = debs::ensure()?;
         let base_initrd = initramfs::base(&guest.busybox)?;
-        Ok(Env { guest, base_initrd, monitor: None })
+        Ok(Env { guest, base_initrd, disk_initrd: None, monitor: None })
+    }
+
+    /// The initramfs of VMs with disks: the base plus the kernel's block
+    /// and ext4 modules and mke2fs (built on first use).
+    pub fn disk_initrd(&mut self) -> Result<PathBuf> {
+        if self.disk_initrd.is_none() {
+            self.disk_initrd = Some(crate::disk_tools::with_disk_tools(&self.base_initrd, &self.guest)?);
+        }
+        Ok(self.disk_initrd.clone().expect("just built"))
     }
 
     /// The monitor image, built on first use.
@@ -118,6 +128,7 @@ impl Boot {
                     bootargs: self.bootargs(),
                     restart: None,
                     home_node: None,
+                    disks: vec![],
                 }],
                 placement: self.placement.clone(),
             };
@@ -134,14 +145,8 @@ impl Boot {
 /// The QEMU command for several VMs (a manifest) under the monitor. Each VM
 /// with `exec` gets its own initrd (its base initrd + `/exec.sh`); images
 /// several VMs share are stored once in the bundle.
-pub fn manifest_command(
-    env: &mut Env,
-    machine: &Machine,
-    vms: &[VmSpec],
-    placement: &Placement,
-    tag: &str,
-    interactive: bool,
-) -> Result<Command> {
+pub fn manifest_command(env: &mut Env, machine: &Machine, man: &Manifest, tag: &str, interactive: bool) -> Result<Command> {
+    let (vms, placement) = (&man.vms, &man.placement);
     let mut images: Vec<(String, Vec<u8>)> = Vec::new();
     let mut paths: Vec<(PathBuf, String)> = Vec::new();
     let mut image = |path: &PathBuf, name: String| -> Result<String> {
@@ -158,9 +163,14 @@ pub fn manifest_command(
             None => image(&env.guest.kernel, "kernel".into())?,
             Some(p) => image(p, format!("kernel-{}", vm.name))?,
         };
-        let base = vm.initrd.clone().unwrap_or_else(|| env.base_initrd.clone());
+        let base = match (&vm.initrd, vm.disks.is_empty()) {
+            (Some(own), _) => own.clone(),
+            (None, true) => env.base_initrd.clone(),
+            (None, false) => env.disk_initrd()?,
+        };
         let initrd = match &vm.exec {
-            None if vm.initrd.is_none() => image(&base, "initrd".into())?,
+            None if vm.initrd.is_none() && vm.disks.is_empty() => image(&base, "initrd".into())?,
+            None if vm.initrd.is_none() => image(&base, "initrd-disk".into())?,
             None => image(&base, format!("initrd-{}", vm.name))?,
             Some(_) => {
                 let p = initramfs::with_exec(&base, vm.exec.as_deref(), &format!("{tag}-{}", vm.name))?;
@@ -181,6 +191,7 @@ pub fn manifest_command(
             bootargs,
             restart: Some(vm.restart.as_str().into()),
             home_node: vm.home_node,
+            disks: vm.disks.iter().map(|d| (d.image.clone(), d.read_only)).collect(),
         });
     }
     let bundle = Bundle { images, vms: bvms, placement: placement.clone() };
@@ -190,6 +201,32 @@ pub fn manifest_command(
     cmd.args(machine.qemu_args());
     cmd.arg("-kernel").arg(env.monitor()?);
     cmd.arg("-initrd").arg(path);
+    if vms.iter().any(|v| !v.disks.is_empty()) {
+        cmd.args(disk_args(man)?);
+    }
     cmd.args(if interactive { qemu::interactive_console() } else { qemu::captured_console() });
     Ok(cmd)
+}
+
+/// The physical disk: the manifest's disk file (its images created or
+/// added as needed) as a modern virtio-mmio block device, which the
+/// monitor drives. `cache=writeback` keeps QEMU's page cache, and the
+/// monitor's flushes make QEMU sync the file.
+fn disk_args(man: &Manifest) -> Result<Vec<String>> {
+    let mut wanted: Vec<(cow_disk::ImageName, u64)> = Vec::new();
+    for d in man.vms.iter().flat_map(|v| &v.disks) {
+        let name = cow_disk::ImageName::new(&d.image).map_err(|e| anyhow::anyhow!("disk image {}: {e}", d.image))?;
+        if !wanted.iter().any(|(n, _)| *n == name) {
+            wanted.push((name, d.size));
+        }
+    }
+    crate::disk::ensure_images(&man.disk_file, &wanted)?;
+    Ok(vec![
+        "-global".into(),
+        "virtio-mmio.force-legacy=false".into(),
+        "-drive".into(),
+        format!("file={},if=none,format=raw,id=disk0,cache=writeback", man.disk_file.display()),
+        "-device".into(),
+        "virtio-blk-device,drive=disk0".into(),
+    ])
 }

@@ -16,7 +16,16 @@
 //! exec = "nproc"             # optional: run after boot, like --exec (own initrd)
 //! restart = "on-crash"       # optional: "never" (default) | "on-crash"
 //! home_node = 1              # optional: a node of the machine
+//!
+//! [[vm.disk]]                # optional, up to 4 per VM: /dev/vda, /dev/vdb, ...
+//! image = "data"             # an image of the disk file (created if missing)
+//! mode = "persistent"        # required; the only mode yet (copy-on-write comes later)
+//! readonly = false           # optional (default false)
+//! size = "64M"               # optional: size when the image is created (default 64 MiB)
 //! ```
+//!
+//! `disk_file = "path"` (top level, optional) names the physical disk file
+//! the images live in; default `.cache/disks/default.disk`.
 //!
 //! Every error names file, line and field.
 
@@ -42,8 +51,18 @@ struct RawFile {
     machine: Option<String>,
     placement: Option<Spanned<String>>,
     placement_params: Option<Spanned<String>>,
+    disk_file: Option<Spanned<String>>,
     #[serde(default)]
     vm: Vec<Spanned<RawVm>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDisk {
+    image: Spanned<String>,
+    mode: Option<Spanned<String>>,
+    readonly: Option<bool>,
+    size: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -58,6 +77,8 @@ struct RawVm {
     exec: Option<String>,
     restart: Option<Spanned<String>>,
     home_node: Option<Spanned<u32>>,
+    #[serde(default)]
+    disk: Vec<Spanned<RawDisk>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +108,22 @@ pub struct VmSpec {
     pub exec: Option<String>,
     pub restart: Restart,
     pub home_node: Option<u32>,
+    /// Its virtio-blk disks, in guest order (vda, vdb, ...).
+    pub disks: Vec<DiskSpec>,
+}
+
+/// Disks one VM may have (the monitor's device table has this many slots).
+pub const MAX_DISKS: usize = 4;
+/// Size of an image created on demand without `size`.
+pub const DEFAULT_DISK_BYTES: u64 = 64 << 20;
+
+/// One `[[vm.disk]]`: a persistent image of the run's disk file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiskSpec {
+    pub image: String,
+    pub read_only: bool,
+    /// Bytes, used when the image does not exist yet.
+    pub size: u64,
 }
 
 /// A parsed manifest: the machine it names (if any) and its VMs.
@@ -98,6 +135,8 @@ pub struct Manifest {
     pub machine: Option<String>,
     pub placement: Placement,
     pub vms: Vec<VmSpec>,
+    /// The disk file holding the VMs' images (`disk_file`, or the default).
+    pub disk_file: PathBuf,
 }
 
 /// How the monitor places guest pages (machine-wide; the bundle carries it).
@@ -122,6 +161,11 @@ impl Placement {
         }
         Ok(())
     }
+}
+
+/// The disk file of a manifest without `disk_file`.
+pub fn default_disk_file() -> PathBuf {
+    root().join(".cache/disks/default.disk")
 }
 
 /// The manifest plain `cargo xtask run` boots.
@@ -255,7 +299,28 @@ pub fn parse(file: &str, text: &str, machine: &Machine, base: &Path) -> Result<M
             }
             Ok(Some(full))
         };
+        if v.disk.len() > MAX_DISKS {
+            return Err(err(v.disk[MAX_DISKS].span(), &name, "disk", format!("{} disks: a VM has at most {MAX_DISKS}", v.disk.len())));
+        }
+        let mut disks = Vec::new();
+        for d in &v.disk {
+            disks.push(disk(d.get_ref(), &name, &err)?);
+        }
+        for (i, d) in disks.iter().enumerate() {
+            if disks[..i].iter().any(|o| o.image == d.image) {
+                return Err(err(v.disk[i].get_ref().image.span(), &name, "image", format!("`{}` is this VM's disk twice", d.image)));
+            }
+            if let Some(o) = vms.iter().find(|o| o.disks.iter().any(|od| od.image == d.image && !(od.read_only && d.read_only))) {
+                return Err(err(
+                    v.disk[i].get_ref().image.span(),
+                    &name,
+                    "image",
+                    format!("`{}` is also vm `{}`'s disk: a persistent image is shared only read-only by all", d.image, o.name),
+                ));
+            }
+        }
         vms.push(VmSpec {
+            disks,
             kernel: path(&v.kernel, "kernel")?,
             initrd: path(&v.initrd, "initrd")?,
             name,
@@ -277,7 +342,34 @@ pub fn parse(file: &str, text: &str, machine: &Machine, base: &Path) -> Result<M
         mode: raw.placement.map(|v| v.into_inner()),
         params: raw.placement_params.map(|v| v.into_inner()),
     };
-    Ok(Manifest { file: file.to_string(), machine: raw.machine, placement, vms })
+    let disk_file = raw.disk_file.map_or_else(default_disk_file, |f| base.join(f.get_ref()));
+    Ok(Manifest { file: file.to_string(), machine: raw.machine, placement, vms, disk_file })
+}
+
+/// Checks one `[[vm.disk]]` of VM `vm`.
+fn disk(d: &RawDisk, vm: &str, err: &impl Fn(Range<usize>, &str, &str, String) -> anyhow::Error) -> Result<DiskSpec> {
+    let image = d.image.get_ref();
+    cow_disk::ImageName::new(image).map_err(|e| err(d.image.span(), vm, "image", format!("`{image}`: {e}")))?;
+    match d.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
+        Some(("persistent", _)) => {}
+        Some((other, span)) => {
+            return Err(err(span, vm, "mode", format!("`{other}`: the only disk mode yet is \"persistent\"")))
+        }
+        None => {
+            return Err(err(d.image.span(), vm, "mode", "missing: say mode = \"persistent\" (the only mode yet)".into()))
+        }
+    }
+    let size = match &d.size {
+        None => DEFAULT_DISK_BYTES,
+        Some(s) => {
+            let text = s.get_ref();
+            match parse_size(text) {
+                Some(n) if n > 0 && n % (1 << 20) == 0 => n,
+                _ => return Err(err(s.span(), vm, "size", format!("`{text}` must be a positive whole number of MiB, such as \"64M\""))),
+            }
+        }
+    };
+    Ok(DiskSpec { image: image.clone(), read_only: d.readonly.unwrap_or(false), size })
 }
 
 /// Loads a manifest file for `machine`.
