@@ -32,6 +32,7 @@ const GUEST_BOOT_MIB: u64 = 1024;
 /// An address that is neither guest RAM nor a guest device: see DESIGN.md.
 const WILD_ADDRESS: &str = "0x0a800000";
 
+mod disk;
 mod placement;
 mod smp;
 
@@ -111,6 +112,7 @@ fn integration(native: bool) -> Vec<Test> {
         v.push(t("cpu-hotplug", false, |e, _| smp::cpu_hotplug(e)));
         v.push(t("idle-guests", false, |e, _| smp::idle_guests(e)));
         v.push(t("migrate-after-move", false, |e, _| placement::migrate_after_move(e)));
+        v.push(t("persistent-disk", false, |e, _| disk::persistent_disk(e)));
     }
     v
 }

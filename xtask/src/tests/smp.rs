@@ -76,7 +76,7 @@ fn check_vm(out: &MultiOutcome, vm: &str, vcpus: u32, ranges: Ranges, errs: &mut
     Ok(())
 }
 
-fn with_log(out: &MultiOutcome, errs: Vec<String>) -> Result<()> {
+pub(super) fn with_log(out: &MultiOutcome, errs: Vec<String>) -> Result<()> {
     if errs.is_empty() {
         return Ok(());
     }
