@@ -145,7 +145,13 @@ impl Boot {
 /// The QEMU command for several VMs (a manifest) under the monitor. Each VM
 /// with `exec` gets its own initrd (its base initrd + `/exec.sh`); images
 /// several VMs share are stored once in the bundle.
-pub fn manifest_command(env: &mut Env, machine: &Machine, man: &Manifest, tag: &str, interactive: bool) -> Result<Command> {
+pub fn manifest_command(
+    env: &mut Env,
+    machine: &Machine,
+    man: &Manifest,
+    tag: &str,
+    interactive: bool,
+) -> Result<Command> {
     let (vms, placement) = (&man.vms, &man.placement);
     let mut images: Vec<(String, Vec<u8>)> = Vec::new();
     let mut paths: Vec<(PathBuf, String)> = Vec::new();

@@ -5,7 +5,9 @@
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::Subcommand;
-use cow_disk::header::{DiskHeader, ImageEntry, ImageKind, ImageName, HEADER_BYTES, LAYOUT_ALIGN, SECTOR_BYTES, VERSION};
+use cow_disk::header::{
+    DiskHeader, ImageEntry, ImageKind, ImageName, HEADER_BYTES, LAYOUT_ALIGN, SECTOR_BYTES, VERSION,
+};
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -192,8 +194,10 @@ pub fn ensure_images(file: &Path, wanted: &[(ImageName, u64)]) -> Result<DiskHea
         if let Some(dir) = file.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let specs: Vec<ImageSpec> =
-            wanted.iter().map(|&(name, size)| ImageSpec { name, kind: ImageKind::Persistent, size: Some(size), from: None }).collect();
+        let specs: Vec<ImageSpec> = wanted
+            .iter()
+            .map(|&(name, size)| ImageSpec { name, kind: ImageKind::Persistent, size: Some(size), from: None })
+            .collect();
         let header = create(file, &specs, false)?;
         eprintln!("disk: created {} ({})", file.display(), human(header.disk_bytes));
         return Ok(header);

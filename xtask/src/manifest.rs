@@ -61,7 +61,8 @@ struct RawFile {
 struct RawDisk {
     image: Spanned<String>,
     mode: Option<Spanned<String>>,
-    readonly: Option<bool>,
+    /// Any value, so a non-boolean gets an error naming the field.
+    readonly: Option<Spanned<toml::Value>>,
     size: Option<Spanned<String>>,
 }
 
@@ -300,7 +301,12 @@ pub fn parse(file: &str, text: &str, machine: &Machine, base: &Path) -> Result<M
             Ok(Some(full))
         };
         if v.disk.len() > MAX_DISKS {
-            return Err(err(v.disk[MAX_DISKS].span(), &name, "disk", format!("{} disks: a VM has at most {MAX_DISKS}", v.disk.len())));
+            return Err(err(
+                v.disk[MAX_DISKS].span(),
+                &name,
+                "disk",
+                format!("{} disks: a VM has at most {MAX_DISKS}", v.disk.len()),
+            ));
         }
         let mut disks = Vec::new();
         for d in &v.disk {
@@ -308,14 +314,24 @@ pub fn parse(file: &str, text: &str, machine: &Machine, base: &Path) -> Result<M
         }
         for (i, d) in disks.iter().enumerate() {
             if disks[..i].iter().any(|o| o.image == d.image) {
-                return Err(err(v.disk[i].get_ref().image.span(), &name, "image", format!("`{}` is this VM's disk twice", d.image)));
-            }
-            if let Some(o) = vms.iter().find(|o| o.disks.iter().any(|od| od.image == d.image && !(od.read_only && d.read_only))) {
                 return Err(err(
                     v.disk[i].get_ref().image.span(),
                     &name,
                     "image",
-                    format!("`{}` is also vm `{}`'s disk: a persistent image is shared only read-only by all", d.image, o.name),
+                    format!("`{}` is this VM's disk twice", d.image),
+                ));
+            }
+            if let Some(o) =
+                vms.iter().find(|o| o.disks.iter().any(|od| od.image == d.image && !(od.read_only && d.read_only)))
+            {
+                return Err(err(
+                    v.disk[i].get_ref().image.span(),
+                    &name,
+                    "image",
+                    format!(
+                        "`{}` is also vm `{}`'s disk: a persistent image is shared only read-only by all",
+                        d.image, o.name
+                    ),
                 ));
             }
         }
@@ -338,10 +354,8 @@ pub fn parse(file: &str, text: &str, machine: &Machine, base: &Path) -> Result<M
     if let Some(v) = &raw.placement_params {
         Placement::check(None, Some(v.get_ref())).map_err(|m| err(v.span(), "", "placement_params", m))?;
     }
-    let placement = Placement {
-        mode: raw.placement.map(|v| v.into_inner()),
-        params: raw.placement_params.map(|v| v.into_inner()),
-    };
+    let placement =
+        Placement { mode: raw.placement.map(|v| v.into_inner()), params: raw.placement_params.map(|v| v.into_inner()) };
     let disk_file = raw.disk_file.map_or_else(default_disk_file, |f| base.join(f.get_ref()));
     Ok(Manifest { file: file.to_string(), machine: raw.machine, placement, vms, disk_file })
 }
@@ -356,7 +370,12 @@ fn disk(d: &RawDisk, vm: &str, err: &impl Fn(Range<usize>, &str, &str, String) -
             return Err(err(span, vm, "mode", format!("`{other}`: the only disk mode yet is \"persistent\"")))
         }
         None => {
-            return Err(err(d.image.span(), vm, "mode", "missing: say mode = \"persistent\" (the only mode yet)".into()))
+            return Err(err(
+                d.image.span(),
+                vm,
+                "mode",
+                "missing: say mode = \"persistent\" (the only mode yet)".into(),
+            ))
         }
     }
     let size = match &d.size {
@@ -365,11 +384,25 @@ fn disk(d: &RawDisk, vm: &str, err: &impl Fn(Range<usize>, &str, &str, String) -
             let text = s.get_ref();
             match parse_size(text) {
                 Some(n) if n > 0 && n % (1 << 20) == 0 => n,
-                _ => return Err(err(s.span(), vm, "size", format!("`{text}` must be a positive whole number of MiB, such as \"64M\""))),
+                _ => {
+                    return Err(err(
+                        s.span(),
+                        vm,
+                        "size",
+                        format!("`{text}` must be a positive whole number of MiB, such as \"64M\""),
+                    ))
+                }
             }
         }
     };
-    Ok(DiskSpec { image: image.clone(), read_only: d.readonly.unwrap_or(false), size })
+    let read_only = match &d.readonly {
+        None => false,
+        Some(v) => match v.get_ref() {
+            toml::Value::Boolean(b) => *b,
+            other => return Err(err(v.span(), vm, "readonly", format!("`{other}`: expected true or false"))),
+        },
+    };
+    Ok(DiskSpec { image: image.clone(), read_only, size })
 }
 
 /// Loads a manifest file for `machine`.
@@ -438,6 +471,59 @@ mod tests {
         let m = parse("m.toml", &file, &numa2(), Path::new("/")).unwrap();
         assert_eq!(m.placement.mode.as_deref(), Some("migrate"));
         assert_eq!(m.placement.params.as_deref(), Some("batch=64"));
+    }
+
+    /// A `[[vm.disk]]` table of `image` plus `extra` lines.
+    fn disk_table(image: &str, extra: &str) -> String {
+        format!("[[vm.disk]]\nimage = \"{image}\"\nmode = \"persistent\"\n{extra}")
+    }
+
+    #[test]
+    fn disks() {
+        let file = format!(
+            "disk_file = \"x.disk\"\n{TWO}{}{}",
+            disk_table("data", "readonly = true\nsize = \"8M\"\n"),
+            disk_table("logs", "")
+        );
+        let m = parse("m.toml", &file, &numa2(), Path::new("/base")).unwrap();
+        assert_eq!(m.disk_file, Path::new("/base/x.disk"));
+        assert!(m.vms[0].disks.is_empty());
+        let b = &m.vms[1].disks;
+        assert_eq!(b.len(), 2);
+        assert_eq!((b[0].image.as_str(), b[0].read_only, b[0].size), ("data", true, 8 << 20));
+        assert_eq!((b[1].image.as_str(), b[1].read_only, b[1].size), ("logs", false, DEFAULT_DISK_BYTES));
+        let m = parse("m.toml", TWO, &numa2(), Path::new("/")).unwrap();
+        assert_eq!(m.disk_file, default_disk_file());
+    }
+
+    #[test]
+    fn disk_errors_name_file_line_and_field() {
+        let with = |disk: &str| parse_err(&format!("{TWO}[[vm.disk]]\n{disk}"));
+        let e = with("image = \"data\"\nmode = \"cow\"\n");
+        assert!(e.starts_with("m.toml:14: vm `b`: field `mode`: `cow`") && e.contains("persistent"), "{e}");
+        let e = with("image = \"data\"\n");
+        assert!(e.starts_with("m.toml:13: vm `b`: field `mode`: missing"), "{e}");
+        let e = with("image = \"no/slash\"\nmode = \"persistent\"\n");
+        assert!(e.starts_with("m.toml:13: vm `b`: field `image`: `no/slash`"), "{e}");
+        let e = with("image = \"data\"\nmode = \"persistent\"\nsize = \"1000K\"\n");
+        assert!(e.starts_with("m.toml:15: vm `b`: field `size`: `1000K`"), "{e}");
+        let e = with("image = \"data\"\nmode = \"persistent\"\nreadonly = \"yes\"\n");
+        assert!(e.starts_with("m.toml:15: vm `b`: field `readonly`: `\"yes\"`: expected true or false"), "{e}");
+        let e = with("image = \"data\"\nmode = \"persistent\"\nshared = 1\n");
+        assert!(e.starts_with("m.toml:") && e.contains("unknown field `shared`"), "{e}");
+        let e = parse_err(&format!("{TWO}{}{}", disk_table("data", ""), disk_table("data", "")));
+        assert!(e.starts_with("m.toml:16: vm `b`: field `image`: `data` is this VM's disk twice"), "{e}");
+        let five: String = (0..5).map(|i| disk_table(&format!("d{i}"), "")).collect();
+        let e = parse_err(&format!("{TWO}{five}"));
+        assert!(e.contains("vm `b`: field `disk`: 5 disks"), "{e}");
+        // Two VMs writing one image would corrupt it; reading it both is fine.
+        let a =
+            "[[vm]]\nname = \"a\"\nvcpus = 1\nmemory = \"64M\"\n[[vm.disk]]\nimage = \"data\"\nmode = \"persistent\"\n";
+        let b = a.replace("\"a\"", "\"b\"");
+        let e = parse_err(&format!("{a}{b}"));
+        assert!(e.starts_with("m.toml:13: vm `b`: field `image`: `data` is also vm `a`'s disk"), "{e}");
+        let ro = |t: &str| t.to_string() + "readonly = true\n";
+        parse("m.toml", &format!("{}{}", ro(a), ro(&b)), &numa2(), Path::new("/")).unwrap();
     }
 
     #[test]

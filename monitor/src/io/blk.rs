@@ -20,12 +20,12 @@ impl ImageDisk {
     /// The persistent image called `name` on the physical disk.
     pub fn open(name: &str) -> Result<Self, String> {
         let disk = disk::get().ok_or_else(|| format!("disk image `{name}`: the machine has no disk attached"))?;
-        let entry = disk
-            .header
-            .find(name)
-            .ok_or_else(|| format!("disk image `{name}` is not on the physical disk"))?;
+        let entry = disk.header.find(name).ok_or_else(|| format!("disk image `{name}` is not on the physical disk"))?;
         if entry.kind != ImageKind::Persistent {
-            return Err(format!("disk image `{name}` is a {} image; only persistent images are VM disks yet", entry.kind));
+            return Err(format!(
+                "disk image `{name}` is a {} image; only persistent images are VM disks yet",
+                entry.kind
+            ));
         }
         Ok(Self { disk, extent: Extent::of(entry) })
     }

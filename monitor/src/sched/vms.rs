@@ -41,8 +41,7 @@ static READY: AtomicBool = AtomicBool::new(false);
 /// other CPUs in the scheduler (`dispatch::cpu_loop`).
 pub fn run(topology: &Topology, specs: Vec<VmSpec>, settings: Settings) -> Result<(), String> {
     let specs: &'static [VmSpec] = specs.leak();
-    let cpus: Vec<_> =
-        topology.cpus().iter().filter(|c| c.index < MAX_CPUS && cpu::is_online(c.index)).collect();
+    let cpus: Vec<_> = topology.cpus().iter().filter(|c| c.index < MAX_CPUS && cpu::is_online(c.index)).collect();
     if let Some(spec) = specs.iter().find(|s| s.home_node.is_some_and(|n| n >= topology.node_count())) {
         return Err(format!("VM {}: home node {:?} does not exist", spec.name, spec.home_node));
     }
@@ -201,7 +200,7 @@ pub fn console_input() {
     for command in commands {
         match command {
             Command::Stats => print_stats(),
-            Command::HotPages => mm::counters::report(10),
+            Command::HotPages => crate::println!("{}", mm::counters::report(10)),
             Command::Focus(id) => set_focus(id),
             Command::Move { vm, node } => move_vm(vm, node),
         }
@@ -250,7 +249,7 @@ fn finish() -> ! {
     }
     stats::print_cpus(sched::cpu_count());
     if mm::counters::present() {
-        mm::counters::report(10);
+        crate::println!("{}", mm::counters::report(10));
     }
     log::info!("all VMs ended; powering off");
     psci::system_off()

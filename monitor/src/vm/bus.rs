@@ -138,13 +138,21 @@ impl Vm {
     /// (under the disk's own lock, not the devices lock, so the VM's other
     /// vCPUs keep their UART and GIC meanwhile). Then the SPI follows the
     /// device's interrupt line. Returns the value read and the vCPUs to kick.
-    fn disk_access(&self, n: usize, spi: u32, offset: u64, access: DataAbort, value: u64) -> Result<(Option<u64>, u64), MmioError> {
+    fn disk_access(
+        &self,
+        n: usize,
+        spi: u32,
+        offset: u64,
+        access: DataAbort,
+        value: u64,
+    ) -> Result<(Option<u64>, u64), MmioError> {
         let disk = self.disks.get(n).ok_or(MmioError::Unmapped)?;
         let mut disk = disk.lock();
         let GuestDisk { mmio, backend } = &mut *disk;
         let read = perform(mmio, offset, access, value)?;
         if access.write {
-            let mut ram = GuestRam { space: &self.space, base: super::RAM_BASE, size: self.ram_size, node: self.home() };
+            let mut ram =
+                GuestRam { space: &self.space, base: super::RAM_BASE, size: self.ram_size, node: self.home() };
             mmio.process_notified(&mut ram, backend);
         }
         let level = mmio.irq_level();

@@ -3,8 +3,8 @@
 //! loads as the initrd. A DTB because the monitor already parses DTBs
 //! safely; everything in it is checked before use.
 
-use alloc::{format, string::String, vec::Vec};
 use crate::mm::placement::Mode;
+use alloc::{format, string::String, vec::Vec};
 use fdt::{node::FdtNode, Fdt};
 use numa::policy::{self, Params};
 
@@ -117,7 +117,11 @@ fn parse_vm(fdt: &Fdt<'static>, vm: FdtNode<'_, 'static>) -> Result<VmSpec, Stri
         Some(other) => return Err(format!("bundle: {node}: restart is `{other}`, expected `never` or `on-crash`")),
     };
     let home_node = vm.property("home-node").and_then(|p| p.as_usize());
-    let disks = vm.children().filter(|c| c.name.starts_with("disk@")).map(|d| parse_disk(node, d)).collect::<Result<Vec<_>, _>>()?;
+    let disks = vm
+        .children()
+        .filter(|c| c.name.starts_with("disk@"))
+        .map(|d| parse_disk(node, d))
+        .collect::<Result<Vec<_>, _>>()?;
     if disks.len() > MAX_DISKS {
         return Err(format!("bundle: {node}: {} disks (at most {MAX_DISKS})", disks.len()));
     }
