@@ -184,9 +184,9 @@ pub fn manifest_command(
             }
         };
         let mut bootargs = BASE_BOOTARGS.to_string();
-        if !vm.cmdline.is_empty() {
+        for extra in crate::manifest::mount_arg(&vm.disks).iter().chain(Some(&vm.cmdline).filter(|c| !c.is_empty())) {
             bootargs.push(' ');
-            bootargs.push_str(&vm.cmdline);
+            bootargs.push_str(extra);
         }
         bvms.push(Vm {
             name: vm.name.clone(),

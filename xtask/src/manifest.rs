@@ -22,6 +22,7 @@
 //! mode = "persistent"        # required; the only mode yet (copy-on-write comes later)
 //! readonly = false           # optional (default false)
 //! size = "64M"               # optional: size when the image is created (default 64 MiB)
+//! mount = "/data"            # optional: the guest's init mounts it there (ext4; ro if readonly)
 //! ```
 //!
 //! `disk_file = "path"` (top level, optional) names the physical disk file
@@ -64,6 +65,7 @@ struct RawDisk {
     /// Any value, so a non-boolean gets an error naming the field.
     readonly: Option<Spanned<toml::Value>>,
     size: Option<Spanned<String>>,
+    mount: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -125,6 +127,36 @@ pub struct DiskSpec {
     pub read_only: bool,
     /// Bytes, used when the image does not exist yet.
     pub size: u64,
+    /// Where the guest's init mounts it (an absolute path), if anywhere.
+    pub mount: Option<String>,
+}
+
+/// The guest device name of disk `index` of a VM: vda, vdb, ...
+pub fn guest_device(index: usize) -> String {
+    format!("vd{}", (b'a' + index as u8) as char)
+}
+
+/// The kernel argument that tells the guest's init what to mount:
+/// `disco.mount=vda:/data,vdb:/logs:ro` (None when nothing is mounted).
+pub fn mount_arg(disks: &[DiskSpec]) -> Option<String> {
+    let mounts: Vec<String> = disks
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| {
+            let dir = d.mount.as_ref()?;
+            Some(format!("{}:{dir}{}", guest_device(i), if d.read_only { ":ro" } else { "" }))
+        })
+        .collect();
+    (!mounts.is_empty()).then(|| format!("disco.mount={}", mounts.join(",")))
+}
+
+/// A mount point the init's parser takes: absolute, of `[A-Za-z0-9/._-]`
+/// (no `:`, `,` or space, which separate the kernel argument), not `/`.
+fn valid_mount(dir: &str) -> bool {
+    dir.len() > 1
+        && dir.starts_with('/')
+        && dir.chars().all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c))
+        && !dir.split('/').any(|p| p == "..")
 }
 
 /// A parsed manifest: the machine it names (if any) and its VMs.
@@ -313,6 +345,10 @@ pub fn parse(file: &str, text: &str, machine: &Machine, base: &Path) -> Result<M
             disks.push(disk(d.get_ref(), &name, &err)?);
         }
         for (i, d) in disks.iter().enumerate() {
+            if let Some(m) = d.mount.as_ref().filter(|m| disks[..i].iter().any(|o| o.mount.as_ref() == Some(m))) {
+                let span = v.disk[i].get_ref().mount.as_ref().map_or(v.disk[i].span(), |s| s.span());
+                return Err(err(span, &name, "mount", format!("`{m}` is the mount point of another disk of this VM")));
+            }
             if disks[..i].iter().any(|o| o.image == d.image) {
                 return Err(err(
                     v.disk[i].get_ref().image.span(),
@@ -402,7 +438,19 @@ fn disk(d: &RawDisk, vm: &str, err: &impl Fn(Range<usize>, &str, &str, String) -
             other => return Err(err(v.span(), vm, "readonly", format!("`{other}`: expected true or false"))),
         },
     };
-    Ok(DiskSpec { image: image.clone(), read_only, size })
+    let mount = match &d.mount {
+        None => None,
+        Some(m) if valid_mount(m.get_ref()) => Some(m.get_ref().clone()),
+        Some(m) => {
+            return Err(err(
+                m.span(),
+                vm,
+                "mount",
+                format!("`{}`: an absolute path of A-Z a-z 0-9 / . _ - other than /", m.get_ref()),
+            ))
+        }
+    };
+    Ok(DiskSpec { image: image.clone(), read_only, size, mount })
 }
 
 /// Loads a manifest file for `machine`.
@@ -494,6 +542,25 @@ mod tests {
         assert_eq!((b[1].image.as_str(), b[1].read_only, b[1].size), ("logs", false, DEFAULT_DISK_BYTES));
         let m = parse("m.toml", TWO, &numa2(), Path::new("/")).unwrap();
         assert_eq!(m.disk_file, default_disk_file());
+    }
+
+    #[test]
+    fn mounts() {
+        let file = format!(
+            "{TWO}{}{}{}",
+            disk_table("a", "mount = \"/data\"\n"),
+            disk_table("b", ""),
+            disk_table("c", "mount = \"/srv/logs\"\nreadonly = true\n")
+        );
+        let m = parse("m.toml", &file, &numa2(), Path::new("/")).unwrap();
+        assert_eq!(mount_arg(&m.vms[1].disks).as_deref(), Some("disco.mount=vda:/data,vdc:/srv/logs:ro"));
+        assert_eq!(mount_arg(&m.vms[0].disks), None);
+        for bad in ["data", "/", "/a b", "/a:b", "/x/../etc"] {
+            let e = parse_err(&format!("{TWO}{}", disk_table("a", &format!("mount = \"{bad}\"\n"))));
+            assert!(e.starts_with("m.toml:15: vm `b`: field `mount`:"), "{bad}: {e}");
+        }
+        let twice = format!("{TWO}{}{}", disk_table("a", "mount = \"/d\"\n"), disk_table("b", "mount = \"/d\"\n"));
+        assert!(parse_err(&twice).starts_with("m.toml:19: vm `b`: field `mount`: `/d` is the mount point"), "{}", parse_err(&twice));
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! interrupt-driven queue with several requests in flight is the next step
 //! (issue 13, item 2).
 //!
-//! DMA memory (the virtqueue rings) are frames from the memmap, recorded
+//! DMA memory (the virtqueue rings) is frames from the memmap, recorded
 //! as `Use::Monitor`; data buffers are the callers' own (heap or bounce)
 //! memory, which the monitor sees identity-mapped, so a buffer's virtual
 //! address is its machine address.

@@ -15,8 +15,9 @@ const SEQ_LINES: u64 = 300_000;
 
 /// Boot 1 makes ext4 on /dev/vda, writes a file, syncs and crashes the
 /// kernel; boot 2 (restart = on-crash) mounts and reads it back. A second
-/// QEMU, on the same disk file, mounts the image read-only and reads it
-/// again, and cannot write the disk.
+/// QEMU, on the same disk file, gives the image read-only to a VM whose
+/// init mounts it (`mount = "/data"`): it reads the file again and cannot
+/// write the disk.
 pub fn persistent_disk(env: &mut Env) -> Result<()> {
     let file = cache_dir("test-disk")?.join("persistent-disk.disk");
     // A fresh disk file: the image is created in it on demand.
@@ -53,19 +54,21 @@ umount /mnt && echo unmounted"
     check_field(&p.output, "unmounted", "", "vm p: umount", &mut errs);
     with_log(&out, errs)?;
 
-    // The second run: another QEMU, the same disk file, read-only.
-    let reader = "mkdir -p /mnt
-echo ro=$(cat /sys/block/vda/ro)
+    // The second run: another QEMU, the same disk file, read-only, and
+    // mounted by the guest's init (`mount`).
+    let reader = "echo ro=$(cat /sys/block/vda/ro)
+echo mounted=$(grep -c '^/dev/vda /data ext4 ro' /proc/mounts)
 dd if=/dev/zero of=/dev/vda bs=512 count=1 2>/dev/null && sync && echo wrote-a-read-only-disk
-mount -t ext4 -o ro /dev/vda /mnt && echo md5=$(md5sum < /mnt/seq | cut -d' ' -f1)";
+echo md5=$(md5sum < /data/seq | cut -d' ' -f1)";
     let text = format!(
         "{disk_file}[[vm]]\nname = \"q\"\nvcpus = 1\nmemory = \"256M\"\nexec = '''\n{reader}\n'''\n\n\
-         [[vm.disk]]\nimage = \"data\"\nmode = \"persistent\"\nreadonly = true\n"
+         [[vm.disk]]\nimage = \"data\"\nmode = \"persistent\"\nreadonly = true\nmount = \"/data\"\n"
     );
     let out = run(env, "persistent-disk-2", &text)?;
     let mut errs = Vec::new();
     let q = &out.vm("q").output;
     check_field(q, "ro=", "1", "vm q: /sys/block/vda/ro", &mut errs);
+    check_field(q, "mounted=", "1", "vm q: /dev/vda on /data (ext4, ro) in /proc/mounts", &mut errs);
     check_field(q, "md5=", &want, "vm q: md5 of the file in the second run", &mut errs);
     if q.iter().any(|l| l.contains("wrote-a-read-only-disk")) {
         errs.push("vm q wrote to its read-only disk".into());
