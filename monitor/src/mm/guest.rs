@@ -12,8 +12,9 @@ use numa::NodeId;
 use spin::Mutex;
 use vdev::mem::{GuestMemory, MemError};
 
-/// Guest RAM `[base, base + size)` of one VM, backed by `space`; new pages
-/// come from `node` (the node of the CPU doing the device's work).
+/// Guest RAM `[base, base + size)` of one VM, backed by `space`; pages it
+/// backs for the first time come from `node` (the caller passes the VM's
+/// home node, where its vCPUs run).
 pub struct GuestRam<'a> {
     pub space: &'a Mutex<VmSpace>,
     pub base: u64,

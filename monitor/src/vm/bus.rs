@@ -86,7 +86,23 @@ pub const REGIONS: &[Region] = &[
 pub struct GuestDisk {
     pub mmio: VirtioMmio<VirtioBlk>,
     pub backend: ImageDisk,
+    /// The level last given to the vGIC, so that an access that leaves it
+    /// (most of them) costs no devices lock and no vCPU resync.
+    pub line: bool,
 }
+
+/// How many disk slots [`REGIONS`] has.
+const fn disk_slots() -> usize {
+    let (mut i, mut n) = (0, 0);
+    while i < REGIONS.len() {
+        if matches!(REGIONS[i].device, Device::Blk(_)) {
+            n += 1;
+        }
+        i += 1;
+    }
+    n
+}
+const _: () = assert!(disk_slots() == super::manifest::MAX_DISKS, "a VM's disks each need a region slot");
 
 impl Vm {
     fn region_size(&self, region: &Region) -> u64 {
@@ -137,7 +153,8 @@ impl Vm {
     /// now: the requests run synchronously against the physical disk
     /// (under the disk's own lock, not the devices lock, so the VM's other
     /// vCPUs keep their UART and GIC meanwhile). Then the SPI follows the
-    /// device's interrupt line. Returns the value read and the vCPUs to kick.
+    /// device's interrupt line, if it moved. Returns the value read and the
+    /// vCPUs to kick.
     fn disk_access(
         &self,
         n: usize,
@@ -148,7 +165,7 @@ impl Vm {
     ) -> Result<(Option<u64>, u64), MmioError> {
         let disk = self.disks.get(n).ok_or(MmioError::Unmapped)?;
         let mut disk = disk.lock();
-        let GuestDisk { mmio, backend } = &mut *disk;
+        let GuestDisk { mmio, backend, line } = &mut *disk;
         let read = perform(mmio, offset, access, value)?;
         if access.write {
             let mut ram =
@@ -156,7 +173,11 @@ impl Vm {
             mmio.process_notified(&mut ram, backend);
         }
         let level = mmio.irq_level();
-        drop(disk);
+        if level == core::mem::replace(line, level) {
+            return Ok((read, 0));
+        }
+        // Still under the disk's lock (order: disk, then devices), so two
+        // vCPUs' updates of the line cannot land in the wrong order.
         let mut devices = self.devices.lock();
         devices.vgic.set_spi_level(SPI_INTID_BASE + spi, level);
         Ok((read, self.pending_changed(&devices)))

@@ -61,7 +61,7 @@ pub enum Power {
 fn guest_disk(spec: &manifest::DiskSpec) -> Result<Mutex<GuestDisk>, String> {
     let backend = ImageDisk::open(&spec.image)?;
     let config = BlkConfig::new(backend.sectors(), spec.read_only, spec.image.as_bytes());
-    Ok(Mutex::new(GuestDisk { mmio: VirtioMmio::new(VirtioBlk::new(config)), backend }))
+    Ok(Mutex::new(GuestDisk { mmio: VirtioMmio::new(VirtioBlk::new(config)), backend, line: false }))
 }
 
 /// The state of a vCPU that only the physical CPU running it touches; it
