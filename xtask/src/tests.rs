@@ -113,6 +113,7 @@ fn integration(native: bool) -> Vec<Test> {
         v.push(t("idle-guests", false, |e, _| smp::idle_guests(e)));
         v.push(t("migrate-after-move", false, |e, _| placement::migrate_after_move(e)));
         v.push(t("persistent-disk", false, |e, _| disk::persistent_disk(e)));
+        v.push(t("disk-malformed-queue", false, |e, _| disk::malformed_queue(e)));
     }
     v
 }

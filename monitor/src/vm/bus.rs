@@ -166,11 +166,16 @@ impl Vm {
         let disk = self.disks.get(n).ok_or(MmioError::Unmapped)?;
         let mut disk = disk.lock();
         let GuestDisk { mmio, backend, line } = &mut *disk;
+        let had_failed = mmio.needs_reset();
         let read = perform(mmio, offset, access, value)?;
         if access.write {
             let mut ram =
                 GuestRam { space: &self.space, base: super::RAM_BASE, size: self.ram_size, node: self.home() };
             mmio.process_notified(&mut ram, backend);
+            if !had_failed && mmio.needs_reset() {
+                let why = mmio.last_error().map(|e| alloc::format!("{e}")).unwrap_or_default();
+                log::warn!("vm {}: disk {n}: malformed request or queue ({why}): device needs reset", self.name);
+            }
         }
         let level = mmio.irq_level();
         if level == core::mem::replace(line, level) {
