@@ -68,7 +68,6 @@ fn bring_up(dtb: &'static [u8], image: MemRange) -> Result<core::convert::Infall
     let mut reserved = alloc::vec![image, dtb_range, bundle];
     reserved.extend(mm::counters::detect(&topology));
     frames::init(&topology, &reserved);
-    probe_disk(&fdt)?;
 
     let gic = fdt.find_compatible(&["arm,gic-v3"]).ok_or("host DTB: no GICv3")?;
     let mut regs = gic.reg().ok_or("host DTB: GICv3 has no reg")?;
@@ -83,6 +82,7 @@ fn bring_up(dtb: &'static [u8], image: MemRange) -> Result<core::convert::Infall
     crate::CONSOLE_INTID.store(uart_intid, Ordering::Relaxed);
     gic.enable_spi(uart_intid, arch::cpu::mpidr());
     console::enable_input_interrupt();
+    probe_disk(&fdt)?;
 
     start_secondaries(&topology);
     println!("{}", numa::Hardware { topo: &topology, free_bytes: &frames::free_bytes() });
@@ -98,15 +98,26 @@ fn bring_up(dtb: &'static [u8], image: MemRange) -> Result<core::convert::Infall
 /// fine: VMs then have no disks). A disk that is there but unusable (a bad
 /// header) stops the boot, before any VM could write to it.
 fn probe_disk(fdt: &Fdt) -> Result<(), String> {
-    let frames = fdt
-        .all_nodes()
-        .filter(|n| n.compatible().is_some_and(|c| c.all().any(|s| s == "virtio,mmio")))
-        .filter_map(|n| n.reg()?.next().map(|r| (r.starting_address as u64, r.size.unwrap_or(0) as u64)));
+    let frames = fdt.all_nodes().filter(|n| n.compatible().is_some_and(|c| c.all().any(|s| s == "virtio,mmio"))).filter_map(
+        |n| {
+            let reg = n.reg()?.next()?;
+            let irq = spi_of(&n).map(|intid| io::disk::DiskIrq { intid, route: route_spi });
+            Some(io::disk::Candidate { base: reg.starting_address as u64, size: reg.size.unwrap_or(0) as u64, irq })
+        },
+    );
     match io::disk::probe(frames)? {
         Some(_) => {}
         None => log::info!("disk: no virtio block device: VMs get no disks"),
     }
     Ok(())
+}
+
+/// Routes SPI `intid` to the CPU with affinity `mpidr` and enables it
+/// (the disk's interrupt follows the CPU waiting for it).
+fn route_spi(intid: u32, mpidr: u64) {
+    if let Some(gic) = GIC.get() {
+        gic.enable_spi(intid, mpidr);
+    }
 }
 
 /// Configuration every CPU does for itself.
