@@ -98,13 +98,14 @@ fn bring_up(dtb: &'static [u8], image: MemRange) -> Result<core::convert::Infall
 /// fine: VMs then have no disks). A disk that is there but unusable (a bad
 /// header) stops the boot, before any VM could write to it.
 fn probe_disk(fdt: &Fdt) -> Result<(), String> {
-    let frames = fdt.all_nodes().filter(|n| n.compatible().is_some_and(|c| c.all().any(|s| s == "virtio,mmio"))).filter_map(
-        |n| {
+    let frames = fdt
+        .all_nodes()
+        .filter(|n| n.compatible().is_some_and(|c| c.all().any(|s| s == "virtio,mmio")))
+        .filter_map(|n| {
             let reg = n.reg()?.next()?;
             let irq = spi_of(&n).map(|intid| io::disk::DiskIrq { intid, route: route_spi });
             Some(io::disk::Candidate { base: reg.starting_address as u64, size: reg.size.unwrap_or(0) as u64, irq })
-        },
-    );
+        });
     match io::disk::probe(frames)? {
         Some(_) => {}
         None => log::info!("disk: no virtio block device: VMs get no disks"),

@@ -560,7 +560,11 @@ mod tests {
             assert!(e.starts_with("m.toml:15: vm `b`: field `mount`:"), "{bad}: {e}");
         }
         let twice = format!("{TWO}{}{}", disk_table("a", "mount = \"/d\"\n"), disk_table("b", "mount = \"/d\"\n"));
-        assert!(parse_err(&twice).starts_with("m.toml:19: vm `b`: field `mount`: `/d` is the mount point"), "{}", parse_err(&twice));
+        assert!(
+            parse_err(&twice).starts_with("m.toml:19: vm `b`: field `mount`: `/d` is the mount point"),
+            "{}",
+            parse_err(&twice)
+        );
     }
 
     #[test]
