@@ -9,7 +9,7 @@ use crate::{
         gicv3::{intid, Gic},
         mem, mmu, psci,
     },
-    io::console,
+    io::{self, console},
     mm::{self, frames},
     println,
     sched::{dispatch, vms},
@@ -82,6 +82,7 @@ fn bring_up(dtb: &'static [u8], image: MemRange) -> Result<core::convert::Infall
     crate::CONSOLE_INTID.store(uart_intid, Ordering::Relaxed);
     gic.enable_spi(uart_intid, arch::cpu::mpidr());
     console::enable_input_interrupt();
+    probe_disk(&fdt)?;
 
     start_secondaries(&topology);
     println!("{}", numa::Hardware { topo: &topology, free_bytes: &frames::free_bytes() });
@@ -91,6 +92,33 @@ fn bring_up(dtb: &'static [u8], image: MemRange) -> Result<core::convert::Infall
     let (specs, settings) = crate::vm::manifest::parse(blob)?;
     vms::run(&topology, specs, settings)?;
     dispatch::cpu_loop(arch::cpu::index())
+}
+
+/// Finds the physical disk among the host's virtio-mmio frames (none is
+/// fine: VMs then have no disks). A disk that is there but unusable (a bad
+/// header) stops the boot, before any VM could write to it.
+fn probe_disk(fdt: &Fdt) -> Result<(), String> {
+    let frames = fdt
+        .all_nodes()
+        .filter(|n| n.compatible().is_some_and(|c| c.all().any(|s| s == "virtio,mmio")))
+        .filter_map(|n| {
+            let reg = n.reg()?.next()?;
+            let irq = spi_of(&n).map(|intid| io::disk::DiskIrq { intid, route: route_spi });
+            Some(io::disk::Candidate { base: reg.starting_address as u64, size: reg.size.unwrap_or(0) as u64, irq })
+        });
+    match io::disk::probe(frames)? {
+        Some(_) => {}
+        None => log::info!("disk: no virtio block device: VMs get no disks"),
+    }
+    Ok(())
+}
+
+/// Routes SPI `intid` to the CPU with affinity `mpidr` and enables it
+/// (the disk's interrupt follows the CPU waiting for it).
+fn route_spi(intid: u32, mpidr: u64) {
+    if let Some(gic) = GIC.get() {
+        gic.enable_spi(intid, mpidr);
+    }
 }
 
 /// Configuration every CPU does for itself.

@@ -9,7 +9,7 @@
 use crate::bundle::{Bundle, Vm};
 use crate::debs::Guest;
 use crate::machine::Machine;
-use crate::manifest::{Placement, VmSpec};
+use crate::manifest::{Manifest, Placement, VmSpec};
 use crate::util::{gc_run_files, run_file, write_if_changed};
 use crate::{debs, image, initramfs, qemu, setup};
 use anyhow::{bail, Context, Result};
@@ -24,6 +24,7 @@ pub const BASE_BOOTARGS: &str = "console=ttyAMA0 loglevel=4 panic=-1";
 pub struct Env {
     pub guest: Guest,
     pub base_initrd: PathBuf,
+    disk_initrd: Option<PathBuf>,
     monitor: Option<PathBuf>,
 }
 
@@ -34,7 +35,16 @@ impl Env {
         gc_run_files(&["initramfs", "bundle"]);
         let guest = debs::ensure()?;
         let base_initrd = initramfs::base(&guest.busybox)?;
-        Ok(Env { guest, base_initrd, monitor: None })
+        Ok(Env { guest, base_initrd, disk_initrd: None, monitor: None })
+    }
+
+    /// The initramfs of VMs with disks: the base plus the kernel's block
+    /// and ext4 modules and mke2fs (built on first use).
+    pub fn disk_initrd(&mut self) -> Result<PathBuf> {
+        if self.disk_initrd.is_none() {
+            self.disk_initrd = Some(crate::disk_tools::with_disk_tools(&self.base_initrd, &self.guest)?);
+        }
+        Ok(self.disk_initrd.clone().expect("just built"))
     }
 
     /// The monitor image, built on first use.
@@ -119,6 +129,7 @@ impl Boot {
                     bootargs: self.bootargs(),
                     restart: None,
                     home_node: None,
+                    disks: vec![],
                 }],
                 placement: self.placement.clone(),
             };
@@ -179,11 +190,11 @@ fn check_memory(vm: &VmSpec, kernel: &Path, initrd: &Path) -> Result<()> {
 pub fn manifest_command(
     env: &mut Env,
     machine: &Machine,
-    vms: &[VmSpec],
-    placement: &Placement,
+    man: &Manifest,
     tag: &str,
     interactive: bool,
 ) -> Result<Command> {
+    let (vms, placement) = (&man.vms, &man.placement);
     let mut images: Vec<(String, Vec<u8>)> = Vec::new();
     let mut paths: Vec<(PathBuf, String)> = Vec::new();
     let mut image = |path: &PathBuf, name: String| -> Result<String> {
@@ -197,23 +208,28 @@ pub fn manifest_command(
     let mut bvms = Vec::new();
     let mut extras = Vec::new();
     for vm in vms {
-        check_memory(vm, vm.kernel.as_ref().unwrap_or(&env.guest.kernel), vm.initrd.as_ref().unwrap_or(&env.base_initrd))?;
         let kernel = match &vm.kernel {
             None => image(&env.guest.kernel, "kernel".into())?,
             Some(p) => image(p, format!("kernel-{}", vm.name))?,
         };
-        let base = vm.initrd.clone().unwrap_or_else(|| env.base_initrd.clone());
-        let initrd = match &vm.initrd {
-            None => image(&base, "initrd".into())?,
-            Some(_) => image(&base, format!("initrd-{}", vm.name))?,
+        let base = match (&vm.initrd, vm.disks.is_empty()) {
+            (Some(own), _) => own.clone(),
+            (None, true) => env.base_initrd.clone(),
+            (None, false) => env.disk_initrd()?,
+        };
+        check_memory(vm, vm.kernel.as_ref().unwrap_or(&env.guest.kernel), &base)?;
+        let initrd = match (&vm.initrd, vm.disks.is_empty()) {
+            (None, true) => image(&base, "initrd".into())?,
+            (None, false) => image(&base, "initrd-disk".into())?,
+            (Some(_), _) => image(&base, format!("initrd-{}", vm.name))?,
         };
         // Each VM's exec script is its own small archive after the shared
         // base: the bundle holds the base once however many VMs there are.
         let initrd_extra = vm.exec.as_deref().map(|cmd| (format!("exec-{}", vm.name), initramfs::exec_archive(cmd)));
         let mut bootargs = BASE_BOOTARGS.to_string();
-        if !vm.cmdline.is_empty() {
+        for extra in crate::manifest::mount_arg(&vm.disks).iter().chain(Some(&vm.cmdline).filter(|c| !c.is_empty())) {
             bootargs.push(' ');
-            bootargs.push_str(&vm.cmdline);
+            bootargs.push_str(extra);
         }
         bvms.push(Vm {
             name: vm.name.clone(),
@@ -225,6 +241,7 @@ pub fn manifest_command(
             bootargs,
             restart: Some(vm.restart.as_str().into()),
             home_node: vm.home_node,
+            disks: vm.disks.iter().map(|d| (d.image.clone(), d.read_only)).collect(),
         });
         extras.extend(initrd_extra);
     }
@@ -236,6 +253,32 @@ pub fn manifest_command(
     cmd.args(machine.qemu_args());
     cmd.arg("-kernel").arg(env.monitor()?);
     cmd.arg("-initrd").arg(path);
+    if vms.iter().any(|v| !v.disks.is_empty()) {
+        cmd.args(disk_args(man)?);
+    }
     cmd.args(if interactive { qemu::interactive_console() } else { qemu::captured_console() });
     Ok(cmd)
+}
+
+/// The physical disk: the manifest's disk file (its images created or
+/// added as needed) as a modern virtio-mmio block device, which the
+/// monitor drives. `cache=writeback` keeps QEMU's page cache, and the
+/// monitor's flushes make QEMU sync the file.
+fn disk_args(man: &Manifest) -> Result<Vec<String>> {
+    let mut wanted: Vec<(cow_disk::ImageName, u64)> = Vec::new();
+    for d in man.vms.iter().flat_map(|v| &v.disks) {
+        let name = cow_disk::ImageName::new(&d.image).map_err(|e| anyhow::anyhow!("disk image {}: {e}", d.image))?;
+        if !wanted.iter().any(|(n, _)| *n == name) {
+            wanted.push((name, d.size));
+        }
+    }
+    crate::disk::ensure_images(&man.disk_file, &wanted)?;
+    Ok(vec![
+        "-global".into(),
+        "virtio-mmio.force-legacy=false".into(),
+        "-drive".into(),
+        format!("file={},if=none,format=raw,id=disk0,cache=writeback", man.disk_file.display()),
+        "-device".into(),
+        "virtio-blk-device,drive=disk0".into(),
+    ])
 }

@@ -32,6 +32,11 @@
 //!                                              // (the monitor appends ` disco.boot=N`)
 //!             restart = "never";               // string, optional: "never" | "on-crash"
 //!             home-node = <0>;                 // u32, optional: preferred NUMA node
+//!             disk@0 {                         // optional, up to 4: vda, vdb, ... in order
+//!                 image = "data";              // string: an image of the physical disk's header
+//!                 mode = "persistent";         // string: the only mode yet
+//!                 read-only;                   // empty, optional: the guest may not write
+//!             };
 //!         };
 //!         // vm@1 ... in boot order
 //!     };
@@ -61,6 +66,8 @@ pub struct Vm {
     /// `"never"` or `"on-crash"`; omitted when `None` (the monitor's default: never).
     pub restart: Option<String>,
     pub home_node: Option<u32>,
+    /// `(image, read_only)` per virtio-blk disk, in guest order.
+    pub disks: Vec<(String, bool)>,
 }
 
 /// Named images plus the VMs that use them.
@@ -140,6 +147,15 @@ impl Bundle {
             if let Some(h) = vm.home_node {
                 w.property_u32("home-node", h)?;
             }
+            for (d, (image, read_only)) in vm.disks.iter().enumerate() {
+                let n = w.begin_node(&format!("disk@{d}"))?;
+                w.property_string("image", image)?;
+                w.property_string("mode", "persistent")?;
+                if *read_only {
+                    w.property_null("read-only")?;
+                }
+                w.end_node(n)?;
+            }
             w.end_node(n)?;
         }
         w.end_node(vms)?;
@@ -166,6 +182,7 @@ mod tests {
                     bootargs: "console=ttyAMA0".into(),
                     restart: Some("on-crash".into()),
                     home_node: Some(1),
+                    disks: vec![("data".into(), false), ("base".into(), true)],
                 },
                 Vm {
                     name: "vm1".into(),
@@ -177,6 +194,7 @@ mod tests {
                     bootargs: String::new(),
                     restart: None,
                     home_node: None,
+                    disks: vec![],
                 },
             ],
             placement: Default::default(),
@@ -208,6 +226,12 @@ mod tests {
         assert_eq!(vm0.property("home-node").unwrap().value, &1u32.to_be_bytes());
         assert!(vm1.property("restart").is_none() && vm1.property("home-node").is_none());
         assert_eq!(fdt.find_node("/vms").unwrap().children().count(), 2);
+        let d0 = fdt.find_node("/vms/vm@0/disk@0").unwrap();
+        assert_eq!(d0.property("image").unwrap().as_str(), Some("data"));
+        assert_eq!(d0.property("mode").unwrap().as_str(), Some("persistent"));
+        assert!(d0.property("read-only").is_none());
+        assert!(fdt.find_node("/vms/vm@0/disk@1").unwrap().property("read-only").is_some());
+        assert_eq!(fdt.find_node("/vms/vm@1").unwrap().children().count(), 0);
     }
 
     #[test]

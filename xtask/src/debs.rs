@@ -99,6 +99,36 @@ fn unpack(deb: &Path, dest: &Path) -> Result<()> {
     std::fs::rename(&tmp, dest).with_context(|| format!("moving {} into place", rel(&tmp)))
 }
 
+/// Downloads `pkgs` (arm64) and unpacks them all into `dest`, swapped in
+/// whole as [`unpack`] does; nothing is installed.
+pub fn unpack_all(pkgs: &[&str], dest: &Path) -> Result<()> {
+    let tmp = dest.with_extension("unpacking");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    for p in pkgs {
+        let deb = match newest_deb(&cache_dir("debs")?, p) {
+            Ok(deb) => deb,
+            Err(_) => {
+                eprintln!("setup: downloading {p}:arm64 ...");
+                fetch(p)?
+            }
+        };
+        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tmp))?;
+    }
+    let _ = std::fs::remove_dir_all(dest);
+    std::fs::rename(&tmp, dest).with_context(|| format!("moving {} into place", rel(&tmp)))
+}
+
+/// The kernel's module tree, `<kernel dir>/lib/modules/<release>`.
+pub fn modules_dir(guest: &Guest) -> Result<PathBuf> {
+    let kdir = cache_dir("kernel")?;
+    ["lib/modules", "usr/lib/modules"]
+        .iter()
+        .map(|m| kdir.join(m).join(&guest.release))
+        .find(|d| d.is_dir())
+        .ok_or_else(|| anyhow!("no lib/modules/{} in {}", guest.release, rel(&kdir)))
+}
+
 /// `(Image path, release)` from an unpacked kernel package.
 fn find_kernel(dir: &Path) -> Result<(PathBuf, String)> {
     let boot = dir.join("boot");

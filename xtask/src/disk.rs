@@ -5,7 +5,9 @@
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::Subcommand;
-use cow_disk::header::{DiskHeader, ImageKind, ImageName, HEADER_BYTES, SECTOR_BYTES, VERSION};
+use cow_disk::header::{
+    DiskHeader, ImageEntry, ImageKind, ImageName, HEADER_BYTES, LAYOUT_ALIGN, SECTOR_BYTES, VERSION,
+};
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -179,6 +181,52 @@ pub fn create(file: &Path, specs: &[ImageSpec], force: bool) -> Result<DiskHeade
         let _ = std::fs::remove_file(file);
         return Err(e.context(format!("writing {}", file.display())));
     }
+    Ok(header)
+}
+
+/// Makes sure disk file `file` holds a persistent image for each `(name,
+/// size)`: a missing file is created with them, a missing image is added
+/// after the last one (the file grows, sparse; existing images and their
+/// contents stay where they are). An image that exists keeps its size.
+/// Returns the header as it is afterwards.
+pub fn ensure_images(file: &Path, wanted: &[(ImageName, u64)]) -> Result<DiskHeader> {
+    if !file.exists() {
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let specs: Vec<ImageSpec> = wanted
+            .iter()
+            .map(|&(name, size)| ImageSpec { name, kind: ImageKind::Persistent, size: Some(size), from: None })
+            .collect();
+        let header = create(file, &specs, false)?;
+        eprintln!("disk: created {} ({})", file.display(), human(header.disk_bytes));
+        return Ok(header);
+    }
+    let mut header = read_header(file)?;
+    let before = header.images.len();
+    for &(name, size) in wanted {
+        match header.find(name.as_str()) {
+            Some(e) if e.kind == ImageKind::Persistent => continue,
+            Some(e) => bail!("{}: image {name} is a {} image, not a persistent disk", file.display(), e.kind),
+            None => {}
+        }
+        let offset = header.disk_bytes.next_multiple_of(LAYOUT_ALIGN);
+        let end = offset.checked_add(size).context("disk too large")?;
+        header.images.push(ImageEntry { name, kind: ImageKind::Persistent, offset, size });
+        header.disk_bytes = end.next_multiple_of(LAYOUT_ALIGN);
+        eprintln!("disk: adding persistent image {name} ({}) to {}", human(size), file.display());
+    }
+    if header.images.len() == before {
+        return Ok(header);
+    }
+    let bytes = header.encode().map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let mut f = OpenOptions::new().write(true).open(file).with_context(|| format!("opening {}", file.display()))?;
+    // Grow first, then the header: a header never names bytes past the end.
+    f.set_len(header.disk_bytes)?;
+    // The new images read as zeros (a sparse extension).
+    f.seek(SeekFrom::Start(0))?;
+    f.write_all(&bytes)?;
+    f.sync_all()?;
     Ok(header)
 }
 
@@ -383,6 +431,39 @@ mod tests {
         for p in [src, file] {
             std::fs::remove_file(p).unwrap();
         }
+    }
+
+    #[test]
+    fn ensure_images_creates_then_adds_keeping_contents() {
+        let f = scratch("ensure.disk");
+        let _ = std::fs::remove_file(&f);
+        let name = |n| ImageName::new(n).unwrap();
+        let h = ensure_images(&f, &[(name("a"), 1 << 20)]).unwrap();
+        let a = *h.find("a").unwrap();
+        // Something the guest wrote into a.
+        let mut file = OpenOptions::new().write(true).open(&f).unwrap();
+        file.seek(SeekFrom::Start(a.offset)).unwrap();
+        file.write_all(b"kept").unwrap();
+        drop(file);
+        let h = ensure_images(&f, &[(name("a"), 8 << 20), (name("b"), 2 << 20)]).unwrap();
+        assert_eq!(*h.find("a").unwrap(), a, "an existing image keeps its place and size");
+        let b = h.find("b").unwrap();
+        assert!(b.offset >= a.end() && b.size == 2 << 20);
+        assert_eq!(read_header(&f).unwrap(), h);
+        let mut buf = [0u8; 4];
+        let mut file = File::open(&f).unwrap();
+        file.seek(SeekFrom::Start(a.offset)).unwrap();
+        file.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"kept");
+        // Nothing to add: the file is left alone.
+        assert_eq!(ensure_images(&f, &[(name("b"), 1 << 20)]).unwrap(), h);
+        let base = scratch("ensure-base.disk");
+        let spec = ImageSpec::parse("root=1M:kind=base").unwrap();
+        create(&base, &[spec], true).unwrap();
+        let e = ensure_images(&base, &[(name("root"), 1 << 20)]).unwrap_err().to_string();
+        assert!(e.contains("base image"), "{e}");
+        let _ = std::fs::remove_file(&f);
+        let _ = std::fs::remove_file(&base);
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub fn spawn(
         tag: tag.to_string(),
         placement: Default::default(),
     };
-    let cmd = boot::manifest_command(env, &m, &man.vms, &man.placement, &b.tag, false)?;
+    let cmd = boot::manifest_command(env, &m, &man, &b.tag, false)?;
     let (cmd, sim) = numasim::for_run(&b, cmd, numa_sim)?;
     Ok((Session::spawn_with_input(cmd, &b.tag)?, sim))
 }

@@ -11,6 +11,7 @@ mod bundle;
 mod console_lines;
 mod debs;
 mod disk;
+mod disk_tools;
 mod exec;
 mod follow;
 mod image;
@@ -242,7 +243,7 @@ fn run_manifest(a: RunArgs) -> Result<u8> {
         placement: Default::default(),
     };
     let mut env = boot::Env::prepare()?;
-    let cmd = boot::manifest_command(&mut env, &m, &man.vms, &man.placement, &b.tag, !exec)?;
+    let cmd = boot::manifest_command(&mut env, &m, &man, &b.tag, !exec)?;
     let (cmd, _numa_sim) = numasim::for_run(&b, cmd, a.numa_sim.as_deref())?;
     if !exec {
         eprintln!("run: Ctrl-] then 0-9 gives input to VM n, Ctrl-] h lists the monitor's keys");

@@ -16,7 +16,17 @@
 //! exec = "nproc"             # optional: run after boot, like --exec (own initrd)
 //! restart = "on-crash"       # optional: "never" (default) | "on-crash"
 //! home_node = 1              # optional: a node of the machine
+//!
+//! [[vm.disk]]                # optional, up to 4 per VM: /dev/vda, /dev/vdb, ...
+//! image = "data"             # an image of the disk file (created if missing)
+//! mode = "persistent"        # required; the only mode yet (copy-on-write comes later)
+//! readonly = false           # optional (default false)
+//! size = "64M"               # optional: size when the image is created (default 64 MiB)
+//! mount = "/data"            # optional: the guest's init mounts it there (ext4; ro if readonly)
 //! ```
+//!
+//! `disk_file = "path"` (top level, optional) names the physical disk file
+//! the images live in; default `.cache/disks/default.disk`.
 //!
 //! Every error names file, line and field.
 
@@ -42,8 +52,20 @@ struct RawFile {
     machine: Option<String>,
     placement: Option<Spanned<String>>,
     placement_params: Option<Spanned<String>>,
+    disk_file: Option<Spanned<String>>,
     #[serde(default)]
     vm: Vec<Spanned<RawVm>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDisk {
+    image: Spanned<String>,
+    mode: Option<Spanned<String>>,
+    /// Any value, so a non-boolean gets an error naming the field.
+    readonly: Option<Spanned<toml::Value>>,
+    size: Option<Spanned<String>>,
+    mount: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -58,6 +80,8 @@ struct RawVm {
     exec: Option<String>,
     restart: Option<Spanned<String>>,
     home_node: Option<Spanned<u32>>,
+    #[serde(default)]
+    disk: Vec<Spanned<RawDisk>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +114,52 @@ pub struct VmSpec {
     pub exec: Option<String>,
     pub restart: Restart,
     pub home_node: Option<u32>,
+    /// Its virtio-blk disks, in guest order (vda, vdb, ...).
+    pub disks: Vec<DiskSpec>,
+}
+
+/// Disks one VM may have (the monitor's device table has this many slots).
+pub const MAX_DISKS: usize = 4;
+/// Size of an image created on demand without `size`.
+pub const DEFAULT_DISK_BYTES: u64 = 64 << 20;
+
+/// One `[[vm.disk]]`: a persistent image of the run's disk file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiskSpec {
+    pub image: String,
+    pub read_only: bool,
+    /// Bytes, used when the image does not exist yet.
+    pub size: u64,
+    /// Where the guest's init mounts it (an absolute path), if anywhere.
+    pub mount: Option<String>,
+}
+
+/// The guest device name of disk `index` of a VM: vda, vdb, ...
+pub fn guest_device(index: usize) -> String {
+    format!("vd{}", (b'a' + index as u8) as char)
+}
+
+/// The kernel argument that tells the guest's init what to mount:
+/// `disco.mount=vda:/data,vdb:/logs:ro` (None when nothing is mounted).
+pub fn mount_arg(disks: &[DiskSpec]) -> Option<String> {
+    let mounts: Vec<String> = disks
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| {
+            let dir = d.mount.as_ref()?;
+            Some(format!("{}:{dir}{}", guest_device(i), if d.read_only { ":ro" } else { "" }))
+        })
+        .collect();
+    (!mounts.is_empty()).then(|| format!("disco.mount={}", mounts.join(",")))
+}
+
+/// A mount point the init's parser takes: absolute, of `[A-Za-z0-9/._-]`
+/// (no `:`, `,` or space, which separate the kernel argument), not `/`.
+fn valid_mount(dir: &str) -> bool {
+    dir.len() > 1
+        && dir.starts_with('/')
+        && dir.chars().all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c))
+        && !dir.split('/').any(|p| p == "..")
 }
 
 /// A parsed manifest: the machine it names (if any) and its VMs.
@@ -101,6 +171,8 @@ pub struct Manifest {
     pub machine: Option<String>,
     pub placement: Placement,
     pub vms: Vec<VmSpec>,
+    /// The disk file holding the VMs' images (`disk_file`, or the default).
+    pub disk_file: PathBuf,
 }
 
 /// How the monitor places guest pages (machine-wide; the bundle carries it).
@@ -125,6 +197,11 @@ impl Placement {
         }
         Ok(())
     }
+}
+
+/// The disk file of a manifest without `disk_file`.
+pub fn default_disk_file() -> PathBuf {
+    root().join(".cache/disks/default.disk")
 }
 
 /// The manifest plain `cargo xtask run` boots.
@@ -271,7 +348,47 @@ pub fn parse(file: &str, text: &str, machine: &Machine, base: &Path) -> Result<M
             }
             Ok(Some(full))
         };
+        if v.disk.len() > MAX_DISKS {
+            return Err(err(
+                v.disk[MAX_DISKS].span(),
+                &name,
+                "disk",
+                format!("{} disks: a VM has at most {MAX_DISKS}", v.disk.len()),
+            ));
+        }
+        let mut disks = Vec::new();
+        for d in &v.disk {
+            disks.push(disk(d.get_ref(), &name, &err)?);
+        }
+        for (i, d) in disks.iter().enumerate() {
+            if let Some(m) = d.mount.as_ref().filter(|m| disks[..i].iter().any(|o| o.mount.as_ref() == Some(m))) {
+                let span = v.disk[i].get_ref().mount.as_ref().map_or(v.disk[i].span(), |s| s.span());
+                return Err(err(span, &name, "mount", format!("`{m}` is the mount point of another disk of this VM")));
+            }
+            if disks[..i].iter().any(|o| o.image == d.image) {
+                return Err(err(
+                    v.disk[i].get_ref().image.span(),
+                    &name,
+                    "image",
+                    format!("`{}` is this VM's disk twice", d.image),
+                ));
+            }
+            if let Some(o) =
+                vms.iter().find(|o| o.disks.iter().any(|od| od.image == d.image && !(od.read_only && d.read_only)))
+            {
+                return Err(err(
+                    v.disk[i].get_ref().image.span(),
+                    &name,
+                    "image",
+                    format!(
+                        "`{}` is also vm `{}`'s disk: a persistent image is shared only read-only by all",
+                        d.image, o.name
+                    ),
+                ));
+            }
+        }
         vms.push(VmSpec {
+            disks,
             kernel: path(&v.kernel, "kernel")?,
             initrd: path(&v.initrd, "initrd")?,
             name,
@@ -292,7 +409,65 @@ pub fn parse(file: &str, text: &str, machine: &Machine, base: &Path) -> Result<M
     }
     let placement =
         Placement { mode: raw.placement.map(|v| v.into_inner()), params: raw.placement_params.map(|v| v.into_inner()) };
-    Ok(Manifest { file: file.to_string(), machine: raw.machine, placement, vms })
+    let disk_file = raw.disk_file.map_or_else(default_disk_file, |f| base.join(f.get_ref()));
+    Ok(Manifest { file: file.to_string(), machine: raw.machine, placement, vms, disk_file })
+}
+
+/// Checks one `[[vm.disk]]` of VM `vm`.
+fn disk(d: &RawDisk, vm: &str, err: &impl Fn(Range<usize>, &str, &str, String) -> anyhow::Error) -> Result<DiskSpec> {
+    let image = d.image.get_ref();
+    cow_disk::ImageName::new(image).map_err(|e| err(d.image.span(), vm, "image", format!("`{image}`: {e}")))?;
+    match d.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
+        Some(("persistent", _)) => {}
+        Some((other, span)) => {
+            return Err(err(span, vm, "mode", format!("`{other}`: the only disk mode yet is \"persistent\"")))
+        }
+        None => {
+            return Err(err(
+                d.image.span(),
+                vm,
+                "mode",
+                "missing: say mode = \"persistent\" (the only mode yet)".into(),
+            ))
+        }
+    }
+    let size = match &d.size {
+        None => DEFAULT_DISK_BYTES,
+        Some(s) => {
+            let text = s.get_ref();
+            match parse_size(text) {
+                Some(n) if n > 0 && n % (1 << 20) == 0 => n,
+                _ => {
+                    return Err(err(
+                        s.span(),
+                        vm,
+                        "size",
+                        format!("`{text}` must be a positive whole number of MiB, such as \"64M\""),
+                    ))
+                }
+            }
+        }
+    };
+    let read_only = match &d.readonly {
+        None => false,
+        Some(v) => match v.get_ref() {
+            toml::Value::Boolean(b) => *b,
+            other => return Err(err(v.span(), vm, "readonly", format!("`{other}`: expected true or false"))),
+        },
+    };
+    let mount = match &d.mount {
+        None => None,
+        Some(m) if valid_mount(m.get_ref()) => Some(m.get_ref().clone()),
+        Some(m) => {
+            return Err(err(
+                m.span(),
+                vm,
+                "mount",
+                format!("`{}`: an absolute path of A-Z a-z 0-9 / . _ - other than /", m.get_ref()),
+            ))
+        }
+    };
+    Ok(DiskSpec { image: image.clone(), read_only, size, mount })
 }
 
 /// Loads a manifest file for `machine`.
@@ -367,6 +542,82 @@ mod tests {
         let m = parse("m.toml", &file, &numa2(), Path::new("/")).unwrap();
         assert_eq!(m.placement.mode.as_deref(), Some("migrate"));
         assert_eq!(m.placement.params.as_deref(), Some("batch=64"));
+    }
+
+    /// A `[[vm.disk]]` table of `image` plus `extra` lines.
+    fn disk_table(image: &str, extra: &str) -> String {
+        format!("[[vm.disk]]\nimage = \"{image}\"\nmode = \"persistent\"\n{extra}")
+    }
+
+    #[test]
+    fn disks() {
+        let file = format!(
+            "disk_file = \"x.disk\"\n{TWO}{}{}",
+            disk_table("data", "readonly = true\nsize = \"8M\"\n"),
+            disk_table("logs", "")
+        );
+        let m = parse("m.toml", &file, &numa2(), Path::new("/base")).unwrap();
+        assert_eq!(m.disk_file, Path::new("/base/x.disk"));
+        assert!(m.vms[0].disks.is_empty());
+        let b = &m.vms[1].disks;
+        assert_eq!(b.len(), 2);
+        assert_eq!((b[0].image.as_str(), b[0].read_only, b[0].size), ("data", true, 8 << 20));
+        assert_eq!((b[1].image.as_str(), b[1].read_only, b[1].size), ("logs", false, DEFAULT_DISK_BYTES));
+        let m = parse("m.toml", TWO, &numa2(), Path::new("/")).unwrap();
+        assert_eq!(m.disk_file, default_disk_file());
+    }
+
+    #[test]
+    fn mounts() {
+        let file = format!(
+            "{TWO}{}{}{}",
+            disk_table("a", "mount = \"/data\"\n"),
+            disk_table("b", ""),
+            disk_table("c", "mount = \"/srv/logs\"\nreadonly = true\n")
+        );
+        let m = parse("m.toml", &file, &numa2(), Path::new("/")).unwrap();
+        assert_eq!(mount_arg(&m.vms[1].disks).as_deref(), Some("disco.mount=vda:/data,vdc:/srv/logs:ro"));
+        assert_eq!(mount_arg(&m.vms[0].disks), None);
+        for bad in ["data", "/", "/a b", "/a:b", "/x/../etc"] {
+            let e = parse_err(&format!("{TWO}{}", disk_table("a", &format!("mount = \"{bad}\"\n"))));
+            assert!(e.starts_with("m.toml:15: vm `b`: field `mount`:"), "{bad}: {e}");
+        }
+        let twice = format!("{TWO}{}{}", disk_table("a", "mount = \"/d\"\n"), disk_table("b", "mount = \"/d\"\n"));
+        assert!(
+            parse_err(&twice).starts_with("m.toml:19: vm `b`: field `mount`: `/d` is the mount point"),
+            "{}",
+            parse_err(&twice)
+        );
+    }
+
+    #[test]
+    fn disk_errors_name_file_line_and_field() {
+        let with = |disk: &str| parse_err(&format!("{TWO}[[vm.disk]]\n{disk}"));
+        let e = with("image = \"data\"\nmode = \"cow\"\n");
+        assert!(e.starts_with("m.toml:14: vm `b`: field `mode`: `cow`") && e.contains("persistent"), "{e}");
+        let e = with("image = \"data\"\n");
+        assert!(e.starts_with("m.toml:13: vm `b`: field `mode`: missing"), "{e}");
+        let e = with("image = \"no/slash\"\nmode = \"persistent\"\n");
+        assert!(e.starts_with("m.toml:13: vm `b`: field `image`: `no/slash`"), "{e}");
+        let e = with("image = \"data\"\nmode = \"persistent\"\nsize = \"1000K\"\n");
+        assert!(e.starts_with("m.toml:15: vm `b`: field `size`: `1000K`"), "{e}");
+        let e = with("image = \"data\"\nmode = \"persistent\"\nreadonly = \"yes\"\n");
+        assert!(e.starts_with("m.toml:15: vm `b`: field `readonly`: `\"yes\"`: expected true or false"), "{e}");
+        let e = with("image = \"data\"\nmode = \"persistent\"\nshared = 1\n");
+        assert!(e.starts_with("m.toml:") && e.contains("unknown field `shared`"), "{e}");
+        let e = parse_err(&format!("{TWO}{}{}", disk_table("data", ""), disk_table("data", "")));
+        assert!(e.starts_with("m.toml:16: vm `b`: field `image`: `data` is this VM's disk twice"), "{e}");
+        let five: String = (0..5).map(|i| disk_table(&format!("d{i}"), "")).collect();
+        let e = parse_err(&format!("{TWO}{five}"));
+        assert!(e.contains("vm `b`: field `disk`: 5 disks"), "{e}");
+        // Two VMs writing one image would corrupt it; reading it both is fine.
+        let a =
+            "[[vm]]\nname = \"a\"\nvcpus = 1\nmemory = \"64M\"\n[[vm.disk]]\nimage = \"data\"\nmode = \"persistent\"\n";
+        let b = a.replace("\"a\"", "\"b\"");
+        let e = parse_err(&format!("{a}{b}"));
+        assert!(e.starts_with("m.toml:13: vm `b`: field `image`: `data` is also vm `a`'s disk"), "{e}");
+        let ro = |t: &str| t.to_string() + "readonly = true\n";
+        parse("m.toml", &format!("{}{}", ro(a), ro(&b)), &numa2(), Path::new("/")).unwrap();
     }
 
     #[test]

@@ -32,6 +32,7 @@ const GUEST_BOOT_MIB: u64 = 1024;
 /// An address that is neither guest RAM nor a guest device: see DESIGN.md.
 const WILD_ADDRESS: &str = "0x0a800000";
 
+mod disk;
 mod placement;
 mod scale;
 mod smp;
@@ -116,6 +117,8 @@ fn integration(native: bool) -> Vec<Test> {
         v.push(t("migrate-after-move", false, |e, _| placement::migrate_after_move(e, placement::Counters::Sampling)));
         v.push(t("migrate-under-load", false, |e, _| placement::migrate_under_load(e)));
         v.push(t("migrate-numa-sim", false, |e, _| placement::migrate_after_move(e, placement::Counters::Plugin)));
+        v.push(t("persistent-disk", false, |e, _| disk::persistent_disk(e)));
+        v.push(t("disk-malformed-queue", false, |e, _| disk::malformed_queue(e)));
     }
     v
 }

@@ -107,3 +107,9 @@ pub fn write_u64_shared(pa: u64, value: u64) {
     // SAFETY: as for read_u32_shared.
     unsafe { core::ptr::write_volatile((pa & !7) as *mut u64, value) }
 }
+
+/// A full barrier between memory accesses of this CPU and another agent's
+/// (a guest vCPU on another CPU, a device): `dmb ish`.
+pub fn barrier() {
+    aarch64_cpu::asm::barrier::dmb(aarch64_cpu::asm::barrier::ISH);
+}

@@ -74,3 +74,15 @@ pub fn enable() {
     SCTLR_EL2.modify(SCTLR_EL2::M::Enable + SCTLR_EL2::C::Cacheable + SCTLR_EL2::I::Cacheable);
     barrier::isb(barrier::SY);
 }
+
+/// A pointer to the device registers at machine address `[pa, pa + size)`
+/// for a driver: the first GiB, where the `virt` machine's devices are, is
+/// mapped device-nGnRE by [`build_boot`], identity, so the pointer is `pa`
+/// itself. None for a range outside it (it would be normal memory here).
+pub fn device_registers(pa: u64, size: u64) -> Option<core::ptr::NonNull<u8>> {
+    let end = pa.checked_add(size)?;
+    if end > GIB {
+        return None;
+    }
+    core::ptr::NonNull::new(pa as *mut u8)
+}

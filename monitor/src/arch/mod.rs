@@ -19,6 +19,7 @@ pub mod psci;
 pub mod stage2;
 pub mod timer;
 pub mod vcpu;
+pub mod virtio_blk;
 
 /// Bytes of EL2 stack per physical CPU.
 pub const STACK_SIZE: usize = 0x10000;

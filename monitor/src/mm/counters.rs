@@ -4,8 +4,8 @@
 //! monitor keeps that region out of its allocators and reads it like the
 //! FLASH hardware counters Disco's placement policy used.
 
-use crate::{arch::mem, println};
-use alloc::vec::Vec;
+use crate::arch::mem;
+use alloc::{format, string::String, vec::Vec};
 use core::sync::atomic::{AtomicU64, Ordering};
 use numa::{
     counters::{off, CounterLayout, Header, HeaderError, PageCounts, HEADER_SIZE},
@@ -47,21 +47,22 @@ pub fn present() -> bool {
     LAYOUT.get().is_some()
 }
 
-/// Prints the hottest pages with their per-node miss counts.
-pub fn report(top: usize) {
+/// The hottest pages with their per-node miss counts, as lines for the
+/// console (the caller prints them: `mm` does not call up into `io`).
+pub fn report(top: usize) -> String {
     let Some(layout) = LAYOUT.get() else {
-        println!("no per-page miss counters (run with `cargo xtask run --numa-sim`)");
-        return;
+        return "no per-page miss counters (run with `cargo xtask run --numa-sim`)".into();
     };
     let mut hottest = [PageCounts::default(); 16];
     let top = top.min(hottest.len());
     let filled =
         layout.hottest(|i| mem::read_u32_shared(layout.region_base + HEADER_SIZE + 4 * i), &mut hottest[..top]);
-    println!("hottest pages by misses (per requesting node):");
+    let mut text = String::from("hottest pages by misses (per requesting node):");
     for page in &hottest[..filled] {
         let counts = &page.counts[..layout.node_count as usize];
-        println!("  page {:#012x}  total {:>10}  per node {:?}", page.pfn << 12, page.total, counts);
+        text.push_str(&format!("\n  page {:#012x}  total {:>10}  per node {:?}", page.pfn << 12, page.total, counts));
     }
+    text
 }
 
 /// Misses per requesting node on machine page `pfn` since it was last

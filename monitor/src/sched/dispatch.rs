@@ -208,6 +208,8 @@ pub fn physical_irqs(current: Option<(&Vm, &mut Vcpu)>) {
                 None => timer::mask_guest_vtimer(),
             },
             id if id == crate::console_intid() => vms::console_input(),
+            // The disk's, raised after its request was done: acked there.
+            id if crate::io::disk::take_interrupt(id) => {}
             other => log::warn!("unexpected physical interrupt {other}"),
         }
         gicv3::eoi(id);

@@ -213,7 +213,7 @@ pub fn console_input() {
     for command in commands {
         match command {
             Command::Stats => print_stats(),
-            Command::HotPages => mm::counters::report(10),
+            Command::HotPages => crate::println!("{}", mm::counters::report(10)),
             Command::Focus(id) => set_focus(id),
             Command::Move { vm, node } => move_vm(vm, node),
         }
@@ -262,7 +262,7 @@ fn finish() -> ! {
     }
     stats::print_cpus(sched::cpu_count());
     if mm::counters::present() {
-        mm::counters::report(10);
+        crate::println!("{}", mm::counters::report(10));
     }
     log::info!("all VMs ended; powering off");
     psci::system_off()

@@ -31,7 +31,19 @@ pub struct VmSpec {
     /// Appended to `initrd` in guest memory (the VM's own archive).
     pub initrd_extra: Option<&'static [u8]>,
     pub bootargs: String,
+    /// Its virtio-blk disks, in the order the guest sees them (vda, vdb, ...).
+    pub disks: Vec<DiskSpec>,
 }
+
+/// One `disk@N` of a VM: an image of the physical disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskSpec {
+    pub image: String,
+    pub read_only: bool,
+}
+
+/// Disks one VM may have (the device-region table has this many slots).
+pub const MAX_DISKS: usize = 4;
 
 /// Machine-wide settings of the run.
 pub struct Settings {
@@ -114,5 +126,27 @@ fn parse_vm(fdt: &Fdt<'static>, vm: FdtNode<'_, 'static>) -> Result<VmSpec, Stri
         Some(other) => return Err(format!("bundle: {node}: restart is `{other}`, expected `never` or `on-crash`")),
     };
     let home_node = vm.property("home-node").and_then(|p| p.as_usize());
-    Ok(VmSpec { name, vcpus, memory, kernel, initrd, initrd_extra, bootargs, restart, home_node })
+    let disks = vm
+        .children()
+        .filter(|c| c.name.starts_with("disk@"))
+        .map(|d| parse_disk(node, d))
+        .collect::<Result<Vec<_>, _>>()?;
+    if disks.len() > MAX_DISKS {
+        return Err(format!("bundle: {node}: {} disks (at most {MAX_DISKS})", disks.len()));
+    }
+    Ok(VmSpec { name, vcpus, memory, kernel, initrd, initrd_extra, bootargs, restart, home_node, disks })
+}
+
+/// `disk@N { image = "NAME"; mode = "persistent"; read-only; }`.
+fn parse_disk(vm: &str, disk: FdtNode<'_, 'static>) -> Result<DiskSpec, String> {
+    let at = disk.name;
+    let image = disk
+        .property("image")
+        .and_then(|p| p.as_str())
+        .ok_or_else(|| format!("bundle: {vm}/{at}: missing or non-string `image`"))?;
+    match disk.property("mode").and_then(|p| p.as_str()) {
+        Some("persistent") => {}
+        other => return Err(format!("bundle: {vm}/{at}: mode is {other:?}, expected \"persistent\"")),
+    }
+    Ok(DiskSpec { image: image.into(), read_only: disk.property("read-only").is_some() })
 }

@@ -3,7 +3,8 @@
 //!
 //! Guest-physical map (the QEMU `virt` layout, so the stock kernel needs
 //! nothing special): GICD 0x0800_0000, GICR 0x080a_0000 (0x20000 per vCPU),
-//! PL011 0x0900_0000 (SPI 1), RAM from 0x4000_0000.
+//! PL011 0x0900_0000 (SPI 1), virtio-blk disks from 0x0a00_0000 (SPI 16 +
+//! n), RAM from 0x4000_0000 (the table is `bus::REGIONS`).
 
 pub mod bus;
 pub mod manifest;
@@ -11,7 +12,7 @@ pub mod stats;
 
 use crate::{
     arch::{context::El1Context, gicv3, mem, stage2::PAGE_SIZE, vcpu::VcpuRegs},
-    io::console::GuestLines,
+    io::{blk::ImageDisk, console::GuestLines},
     mm::VmSpace,
 };
 use alloc::{boxed::Box, format, string::String, sync::Arc, vec::Vec};
@@ -19,9 +20,17 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use manifest::VmSpec;
 use numa::{park::ParkSlot, NodeId};
 use spin::Mutex;
-use vdev::{fdt::GuestFdtConfig, pl011::Pl011, vgic::VGic};
+use vdev::{
+    fdt::GuestFdtConfig,
+    pl011::Pl011,
+    vgic::VGic,
+    virtio::{
+        blk::{BlkConfig, VirtioBlk},
+        transport::VirtioMmio,
+    },
+};
 
-use bus::{GICD_BASE, GICR_BASE, UART_BASE, UART_SPI};
+use bus::{GuestDisk, GICD_BASE, GICR_BASE, UART_BASE, UART_SPI};
 
 pub use crate::mm::space::RAM_BASE;
 /// SPIs the virtual distributor offers.
@@ -46,6 +55,13 @@ pub enum Power {
         context: u64,
     },
     On,
+}
+
+/// A guest disk for `spec`: the image it names, behind virtio-blk.
+fn guest_disk(spec: &manifest::DiskSpec) -> Result<Mutex<GuestDisk>, String> {
+    let backend = ImageDisk::open(&spec.image)?;
+    let config = BlkConfig::new(backend.sectors(), spec.read_only, spec.image.as_bytes());
+    Ok(Mutex::new(GuestDisk { mmio: VirtioMmio::new(VirtioBlk::new(config)), backend, line: false }))
 }
 
 /// The state of a vCPU that only the physical CPU running it touches; it
@@ -115,6 +131,9 @@ pub struct Vm {
     pub power: Vec<Mutex<Power>>,
     pub space: Mutex<VmSpace>,
     pub devices: Mutex<Devices>,
+    /// Its virtio-blk disks (`bus::Device::Blk(n)`), each behind its own
+    /// lock: a request holds it while the physical disk works.
+    pub disks: Vec<Mutex<GuestDisk>>,
     /// Per vCPU (bit = index; at most 64 vCPUs): its vGIC state may have
     /// changed since it last looked (`virq::sync`), which otherwise skips
     /// the devices lock that all of the VM's vCPUs share.
@@ -142,6 +161,13 @@ impl Vm {
         let space =
             VmSpace::new(id as u16 + 1, home, spec.memory, nodes).ok_or("out of memory for the stage-2 root")?;
         let mpidrs: Vec<u64> = (0..spec.vcpus as u64).map(|i| (i / 16) << 8 | (i % 16)).collect();
+        let disks = match spec.disks.iter().map(guest_disk).collect::<Result<Vec<_>, String>>() {
+            Ok(disks) => disks,
+            Err(e) => {
+                space.destroy(home);
+                return Err(e);
+            }
+        };
         let vm = Vm {
             id,
             name: spec.name.clone(),
@@ -159,6 +185,7 @@ impl Vm {
                 uart: Pl011::new(),
                 console: GuestLines::default(),
             }),
+            disks,
             vgic_dirty: AtomicU64::new(u64::MAX),
             slots: mpidrs.iter().map(|_| Slot::new()).collect(),
             mpidrs,
@@ -219,7 +246,7 @@ impl Vm {
             gicr_base: GICR_BASE,
             uart_base: UART_BASE,
             uart_spi: UART_SPI,
-            virtio: &[],
+            virtio: &self.virtio_nodes(),
         })
         .map_err(|e| format!("building the guest device tree: {e:?}"))?;
         if blob.len() as u64 > MIB2 {

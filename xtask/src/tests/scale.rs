@@ -38,7 +38,7 @@ pub fn many_vms(env: &mut Env) -> Result<()> {
     let man = manifest::parse("<many-vms manifest>", &text, &m, &root())?;
     let tag = "test-many-vms";
     let t0 = Instant::now();
-    let cmd = boot::manifest_command(env, &m, &man.vms, &man.placement, tag, false)?;
+    let cmd = boot::manifest_command(env, &m, &man, tag, false)?;
     let names: Vec<&str> = man.vms.iter().map(|v| v.name.as_str()).collect();
     let out = exec::run_multi(Session::spawn(cmd, tag, false)?, &names, TIMEOUT)?;
     let mut errs = Vec::new();

@@ -25,7 +25,7 @@ pub(super) fn spawn(env: &mut Env, tag: &str, text: &str, input: bool) -> Result
     let m = machine::load("numa2")?;
     let man = manifest::parse(&format!("<{tag} manifest>"), text, &m, &root())?;
     let tag = format!("test-{tag}");
-    let cmd = boot::manifest_command(env, &m, &man.vms, &man.placement, &tag, false)?;
+    let cmd = boot::manifest_command(env, &m, &man, &tag, false)?;
     let s = if input { Session::spawn_with_input(cmd, &tag)? } else { Session::spawn(cmd, &tag, false)? };
     Ok((s, man.vms.iter().map(|v| v.name.clone()).collect()))
 }
@@ -76,7 +76,7 @@ fn check_vm(out: &MultiOutcome, vm: &str, vcpus: u32, ranges: Ranges, errs: &mut
     Ok(())
 }
 
-fn with_log(out: &MultiOutcome, errs: Vec<String>) -> Result<()> {
+pub(super) fn with_log(out: &MultiOutcome, errs: Vec<String>) -> Result<()> {
     if errs.is_empty() {
         return Ok(());
     }
