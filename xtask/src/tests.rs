@@ -103,7 +103,7 @@ fn integration(native: bool) -> Vec<Test> {
     v.push(t("wild-access", native, wild_access));
     v.push(t("numa-sim", true, crate::numasim_bench::validate_test));
     // Host only: no suffix, runs in both modes.
-    v.push(Test { name: "manifest-errors".into(), native: true, run: |_, _| smp::manifest_errors() });
+    v.push(Test { name: "manifest-errors".into(), native: true, run: |e, _| smp::manifest_errors(e) });
     if !native {
         v.push(t("smp-overcommit", false, |e, _| smp::smp_overcommit(e)));
         v.push(t("frames-returned", false, |e, _| smp::frames_returned(e)));

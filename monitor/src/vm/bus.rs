@@ -81,6 +81,14 @@ pub const REGIONS: &[Region] = &[
     virtio(3, Device::Blk(3)),
 ];
 
+/// Where the guest device tree puts the devices every VM has.
+pub struct FixedDevices {
+    pub gicd: u64,
+    pub gicr: u64,
+    pub uart: u64,
+    pub uart_spi: u32,
+}
+
 /// One guest disk: the virtio-mmio transport and virtio-blk model, and the
 /// image of the physical disk behind it.
 pub struct GuestDisk {
@@ -186,6 +194,20 @@ impl Vm {
         let mut devices = self.devices.lock();
         devices.vgic.set_spi_level(SPI_INTID_BASE + spi, level);
         Ok((read, self.pending_changed(&devices)))
+    }
+
+    /// The guest device tree's fixed devices (GIC distributor and
+    /// redistributors, UART and its SPI), from [`REGIONS`] like the MMIO
+    /// emulation.
+    pub fn fixed_devices() -> FixedDevices {
+        let find = |device: Device| REGIONS.iter().find(|r| r.device == device).expect("in REGIONS");
+        let uart = find(Device::Uart);
+        FixedDevices {
+            gicd: find(Device::Distributor).base,
+            gicr: find(Device::Redistributors).base,
+            uart: uart.base,
+            uart_spi: uart.spi.expect("the UART has an SPI"),
+        }
     }
 
     /// The guest device tree's virtio-mmio nodes: this VM's slots of

@@ -30,7 +30,7 @@ use vdev::{
     },
 };
 
-use bus::{GuestDisk, GICD_BASE, GICR_BASE, UART_BASE, UART_SPI};
+use bus::GuestDisk;
 
 pub use crate::mm::space::RAM_BASE;
 /// SPIs the virtual distributor offers.
@@ -237,15 +237,16 @@ impl Vm {
                 self.write(start + extra_at as u64, extra)?;
             }
         }
+        let fixed = Vm::fixed_devices();
         let blob = vdev::fdt::build_guest_fdt(&GuestFdtConfig {
             memory: &[(RAM_BASE, self.ram_size)],
             vcpu_mpidrs: &self.mpidrs,
             bootargs,
             initrd: initrd.map(|(start, _)| (start, start + initrd_len)),
-            gicd_base: GICD_BASE,
-            gicr_base: GICR_BASE,
-            uart_base: UART_BASE,
-            uart_spi: UART_SPI,
+            gicd_base: fixed.gicd,
+            gicr_base: fixed.gicr,
+            uart_base: fixed.uart,
+            uart_spi: fixed.uart_spi,
             virtio: &self.virtio_nodes(),
         })
         .map_err(|e| format!("building the guest device tree: {e:?}"))?;

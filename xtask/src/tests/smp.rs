@@ -371,7 +371,7 @@ fn cpu_idle_percents(lines: &[String]) -> Vec<(u32, u64)> {
 }
 
 /// (c) Manifest validation messages name file, line and field (host only).
-pub fn manifest_errors() -> Result<()> {
+pub fn manifest_errors(env: &mut Env) -> Result<()> {
     let m = machine::load("numa2")?;
     let good = "[[vm]]\nname = \"a\"\nvcpus = 2\nmemory = \"512M\"\n\n[[vm]]\nname = \"b\"\nvcpus = 2\nmemory = \"512M\"\nhome_node = 1\n";
     manifest::parse("t.toml", good, &m, &root()).context("the valid manifest was rejected")?;
@@ -418,6 +418,18 @@ pub fn manifest_errors() -> Result<()> {
                 if !e.starts_with(at) || !e.contains(msg) {
                     errs.push(format!("{what}: got `{e}`, want `{at} ... {msg}`"));
                 }
+            }
+        }
+    }
+    // Too small for the kernel and initrd: found before anything boots,
+    // once their sizes are known (issue 16, item 2).
+    let small = manifest::parse("t.toml", &good.replacen("\"512M\"", "\"32M\"", 1), &m, &root())?;
+    match boot::manifest_command(env, &m, &small, "test-manifest-errors", false) {
+        Ok(_) => errs.push("a 32 MiB VM: accepted".into()),
+        Err(e) => {
+            let e = e.to_string();
+            if !e.starts_with("t.toml:4: vm `a`: field `memory`: 32 MiB is too small") || !e.contains("need at least") {
+                errs.push(format!("a 32 MiB VM: got `{e}`, want `t.toml:4: vm `a`: field `memory`: 32 MiB is too small ... need at least`"));
             }
         }
     }
