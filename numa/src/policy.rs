@@ -34,6 +34,11 @@ pub struct Params {
     pub batch: usize,
     /// Length of an interval (counters are reset after each).
     pub interval_ms: u32,
+    /// Misses in an interval that make a node a *reader* of a hot page it
+    /// shares with others (Verghese et al.'s sharing threshold).
+    pub sharing: u32,
+    /// Collapses after which a page is frozen instead of replicated again.
+    pub max_collapses: u8,
 }
 
 impl Default for Params {
@@ -52,6 +57,11 @@ impl Default for Params {
     ///   following alternating users; more moves are pure copy cost.
     /// - `freeze_intervals` 8: 0.8 s at the default interval, long enough
     ///   to stop a ping-pong, short enough to follow a real change soon.
+    /// - `sharing` 16, a quarter of the trigger (the ratio Verghese et al.
+    ///   used): a node with fewer misses on a shared page gains too little
+    ///   from a local copy to repay it within an interval.
+    /// - `max_collapses` 2: a page written twice after being replicated is
+    ///   read-write shared; replicating it again would only collapse again.
     /// - `batch` 1024: 4 MiB of copying per node per interval, about a
     ///   millisecond on hardware (1% of the interval), with one TLB
     ///   broadcast per batch. Measured under the ccNUMA plugin (`cargo
@@ -59,7 +69,16 @@ impl Default for Params {
     ///   mostly remote for 16 intervals, longer than many workloads' hot
     ///   phases.
     fn default() -> Self {
-        Self { trigger: 64, dominance_percent: 80, max_moves: 4, freeze_intervals: 8, batch: 1024, interval_ms: 100 }
+        Self {
+            trigger: 64,
+            dominance_percent: 80,
+            max_moves: 4,
+            freeze_intervals: 8,
+            batch: 1024,
+            interval_ms: 100,
+            sharing: 16,
+            max_collapses: 2,
+        }
     }
 }
 
@@ -68,8 +87,15 @@ impl fmt::Display for Params {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "trigger={},interval={},freeze={},batch={},dominance={},max-moves={}",
-            self.trigger, self.interval_ms, self.freeze_intervals, self.batch, self.dominance_percent, self.max_moves
+            "trigger={},interval={},freeze={},batch={},dominance={},max-moves={},sharing={},max-collapses={}",
+            self.trigger,
+            self.interval_ms,
+            self.freeze_intervals,
+            self.batch,
+            self.dominance_percent,
+            self.max_moves,
+            self.sharing,
+            self.max_collapses
         )
     }
 }
@@ -116,6 +142,56 @@ pub fn decide(p: &Params, counts: &[u32], home: NodeId, info: &PageInfo, now: u3
     }
 }
 
+/// What to do with one hot page several nodes use (replication).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Share {
+    /// Leave it (cold, one user, written, frozen, pinned, or COW-shared).
+    None,
+    /// Give these nodes (bit n = node n) a read-only copy each: every
+    /// reader without one; never the master's node.
+    Replicate(u64),
+    /// It collapsed too often: freeze it instead of replicating again.
+    Freeze,
+}
+
+/// Decides replication for one page (Disco's policy after Verghese et al.):
+/// `counts[n]` are node n's misses in the interval, `written` says whether
+/// anyone wrote it in the interval, `collapses` how often its replicas were
+/// collapsed by a write since its last freeze.
+///
+/// In order: frozen, pinned or COW-shared -> None; fewer than `trigger`
+/// misses -> None; fewer than two *readers* (nodes with at least `sharing`
+/// misses) -> None, which leaves a one-user page to [`decide`]; written ->
+/// None (a read-write shared page gains nothing from copies); collapsed
+/// `max_collapses` times -> Freeze; else Replicate(the readers without a
+/// copy), None when all have one.
+pub fn decide_shared(p: &Params, counts: &[u32], info: &PageInfo, written: bool, collapses: u8, now: u32) -> Share {
+    if now < info.frozen_until || info.pins > 0 || info.state == PageState::CowShared {
+        return Share::None;
+    }
+    let total: u64 = counts.iter().map(|&c| u64::from(c)).sum();
+    if total == 0 || total < u64::from(p.trigger) {
+        return Share::None;
+    }
+    let readers = counts
+        .iter()
+        .enumerate()
+        .take(64)
+        .filter(|&(_, &c)| c > 0 && c >= p.sharing)
+        .fold(0u64, |set, (n, _)| set | 1 << n);
+    if readers.count_ones() < 2 || written {
+        return Share::None;
+    }
+    if collapses >= p.max_collapses {
+        return Share::Freeze;
+    }
+    let home = if info.node < 64 { 1u64 << info.node } else { 0 };
+    match readers & !home & !info.replicas {
+        0 => Share::None,
+        missing => Share::Replicate(missing),
+    }
+}
+
 /// Reads `key=value` pairs separated by commas, e.g.
 /// `trigger=64,interval=100,freeze=8,batch=1024,dominance=80,max-moves=4`;
 /// keys left out keep their defaults, an empty string is all defaults.
@@ -132,9 +208,11 @@ pub fn parse_params(s: &str) -> Result<Params, String> {
             "batch" => p.batch = number(key, value)?,
             "dominance" => p.dominance_percent = number(key, value)?,
             "max-moves" => p.max_moves = number(key, value)?,
+            "sharing" => p.sharing = number(key, value)?,
+            "max-collapses" => p.max_collapses = number(key, value)?,
             _ => {
                 return Err(format!(
-                    "unknown key `{key}` (known: trigger, interval, freeze, batch, dominance, max-moves)"
+                    "unknown key `{key}` (known: trigger, interval, freeze, batch, dominance, max-moves, sharing, max-collapses)"
                 ))
             }
         }

@@ -1,7 +1,7 @@
 //! Disco's migration policy, one test per rule, and its parameter string.
 
 use numa::pmap::{PageInfo, PageState};
-use numa::policy::{decide, parse_params, Action, Params};
+use numa::policy::{decide, decide_shared, parse_params, Action, Params, Share};
 use proptest::prelude::*;
 
 fn page() -> PageInfo {
@@ -85,8 +85,18 @@ fn huge_counts_do_not_overflow() {
 
 #[test]
 fn parse_reads_every_key_and_keeps_defaults() {
-    let all = parse_params("trigger=32,interval=50,freeze=4,batch=128,dominance=90,max-moves=2").unwrap();
-    let want = Params { trigger: 32, interval_ms: 50, freeze_intervals: 4, batch: 128, dominance_percent: 90, max_moves: 2 };
+    let all = parse_params("trigger=32,interval=50,freeze=4,batch=128,dominance=90,max-moves=2,sharing=8,max-collapses=3")
+        .unwrap();
+    let want = Params {
+        trigger: 32,
+        interval_ms: 50,
+        freeze_intervals: 4,
+        batch: 128,
+        dominance_percent: 90,
+        max_moves: 2,
+        sharing: 8,
+        max_collapses: 3,
+    };
     assert_eq!(all, want);
     assert_eq!(parse_params("").unwrap(), p());
     assert_eq!(parse_params(" batch = 1 , ").unwrap(), Params { batch: 1, ..p() });
@@ -110,11 +120,63 @@ fn parse_errors_name_the_key() {
     }
 }
 
+#[test]
+fn read_shared_hot_page_is_replicated_to_its_readers() {
+    // Nodes 1 and 2 read, the master is on node 0 (which reads too).
+    assert_eq!(decide_shared(&p(), &[20, 30, 16], &page(), false, 0, 1), Share::Replicate(0b110));
+    // Node 3 is under the sharing threshold: no copy for it.
+    assert_eq!(decide_shared(&p(), &[40, 30, 0, 15], &page(), false, 0, 1), Share::Replicate(0b10));
+    // Readers that hold a copy already need none.
+    let replicated = PageInfo { state: PageState::ReadShared, replicas: 0b10, ..page() };
+    assert_eq!(decide_shared(&p(), &[40, 30], &replicated, false, 0, 1), Share::None);
+    assert_eq!(decide_shared(&p(), &[40, 30, 20], &replicated, false, 0, 1), Share::Replicate(0b100));
+}
+
+#[test]
+fn pages_replication_cannot_help_are_left() {
+    assert_eq!(decide_shared(&p(), &[40, 20], &page(), true, 0, 1), Share::None, "written");
+    assert_eq!(decide_shared(&p(), &[30, 30], &page(), false, 0, 1), Share::None, "60 misses: cold");
+    assert_eq!(decide_shared(&p(), &[100, 15], &page(), false, 0, 1), Share::None, "one reader: migration's job");
+    let frozen = PageInfo { frozen_until: 5, ..page() };
+    assert_eq!(decide_shared(&p(), &[40, 40], &frozen, false, 0, 4), Share::None);
+    let pinned = PageInfo { pins: 1, ..page() };
+    assert_eq!(decide_shared(&p(), &[40, 40], &pinned, false, 0, 1), Share::None);
+    let cow = PageInfo { state: PageState::CowShared, ..page() };
+    assert_eq!(decide_shared(&p(), &[40, 40], &cow, false, 0, 1), Share::None);
+}
+
+#[test]
+fn pages_that_keep_collapsing_freeze() {
+    assert_eq!(decide_shared(&p(), &[40, 40], &page(), false, 1, 1), Share::Replicate(0b10));
+    assert_eq!(decide_shared(&p(), &[40, 40], &page(), false, 2, 1), Share::Freeze);
+}
+
 proptest! {
+    /// Whatever the counts: copies go only to readers (at least `sharing`
+    /// misses) that lack one, never to the master's node, only for hot
+    /// unwritten pages with two or more readers.
+    #[test]
+    fn replication_obeys_the_rules(counts in prop::collection::vec(0u32..100, 1..6), home in 0usize..6,
+                                   replicas in 0u64..64, written: bool) {
+        let info = PageInfo { node: home, replicas: replicas & !(1 << home), ..page() };
+        let total: u64 = counts.iter().map(|&c| c as u64).sum();
+        let readers = counts.iter().filter(|&&c| c >= 16).count();
+        if let Share::Replicate(set) = decide_shared(&p(), &counts, &info, written, 0, 0) {
+            prop_assert!(!written && total >= 64 && readers >= 2);
+            prop_assert_eq!(set & (1 << home), 0);
+            prop_assert_eq!(set & info.replicas, 0);
+            for n in 0..64 {
+                if set & (1 << n) != 0 {
+                    prop_assert!(counts.get(n).is_some_and(|&c| c >= 16));
+                }
+            }
+        }
+    }
+
     #[test]
     fn params_round_trip(trigger in any::<u32>(), interval in 1u32.., freeze in any::<u32>(), batch in any::<usize>(),
-                         dominance in 1u32..=100, max_moves in any::<u8>()) {
-        let p = Params { trigger, interval_ms: interval, freeze_intervals: freeze, batch, dominance_percent: dominance, max_moves };
+                         dominance in 1u32..=100, max_moves in any::<u8>(), sharing in any::<u32>(), max_collapses in any::<u8>()) {
+        let p = Params { trigger, interval_ms: interval, freeze_intervals: freeze, batch, dominance_percent: dominance, max_moves, sharing, max_collapses };
         prop_assert_eq!(parse_params(&p.to_string()), Ok(p));
     }
 
