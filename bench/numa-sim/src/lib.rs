@@ -33,6 +33,7 @@
 pub mod cache;
 pub mod config;
 pub mod hostmap;
+pub mod monitor_code;
 pub mod region;
 pub mod report;
 
@@ -41,6 +42,7 @@ pub use numa::counters;
 use cache::Cache;
 use config::Config;
 use hostmap::HostMap;
+use monitor_code::MonitorCode;
 use qemu_plugin_sys::*;
 use region::Region;
 use report::{Charged, CpuStats, Report, Roi};
@@ -106,6 +108,8 @@ struct Sim {
     hostmap: OnceLock<HostMap>,
     /// Open region-of-interest snapshots and finished intervals.
     roi: Mutex<RoiState>,
+    /// The monitor's instruction-fetch misses, local and remote.
+    monitor: MonitorCode,
 }
 
 // SAFETY: the scoreboard handle is only used through QEMU's thread-safe API.
@@ -146,6 +150,13 @@ impl Sim {
             cpu.unpolled.set(u);
         }
         true
+    }
+
+    /// An instruction-fetch miss of `vcpu` at `pa`: counted as the
+    /// monitor's when `pa` is its code (`monitor_code.rs`).
+    fn monitor_fetch_miss(&self, vcpu: usize, cpu: &Cpu, pa: u64) {
+        let home = self.node_end.iter().position(|&e| pa < e).unwrap_or(0);
+        self.monitor.on_miss(&self.region, vcpu, pa, home == cpu.node as usize);
     }
 
     fn snapshot(&self) -> Vec<CpuStats> {
@@ -226,6 +237,7 @@ unsafe extern "C" fn ifetch_cb(vcpu: c_uint, userdata: *mut c_void) {
     for line in first..=first + (u & 63) {
         if sim.access(cpu, line << sim.line_shift) {
             cpu.imisses.store(cpu.imisses.load(Relaxed) + 1, Relaxed);
+            sim.monitor_fetch_miss(vcpu as usize, cpu, line << sim.line_shift);
         }
     }
 }
@@ -369,6 +381,8 @@ unsafe extern "C" fn exit_cb(_id: qemu_plugin_id_t, _: *mut c_void) {
         region_base: l.region_base,
         region_size: l.region_size,
         shared_file: sim.cfg.shm.as_deref(),
+        monitor_ranges: sim.monitor.ranges(),
+        monitor_ifetch: &sim.monitor.fetches(cpus.iter().map(|c| c.node)),
     };
     outs(&r.summary());
     if let Some(path) = &sim.cfg.out {
@@ -424,6 +438,7 @@ fn setup(argc: c_int, argv: *const *const c_char, max_vcpus: usize) -> Result<Si
         region,
         hostmap: OnceLock::new(),
         roi: Mutex::new((None, Vec::new())),
+        monitor: MonitorCode::new(max_vcpus.max(cpu_nodes.len())),
         cfg,
     })
 }

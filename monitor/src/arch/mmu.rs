@@ -1,6 +1,13 @@
 //! EL2 stage-1 translation: the monitor runs identity-mapped, with 1 GiB
 //! blocks. The first GiB of the QEMU `virt` map (GIC, UART, ...) is device
 //! memory; each GiB that holds RAM is normal write-back memory.
+//!
+//! That table (`EL2_L1`, the *boot root*) is shared by every CPU whose node
+//! has no copy of the monitor's code. A node with a copy gets its own root
+//! (`el2_node.rs`): the same entries, except that the pages of the
+//! monitor's text and read-only data map to the node's copy. Roots are
+//! complete before any CPU but the boot CPU uses one, and never change
+//! afterwards.
 
 use aarch64_cpu::{
     asm::barrier,
@@ -9,10 +16,11 @@ use aarch64_cpu::{
 use core::arch::asm;
 
 const GIB: u64 = 1 << 30;
-const ENTRIES: usize = 512;
+/// Descriptors per table (4 KiB granule).
+pub(super) const ENTRIES: usize = 512;
 
 // Block descriptor bits (Arm ARM D8.3).
-const VALID_BLOCK: u64 = 0b01;
+pub(super) const VALID_BLOCK: u64 = 0b01;
 const ATTR_DEVICE: u64 = 0 << 2;
 const ATTR_NORMAL: u64 = 1 << 2;
 const SH_INNER: u64 = 0b11 << 8;
@@ -23,6 +31,19 @@ const XN: u64 = 1 << 54;
 struct Table([u64; ENTRIES]);
 
 static mut EL2_L1: Table = Table([0; ENTRIES]);
+
+/// The boot root's level-1 entries, as they are now. Node roots start as a
+/// copy, so they are built after the last [`map_ram`].
+pub(super) fn boot_entries() -> [u64; ENTRIES] {
+    // SAFETY: the table is only written by the boot CPU before secondaries
+    // start; this copy is taken on the boot CPU too.
+    unsafe { (*(&raw const EL2_L1)).0 }
+}
+
+/// Physical address of the boot root (identity mapped).
+pub fn boot_root() -> u64 {
+    &raw const EL2_L1 as u64
+}
 
 /// The boot CPU's first table: device memory below 1 GiB and normal memory
 /// for the GiB blocks holding `addresses` (the monitor image and the host
@@ -52,8 +73,9 @@ pub fn map_ram(start: u64, end: u64) {
     barrier::dsb(barrier::ISHST);
 }
 
-/// Turns the MMU and caches on for EL2 on the calling CPU.
-pub fn enable() {
+/// Turns the MMU and caches on for EL2 on the calling CPU, translating
+/// through `root` (the boot root or the CPU's node root).
+pub fn enable(root: u64) {
     MAIR_EL2.write(
         MAIR_EL2::Attr0_Device::nonGathering_nonReordering_EarlyWriteAck
             + MAIR_EL2::Attr1_Normal_Outer::WriteBack_NonTransient_ReadWriteAlloc
@@ -67,10 +89,28 @@ pub fn enable() {
             + TCR_EL2::TG0::KiB_4
             + TCR_EL2::PS::Bits_40,
     );
-    TTBR0_EL2.set(&raw const EL2_L1 as u64);
+    TTBR0_EL2.set(root);
     barrier::dsb(barrier::ISH);
     // SAFETY: invalidates stale EL2 translations before turning the MMU on.
     unsafe { asm!("tlbi alle2", "dsb ish", "isb") };
     SCTLR_EL2.modify(SCTLR_EL2::M::Enable + SCTLR_EL2::C::Cacheable + SCTLR_EL2::I::Cacheable);
     barrier::isb(barrier::SY);
+}
+
+/// Moves the calling CPU, MMU on, to `root`: a root that maps every
+/// address the CPU is using to the same contents as the current one (the
+/// node roots differ from the boot root only in which frames hold the
+/// identical code pages). No break-before-make is needed for a TTBR write
+/// (that rule is for changing live descriptors, Arm ARM D8.16); until the
+/// TLBI, old and new translations may both be used, which is harmless when
+/// they point at identical bytes. Then `TLBI ALLE2` drops the old
+/// translations, and `IC IALLU` the instruction-cache lines fetched through
+/// them (a VIPT or PIPT instruction cache may hold lines of the old frames;
+/// the ARM ARM asks for instruction-cache invalidation when the physical
+/// address behind an instruction's VA changes), and the ISB refetches.
+pub fn switch_to(root: u64) {
+    TTBR0_EL2.set(root);
+    barrier::isb(barrier::SY);
+    // SAFETY: TLB and instruction-cache maintenance of this CPU only.
+    unsafe { asm!("tlbi alle2", "dsb ish", "ic iallu", "dsb ish", "isb") };
 }
