@@ -26,7 +26,7 @@
 //! The monitor writes it once, on the boot CPU, before any CPU executes a
 //! copy; the plugin reads it until it finds the magic, then keeps it.
 
-use crate::counters::QUEUE_OFFSET;
+use super::counters::QUEUE_OFFSET;
 use alloc::vec::Vec;
 
 /// Offset of the table in the counter region.
@@ -75,7 +75,11 @@ pub fn read(read: impl Fn(usize) -> u64) -> Option<Vec<CodeRange>> {
     }
     let n = (read(CODE_TABLE_OFFSET + 8) as usize).min(MAX_CODE_RANGES);
     let entry = |i: usize| CODE_TABLE_OFFSET + FIXED + i * ENTRY;
-    Some((0..n).map(|i| CodeRange { start: read(entry(i)), end: read(entry(i) + 8), node: read(entry(i) + 16) }).collect())
+    Some(
+        (0..n)
+            .map(|i| CodeRange { start: read(entry(i)), end: read(entry(i) + 8), node: read(entry(i) + 16) })
+            .collect(),
+    )
 }
 
 /// Frames (`page`-sized, any order) merged into runs of adjacent frames,
@@ -115,6 +119,6 @@ mod tests {
         let many = alloc::vec![CodeRange { start: 0, end: 1, node: 0 }; MAX_CODE_RANGES + 5];
         assert_eq!(publish(&many, |o, w| mem[o / 8] = w), MAX_CODE_RANGES);
         assert!(CODE_TABLE_OFFSET + FIXED + MAX_CODE_RANGES * ENTRY <= QUEUE_OFFSET as usize);
-        assert!(crate::counters::Header::ENCODED_LEN <= CODE_TABLE_OFFSET);
+        assert!(super::super::counters::Header::ENCODED_LEN <= CODE_TABLE_OFFSET);
     }
 }

@@ -33,6 +33,7 @@ const GUEST_BOOT_MIB: u64 = 1024;
 const WILD_ADDRESS: &str = "0x0a800000";
 
 mod placement;
+mod replication;
 mod smp;
 
 type TestFn = fn(&mut Env, bool) -> Result<()>;
@@ -114,6 +115,7 @@ fn integration(native: bool) -> Vec<Test> {
         v.push(t("migrate-after-move", false, |e, _| placement::migrate_after_move(e, placement::Counters::Sampling)));
         v.push(t("migrate-under-load", false, |e, _| placement::migrate_under_load(e)));
         v.push(t("migrate-numa-sim", false, |e, _| placement::migrate_after_move(e, placement::Counters::Plugin)));
+        v.push(t("monitor-code-local", false, |e, _| replication::monitor_code_local(e)));
     }
     v
 }

@@ -88,10 +88,8 @@ fn pct(a: u64, b: u64) -> f64 {
 /// The report's `monitor_ifetch` object: totals and per CPU.
 pub fn json(ranges: usize, f: &[Fetches]) -> String {
     let (l, r) = f.iter().fold((0, 0), |(l, r), c| (l + c.local, r + c.remote));
-    let mut s = format!(
-        "{{\"ranges\":{ranges},\"local\":{l},\"remote\":{r},\"local_pct\":{:.3},\"cpus\":[",
-        pct(l, l + r)
-    );
+    let mut s =
+        format!("{{\"ranges\":{ranges},\"local\":{l},\"remote\":{r},\"local_pct\":{:.3},\"cpus\":[", pct(l, l + r));
     for (i, c) in f.iter().enumerate() {
         let _ = write!(
             s,

@@ -57,7 +57,12 @@ fn index(va: u64, span: u64) -> usize {
 /// the same range in pieces of `child_span` with the same attributes
 /// (`child_type`: a block or a page), or returns the table it already
 /// points at. None when the entry is invalid or no table frame is left.
-fn split(entry: &mut u64, child_span: u64, child_type: u64, new_frame: &mut impl FnMut() -> Option<u64>) -> Option<Table> {
+fn split(
+    entry: &mut u64,
+    child_span: u64,
+    child_type: u64,
+    new_frame: &mut impl FnMut() -> Option<u64>,
+) -> Option<Table> {
     match *entry & TYPE_MASK {
         VALID_TABLE => {
             // SAFETY: a table this builder made (from `new_frame`) just before.

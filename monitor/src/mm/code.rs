@@ -99,7 +99,9 @@ pub fn replicate(topology: &Topology) {
                 held.extend(frames);
                 on.push(node.id);
             }
-            Err(why) => log::warn!("node {}: monitor code not replicated ({why}); its CPUs use the shared image", node.id),
+            Err(why) => {
+                log::warn!("node {}: monitor code not replicated ({why}); its CPUs use the shared image", node.id)
+            }
         }
     }
     log::info!("monitor code replicated on nodes {on:?} ({} KiB each)", (code.end - code.start) >> 10);
