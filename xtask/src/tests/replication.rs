@@ -62,11 +62,13 @@ pub fn monitor_code_local(env: &mut crate::boot::Env) -> Result<()> {
         return Err(fail(&s, format!("the plugin read {ranges} code ranges, the monitor published {}", table.len())));
     }
     let mut shares = Vec::new();
+    let mut counts = Vec::new();
     for (i, cpu) in
         report.get("monitor_ifetch").and_then(|m| m.get("cpus")).map(|c| c.items()).unwrap_or(&[]).iter().enumerate()
     {
         let n = |k: &str| cpu.path(k);
         let (local, remote) = (n("local")?, n("remote")?);
+        counts.push((local as u64, remote as u64));
         let pct = 100.0 * local / (local + remote).max(1.0);
         shares.push(format!("cpu {i} (node {}): {pct:.2}% of {}", n("node")?, local + remote));
         if local + remote < MIN_MISSES {
@@ -79,9 +81,40 @@ pub fn monitor_code_local(env: &mut crate::boot::Env) -> Result<()> {
             ));
         }
     }
+    let log = std::fs::read_to_string(&s.log_path)?;
+    let summary = summary_counts(&log);
+    if summary != counts {
+        return Err(fail(&s, format!("the plugin's summary says {summary:?}, its JSON {counts:?}")));
+    }
     if shares.len() < 4 {
         return Err(fail(&s, format!("the report has monitor fetches for {} CPUs, numa2 has 4", shares.len())));
     }
     println!("  monitor-code-local: {}", shares.join("; "));
     Ok(())
+}
+
+/// Per CPU (local, remote) from the plugin's summary lines under
+/// ` monitor code (N ranges): instruction-fetch misses`:
+/// `  cpu I (node N): local L  remote R  local P%`.
+fn summary_counts(log: &str) -> Vec<(u64, u64)> {
+    let mut lines = log.lines().skip_while(|l| !l.starts_with(" monitor code (")).skip(1);
+    let mut out = Vec::new();
+    while let Some(rest) = lines.next().and_then(|l| l.strip_prefix("  cpu ")) {
+        let words: Vec<&str> = rest.split_whitespace().collect();
+        let at = |key: &str| words.iter().position(|w| *w == key).and_then(|i| words.get(i + 1)?.parse().ok());
+        match (at("local"), at("remote")) {
+            (Some(l), Some(r)) => out.push((l, r)),
+            _ => break,
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_the_summary() {
+        let log = "x\n monitor code (2 ranges): instruction-fetch misses\n  cpu 0 (node 0): local       5860  remote          0  local 100.00%\n  cpu 1 (node 1): local 3625  remote 4  local  99.89%\n top 20 pages\n";
+        assert_eq!(super::summary_counts(log), [(5860, 0), (3625, 4)]);
+    }
 }
