@@ -28,9 +28,11 @@ const VALID_TABLE: u64 = 0b11;
 const VALID_PAGE: u64 = 0b11;
 /// Output address bits [47:12] of a block, page or table descriptor.
 const ADDRESS_MASK: u64 = 0x0000_ffff_ffff_f000;
-/// AP[2] (bit 7): read-only at EL2. (AP[1] is RES1 in the EL2 regime and
-/// does not matter for EL2's own accesses.)
+/// AP[2] (bit 7): read-only at EL2.
 const AP_READ_ONLY: u64 = 1 << 7;
+/// AP[1] (bit 6) is RES1 in the EL2 regime, which has no unprivileged
+/// level (KVM's nVHE hyp tables set it on every leaf too).
+const AP_EL2_RES1: u64 = 1 << 6;
 
 /// A 4 KiB translation table in an identity-mapped frame.
 struct Table(&'static mut [u64; ENTRIES]);
@@ -96,7 +98,7 @@ pub fn build(code_va: u64, copies: &[u64], mut new_frame: impl FnMut() -> Option
         let l2 = split(&mut l1.0[index(va, L1_SPAN)], L2_SPAN, VALID_BLOCK, &mut new_frame)?;
         let l3 = split(&mut l2.0[index(va, L2_SPAN)], PAGE, VALID_PAGE, &mut new_frame)?;
         let page = &mut l3.0[index(va, PAGE)];
-        *page = copy | (*page & !ADDRESS_MASK) | AP_READ_ONLY;
+        *page = copy | (*page & !ADDRESS_MASK) | AP_READ_ONLY | AP_EL2_RES1;
     }
     // The tables must be visible to other CPUs' walks before they load the
     // root (table walks are coherent: TCR_EL2 makes them inner shareable

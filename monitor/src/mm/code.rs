@@ -113,9 +113,9 @@ pub fn replicate(topology: &Topology) {
 /// One node's copy: its root, the copy's frame per code page, and every
 /// frame taken (code and tables). On failure every frame goes back.
 fn copy_to(node: NodeId, src: u64, pages: usize, here: NodeId) -> Result<(u64, Vec<u64>, Vec<Frame>), String> {
-    // Level 1, one level 2 per GiB and one level 3 per 2 MiB the code
-    // touches: at most two of each beyond the minimum for an unaligned range.
-    let tables = 1 + 2 + pages.div_ceil(TABLE_ENTRIES) + 1;
+    // One level-1 table, a level-2 table per GiB and a level-3 table per
+    // 2 MiB the code touches (an unaligned range touches one more of each).
+    let tables = 1 + (pages.div_ceil(TABLE_ENTRIES * TABLE_ENTRIES) + 1) + (pages.div_ceil(TABLE_ENTRIES) + 1);
     let free = frames::memmap().free_frames(node);
     if (pages + tables) * MAX_SHARE_OF_FREE > free {
         return Err(format!("{} KiB free", free as u64 * el2_node::PAGE >> 10));
