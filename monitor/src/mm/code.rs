@@ -10,9 +10,11 @@
 //! with CPUs gets a copy in its own frames (taken from its memmap as
 //! `Use::Monitor`, so they show as the monitor's and are never handed out)
 //! and its own EL2 root (`arch::el2_node`) that maps the copy at the same
-//! virtual addresses. A memory-only node has no CPU to fetch from it and
-//! gets nothing. A node whose free memory is too small for the copy keeps
-//! the shared image (logged).
+//! virtual addresses. The image's node gets a root of its own too, mapping
+//! the image's code pages read-only, so no CPU can write code and make the
+//! copies differ. A memory-only node has no CPU to fetch from it and gets
+//! nothing. A node whose free memory is too small for the copy keeps the
+//! shared image (logged).
 //!
 //! Frames rather than a carve-out before the memmap: the copy's frames are
 //! then accounted like every other monitor frame (`Use::Monitor`), each
@@ -71,7 +73,7 @@ pub fn enter_node_root(cpu: usize) {
 }
 
 /// Copies the code to every node with CPUs that does not hold the image,
-/// builds their roots and publishes where the code is for the ccNUMA
+/// builds every such node's root (and the image node's) and publishes where the code is for the ccNUMA
 /// plugin. Runs on the boot CPU after `frames::init`, before the
 /// secondaries start (so no CPU can have fetched from a copy yet).
 pub fn replicate(topology: &Topology) {
@@ -86,17 +88,20 @@ pub fn replicate(topology: &Topology) {
         ranges.push(CodeRange { start: code.start, end: code.end, node: h as u64 });
     }
     for node in topology.nodes().iter().filter(|n| !n.cpus.is_empty()) {
-        if Some(node.id) == home {
-            on.push(node.id);
-            continue;
-        }
-        match copy_to(node.id, code.start, pages, here) {
+        let in_place = Some(node.id) == home;
+        match node_root(node.id, code.start, pages, in_place, here) {
             Ok((root, copies, frames)) => {
                 for &cpu in node.cpus.iter().filter(|&&c| c < arch::MAX_CPUS) {
                     CPU_ROOT[cpu].store(root, Ordering::Release);
                 }
-                ranges.extend(code_table::runs(&copies, el2_node::PAGE, node.id as u64));
+                if !in_place {
+                    ranges.extend(code_table::runs(&copies, el2_node::PAGE, node.id as u64));
+                }
                 held.extend(frames);
+                on.push(node.id);
+            }
+            Err(why) if in_place => {
+                log::warn!("node {}: no root of its own ({why}); its CPUs map the image writable", node.id);
                 on.push(node.id);
             }
             Err(why) => {
@@ -110,14 +115,22 @@ pub fn replicate(topology: &Topology) {
     enter_node_root(arch::cpu::index());
 }
 
-/// One node's copy: its root, the copy's frame per code page, and every
-/// frame taken (code and tables). On failure every frame goes back.
-fn copy_to(node: NodeId, src: u64, pages: usize, here: NodeId) -> Result<(u64, Vec<u64>, Vec<Frame>), String> {
+/// One node's root: its physical address, the frame behind each code page,
+/// and every frame taken (code and tables). `in_place`: the node holds the
+/// image, whose pages the root maps (read-only, like every copy) instead
+/// of copies. On failure every frame goes back.
+fn node_root(
+    node: NodeId,
+    src: u64,
+    pages: usize,
+    in_place: bool,
+    here: NodeId,
+) -> Result<(u64, Vec<u64>, Vec<Frame>), String> {
     // One level-1 table, a level-2 table per GiB and a level-3 table per
     // 2 MiB the code touches (an unaligned range touches one more of each).
     let tables = 1 + (pages.div_ceil(TABLE_ENTRIES * TABLE_ENTRIES) + 1) + (pages.div_ceil(TABLE_ENTRIES) + 1);
     let free = frames::memmap().free_frames(node);
-    if (pages + tables) * MAX_SHARE_OF_FREE > free {
+    if (if in_place { 0 } else { pages } + tables) * MAX_SHARE_OF_FREE > free {
         return Err(format!("{} KiB free", free as u64 * el2_node::PAGE >> 10));
     }
     let mut taken: Vec<Frame> = Vec::with_capacity(pages + tables);
@@ -127,10 +140,14 @@ fn copy_to(node: NodeId, src: u64, pages: usize, here: NodeId) -> Result<(u64, V
         Err(String::from(why))
     };
     for i in 0..pages {
+        let src_page = src + i as u64 * el2_node::PAGE;
+        if in_place {
+            copies.push(src_page);
+            continue;
+        }
         let Some(frame) = frames::alloc_on(node, Use::Monitor) else {
             return give_back(taken, "out of frames");
         };
-        let src_page = src + i as u64 * el2_node::PAGE;
         // SAFETY: a frame just allocated for the monitor; the source is the
         // monitor's own read-only code, identity mapped.
         unsafe { mem::copy_frame(frame.pa(), src_page) };
