@@ -36,7 +36,7 @@ const PPIS: &[u32] = &[intid::MAINTENANCE, intid::HYP_TIMER, intid::VIRT_TIMER];
 extern "C" fn primary_main(dtb_pa: u64) -> ! {
     let image = MemRange { start: &raw const __image_start as u64, end: &raw const __image_end as u64 };
     mmu::build_boot(&[image.start, dtb_pa]);
-    mmu::enable(mmu::boot_root());
+    mmu::enable();
     arch::cpu::init(0);
     arch::heap::init();
     // SAFETY: x0 at entry points at the host DTB (arm64 boot protocol); its
@@ -126,7 +126,7 @@ fn start_secondaries(topology: &Topology) {
 
 #[no_mangle]
 extern "C" fn secondary_main(index: usize) -> ! {
-    mmu::enable(mmu::boot_root());
+    mmu::enable();
     mm::code::enter_node_root(index);
     arch::cpu::init(index);
     init_cpu_common(GIC.get().expect("GIC set up before secondaries start"));

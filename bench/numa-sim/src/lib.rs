@@ -28,7 +28,9 @@
 //! Instruction fetches (`ifetch`, on when every node's RAM is a file named
 //! by `ram_prefix`): each executed TB looks up the cache lines its code
 //! occupies, found at translation time from the instructions' host
-//! addresses (`hostmap.rs`); one callback per TB execution.
+//! addresses (`hostmap.rs`); one callback per TB execution. Misses on the
+//! monitor's own code (the ranges it publishes, `monitor_code.rs`) are
+//! also counted per CPU as local or remote (`monitor_ifetch` in the report).
 
 pub mod cache;
 pub mod config;

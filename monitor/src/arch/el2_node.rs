@@ -4,7 +4,7 @@
 //!
 //! The boot root maps RAM with 1 GiB blocks. The GiB holding the code is
 //! split into a level-2 table of 2 MiB blocks, and each 2 MiB block holding
-//! code into a level-3 table of 4 KiB pages (Arm ARM D8.2, 4 KiB granule:
+//! code into a level-3 table of 4 KiB pages (VMSAv8-64, 4 KiB granule:
 //! level 1 resolves VA[38:30], level 2 VA[29:21], level 3 VA[20:12]). Every
 //! split entry keeps its block's attributes and maps the same physical
 //! address, so data, bss, stacks, heap, RAM and devices translate exactly as
@@ -20,7 +20,7 @@ const L2_SPAN: u64 = 2 << 20;
 /// Bytes one level-3 entry maps (the translation granule).
 pub const PAGE: u64 = 4 << 10;
 
-/// Descriptor type bits [1:0] (Arm ARM D8.3.1).
+/// Descriptor type bits [1:0] (VMSAv8-64 translation table descriptors).
 const TYPE_MASK: u64 = 0b11;
 /// A table descriptor at levels 0-2.
 const VALID_TABLE: u64 = 0b11;

@@ -4,7 +4,7 @@ use core::arch::asm;
 use tock_registers::{register_bitfields, LocalRegisterCopy};
 
 register_bitfields! {u64,
-    /// CTR_EL0, the cache type register (Arm ARM D19.2.34): the smallest
+    /// CTR_EL0, the Cache Type Register: the smallest
     /// data and instruction cache lines, log2 of their size in words.
     Ctr [
         DminLine OFFSET(16) NUMBITS(4) [],
@@ -130,13 +130,13 @@ pub unsafe fn copy_frame(dst: u64, src: u64) {
 
 /// Makes instructions written to `[pa, pa + len)` visible to instruction
 /// fetches of every CPU in the inner-shareable domain, per the Arm ARM's
-/// sequence for modified instructions (B2.4.4, "Concurrent modification and
-/// execution of instructions"): `DC CVAU` every data-cache line to the point
+/// sequence for self-modifying code (its "Concurrent modification and
+/// execution of instructions" and cache-maintenance rules): `DC CVAU` every data-cache line to the point
 /// of unification, `DSB ISH`, `IC IVAU` every instruction-cache line (a
 /// broadcast operation), `DSB ISH`, and an `ISB` on this CPU. Another CPU
 /// that will execute the bytes must not have fetched them before, or must
-/// execute its own ISB (every CPU starting on a node copy does, when it
-/// loads its root: `mmu::enable`, `mmu::switch_to`).
+/// execute its own ISB (every CPU moving to a node root does, in
+/// `mmu::switch_to`).
 pub fn sync_instructions(pa: u64, len: u64) {
     // SAFETY: reading CTR_EL0 has no side effects.
     let ctr: u64 = unsafe {

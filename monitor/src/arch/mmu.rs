@@ -2,12 +2,13 @@
 //! blocks. The first GiB of the QEMU `virt` map (GIC, UART, ...) is device
 //! memory; each GiB that holds RAM is normal write-back memory.
 //!
-//! That table (`EL2_L1`, the *boot root*) is shared by every CPU whose node
-//! has no copy of the monitor's code. A node with a copy gets its own root
+//! That table (`EL2_L1`, the *boot root*) is what every CPU turns its MMU
+//! on with. Each node with CPUs then gets a root of its own
 //! (`el2_node.rs`): the same entries, except that the pages of the
-//! monitor's text and read-only data map to the node's copy. Roots are
-//! complete before any CPU but the boot CPU uses one, and never change
-//! afterwards.
+//! monitor's text and read-only data map to the node's copy, read-only;
+//! its CPUs move to it ([`switch_to`]). A CPU of a node without one stays
+//! on the boot root. Roots are complete before any CPU but the boot CPU
+//! uses one, and never change afterwards.
 
 use aarch64_cpu::{
     asm::barrier,
@@ -73,9 +74,8 @@ pub fn map_ram(start: u64, end: u64) {
     barrier::dsb(barrier::ISHST);
 }
 
-/// Turns the MMU and caches on for EL2 on the calling CPU, translating
-/// through `root` (the boot root or the CPU's node root).
-pub fn enable(root: u64) {
+/// Turns the MMU and caches on for EL2 on the calling CPU, with the boot root.
+pub fn enable() {
     MAIR_EL2.write(
         MAIR_EL2::Attr0_Device::nonGathering_nonReordering_EarlyWriteAck
             + MAIR_EL2::Attr1_Normal_Outer::WriteBack_NonTransient_ReadWriteAlloc
@@ -89,7 +89,7 @@ pub fn enable(root: u64) {
             + TCR_EL2::TG0::KiB_4
             + TCR_EL2::PS::Bits_40,
     );
-    TTBR0_EL2.set(root);
+    TTBR0_EL2.set(boot_root());
     barrier::dsb(barrier::ISH);
     // SAFETY: invalidates stale EL2 translations before turning the MMU on.
     unsafe { asm!("tlbi alle2", "dsb ish", "isb") };
@@ -101,13 +101,13 @@ pub fn enable(root: u64) {
 /// address the CPU is using to the same contents as the current one (the
 /// node roots differ from the boot root only in which frames hold the
 /// identical code pages). No break-before-make is needed for a TTBR write
-/// (that rule is for changing live descriptors, Arm ARM D8.16); until the
-/// TLBI, old and new translations may both be used, which is harmless when
-/// they point at identical bytes. Then `TLBI ALLE2` drops the old
-/// translations, and `IC IALLU` the instruction-cache lines fetched through
-/// them (a VIPT or PIPT instruction cache may hold lines of the old frames;
-/// the ARM ARM asks for instruction-cache invalidation when the physical
-/// address behind an instruction's VA changes), and the ISB refetches.
+/// (the Arm ARM's break-before-make rule is for changing a live
+/// descriptor); until the TLBI, old and new translations may both be
+/// used, which is harmless when they point at identical bytes. Then
+/// `TLBI ALLE2` drops the old translations and `IC IALLU` the instruction
+/// cache's lines fetched through them (the contents are the same, so this
+/// keeps no stale alias around rather than fixing wrong code), and the ISB
+/// makes the CPU fetch the following instructions anew.
 pub fn switch_to(root: u64) {
     TTBR0_EL2.set(root);
     barrier::isb(barrier::SY);

@@ -62,9 +62,10 @@ pub fn root_for(cpu: usize) -> u64 {
 }
 
 /// Makes the calling CPU translate through its node's root. Every CPU
-/// calls it once: the boot CPU after [`replicate`], a secondary right after
-/// turning its MMU on with the boot root (read with caches on, so it sees
-/// what the boot CPU wrote).
+/// calls it once: the boot CPU at the end of [`replicate`], a secondary
+/// right after turning its MMU on with the boot root. (Not before: with
+/// the MMU off its loads are Device accesses that may miss what the boot
+/// CPU left in its cache; with caches on they are coherent.)
 pub fn enter_node_root(cpu: usize) {
     let root = root_for(cpu);
     if root != mmu::boot_root() {
