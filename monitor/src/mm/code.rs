@@ -132,7 +132,7 @@ fn node_root(
     let tables = 1 + (pages.div_ceil(TABLE_ENTRIES * TABLE_ENTRIES) + 1) + (pages.div_ceil(TABLE_ENTRIES) + 1);
     let free = frames::memmap().free_frames(node);
     if (if in_place { 0 } else { pages } + tables) * MAX_SHARE_OF_FREE > free {
-        return Err(format!("{} KiB free", free as u64 * el2_node::PAGE >> 10));
+        return Err(format!("{} KiB free", (free as u64 * el2_node::PAGE) >> 10));
     }
     let mut taken: Vec<Frame> = Vec::with_capacity(pages + tables);
     let mut copies = Vec::with_capacity(pages);
