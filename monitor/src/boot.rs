@@ -1,6 +1,8 @@
 //! Bring-up: from the entry at EL2 to a machine ready to run VMs. The boot
 //! CPU parses the host device tree into a topology, builds the per-node
-//! frame allocators, starts every other CPU through PSCI, and prints the
+//! frame allocators, copies the monitor's code to every node (`mm::code`),
+//! starts every other CPU through PSCI (each moves to its node's EL2 root
+//! as soon as its MMU is on), and prints the
 //! topology the way `numactl --hardware` does.
 
 use crate::{
@@ -68,6 +70,7 @@ fn bring_up(dtb: &'static [u8], image: MemRange) -> Result<core::convert::Infall
     let mut reserved = alloc::vec![image, dtb_range, bundle];
     reserved.extend(mm::counters::detect(&topology));
     frames::init(&topology, &reserved);
+    mm::code::replicate(&topology);
 
     let gic = fdt.find_compatible(&["arm,gic-v3"]).ok_or("host DTB: no GICv3")?;
     let mut regs = gic.reg().ok_or("host DTB: GICv3 has no reg")?;
@@ -152,6 +155,7 @@ fn start_secondaries(topology: &Topology) {
 #[no_mangle]
 extern "C" fn secondary_main(index: usize) -> ! {
     mmu::enable();
+    mm::code::enter_node_root(index);
     arch::cpu::init(index);
     init_cpu_common(GIC.get().expect("GIC set up before secondaries start"));
     arch::cpu::mark_online(index);

@@ -11,6 +11,7 @@
 extern crate alloc;
 
 mod bitmap;
+pub mod code_table;
 pub mod counters;
 mod dtb_check;
 mod error;

@@ -3,6 +3,8 @@
 //! benchmarking. Plain Rust instead of shell scripts so it is checked,
 //! tested and the same on every machine.
 
+extern crate alloc; // numa/src/code_table.rs (shared with the no_std side) uses alloc::vec::Vec
+
 mod bench;
 mod bench_placement;
 mod bench_smp;

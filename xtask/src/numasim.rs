@@ -17,6 +17,9 @@
 #[path = "../../numa/src/counters.rs"]
 #[allow(dead_code)]
 mod counters;
+#[path = "../../numa/src/code_table.rs"]
+#[allow(dead_code)]
+mod code_table;
 
 use crate::boot::Boot;
 use crate::initramfs::Cpio;
@@ -306,6 +309,20 @@ impl Sim {
         let total =
             region[hs..hs + 4 * n].chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as u64).sum();
         Ok((h, total))
+    }
+
+    /// The monitor-code table the monitor published in the counter region
+    /// (`numa::code_table`), read from the shared file after the run.
+    pub fn read_code_table(&self) -> Result<Vec<code_table::CodeRange>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let l = layout(&self.machine)?;
+        let off = l.region_base - self.machine.node_ram(self.machine.nodes - 1).start;
+        let mut page = vec![0u8; counters::QUEUE_OFFSET as usize];
+        let mut f = std::fs::File::open(&self.shm)?;
+        f.seek(SeekFrom::Start(off))?;
+        f.read_exact(&mut page)?;
+        let word = |o: usize| page.get(o..o + 8).map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+        code_table::read(word).ok_or_else(|| anyhow!("the monitor published no code table in the counter region"))
     }
 }
 

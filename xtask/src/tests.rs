@@ -35,6 +35,7 @@ const WILD_ADDRESS: &str = "0x0a800000";
 mod disk;
 mod placement;
 mod scale;
+mod replication;
 mod smp;
 
 type TestFn = fn(&mut Env, bool) -> Result<()>;
@@ -119,6 +120,7 @@ fn integration(native: bool) -> Vec<Test> {
         v.push(t("migrate-numa-sim", false, |e, _| placement::migrate_after_move(e, placement::Counters::Plugin)));
         v.push(t("persistent-disk", false, |e, _| disk::persistent_disk(e)));
         v.push(t("disk-malformed-queue", false, |e, _| disk::malformed_queue(e)));
+        v.push(t("monitor-code-local", false, |e, _| replication::monitor_code_local(e)));
     }
     v
 }

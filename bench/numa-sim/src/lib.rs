@@ -28,11 +28,14 @@
 //! Instruction fetches (`ifetch`, on when every node's RAM is a file named
 //! by `ram_prefix`): each executed TB looks up the cache lines its code
 //! occupies, found at translation time from the instructions' host
-//! addresses (`hostmap.rs`); one callback per TB execution.
+//! addresses (`hostmap.rs`); one callback per TB execution. Misses on the
+//! monitor's own code (the ranges it publishes, `monitor_code.rs`) are
+//! also counted per CPU as local or remote (`monitor_ifetch` in the report).
 
 pub mod cache;
 pub mod config;
 pub mod hostmap;
+pub mod monitor_code;
 pub mod region;
 pub mod report;
 
@@ -41,6 +44,7 @@ pub use numa::counters;
 use cache::Cache;
 use config::Config;
 use hostmap::HostMap;
+use monitor_code::MonitorCode;
 use qemu_plugin_sys::*;
 use region::Region;
 use report::{Charged, CpuStats, Report, Roi};
@@ -106,6 +110,8 @@ struct Sim {
     hostmap: OnceLock<HostMap>,
     /// Open region-of-interest snapshots and finished intervals.
     roi: Mutex<RoiState>,
+    /// The monitor's instruction-fetch misses, local and remote.
+    monitor: MonitorCode,
 }
 
 // SAFETY: the scoreboard handle is only used through QEMU's thread-safe API.
@@ -146,6 +152,13 @@ impl Sim {
             cpu.unpolled.set(u);
         }
         true
+    }
+
+    /// An instruction-fetch miss of `vcpu` at `pa`: counted as the
+    /// monitor's when `pa` is its code (`monitor_code.rs`).
+    fn monitor_fetch_miss(&self, vcpu: usize, cpu: &Cpu, pa: u64) {
+        let home = self.node_end.iter().position(|&e| pa < e).unwrap_or(0);
+        self.monitor.on_miss(&self.region, vcpu, pa, home == cpu.node as usize);
     }
 
     fn snapshot(&self) -> Vec<CpuStats> {
@@ -226,6 +239,7 @@ unsafe extern "C" fn ifetch_cb(vcpu: c_uint, userdata: *mut c_void) {
     for line in first..=first + (u & 63) {
         if sim.access(cpu, line << sim.line_shift) {
             cpu.imisses.store(cpu.imisses.load(Relaxed) + 1, Relaxed);
+            sim.monitor_fetch_miss(vcpu as usize, cpu, line << sim.line_shift);
         }
     }
 }
@@ -369,6 +383,8 @@ unsafe extern "C" fn exit_cb(_id: qemu_plugin_id_t, _: *mut c_void) {
         region_base: l.region_base,
         region_size: l.region_size,
         shared_file: sim.cfg.shm.as_deref(),
+        monitor_ranges: sim.monitor.ranges(),
+        monitor_ifetch: &sim.monitor.fetches(cpus.iter().map(|c| c.node)),
     };
     outs(&r.summary());
     if let Some(path) = &sim.cfg.out {
@@ -424,6 +440,7 @@ fn setup(argc: c_int, argv: *const *const c_char, max_vcpus: usize) -> Result<Si
         region,
         hostmap: OnceLock::new(),
         roi: Mutex::new((None, Vec::new())),
+        monitor: MonitorCode::new(max_vcpus.max(cpu_nodes.len())),
         cfg,
     })
 }

@@ -6,7 +6,7 @@
 //! counters in machine memory. Without it, a private anonymous mapping of the
 //! same layout (the report still works; nobody in the guest can read it).
 
-use crate::counters::{off, CounterLayout, Header, HEADER_SIZE, QUEUE_ENTRIES, RESET_POLL_MISSES};
+use crate::counters::{off, CounterLayout, Header, HEADER_SIZE, QUEUE_ENTRIES, QUEUE_OFFSET, RESET_POLL_MISSES};
 use std::sync::atomic::{
     AtomicU32, AtomicU64,
     Ordering::{AcqRel, Acquire, Relaxed, Release},
@@ -151,6 +151,15 @@ impl Region {
         }
         total.store(0, Relaxed);
         self.u32_at(off::RESET_DONE).store(req, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The u64 at byte `offset` of the header page (other tables the
+    /// monitor publishes there, e.g. `numa::code_table`).
+    pub fn header_u64(&self, offset: usize) -> u64 {
+        if offset + 8 > QUEUE_OFFSET as usize {
+            return 0;
+        }
+        self.u64_at(offset).load(Acquire)
     }
 
     /// Current counters, page-major.

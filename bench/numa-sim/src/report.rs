@@ -138,6 +138,9 @@ pub struct Report<'a> {
     pub region_base: u64,
     pub region_size: u64,
     pub shared_file: Option<&'a str>,
+    /// Ranges of the monitor's code table and its fetch misses per CPU.
+    pub monitor_ranges: usize,
+    pub monitor_ifetch: &'a [crate::monitor_code::Fetches],
 }
 
 impl Report<'_> {
@@ -182,9 +185,11 @@ impl Report<'_> {
                 p.counts
             );
         }
+        s.push_str("],\"monitor_ifetch\":");
+        s.push_str(&crate::monitor_code::json(self.monitor_ranges, self.monitor_ifetch));
         let _ = writeln!(
             s,
-            "],\"counters\":{{\"region_base\":\"{:#x}\",\"region_size\":{},\"shared_file\":{}}}}}",
+            ",\"counters\":{{\"region_base\":\"{:#x}\",\"region_size\":{},\"shared_file\":{}}}}}",
             self.region_base,
             self.region_size,
             match self.shared_file {
@@ -228,6 +233,7 @@ impl Report<'_> {
                 c.sim_ps as f64 / 1e9
             );
         }
+        s.push_str(&crate::monitor_code::summary(self.monitor_ranges, self.monitor_ifetch));
         let _ = writeln!(s, " top {} pages (miss counts per requesting node):", self.top.len());
         for p in self.top {
             let _ = writeln!(s, "  {:#014x} home {} counts {:?}", p.pfn << 12, p.home, p.counts);
@@ -302,6 +308,8 @@ mod tests {
             region_base: 0xbfa00000,
             region_size: 6 << 20,
             shared_file: Some("/dev/shm/x"),
+            monitor_ranges: 0,
+            monitor_ifetch: &[],
         };
         let j = r.json();
         assert_eq!(j.matches('{').count(), j.matches('}').count());

@@ -1,6 +1,16 @@
 //! Access to machine memory, which the monitor sees identity-mapped.
 
 use core::arch::asm;
+use tock_registers::{register_bitfields, LocalRegisterCopy};
+
+register_bitfields! {u64,
+    /// CTR_EL0, the Cache Type Register: the smallest
+    /// data and instruction cache lines, log2 of their size in words.
+    Ctr [
+        DminLine OFFSET(16) NUMBITS(4) [],
+        IminLine OFFSET(0) NUMBITS(4) []
+    ]
+}
 
 /// Cache line size the maintenance loops step by (the architectural minimum
 /// is read from CTR_EL0 on real hardware; 64 bytes is what Arm cores use).
@@ -112,4 +122,51 @@ pub fn write_u64_shared(pa: u64, value: u64) {
 /// (a guest vCPU on another CPU, a device): `dmb ish`.
 pub fn barrier() {
     aarch64_cpu::asm::barrier::dmb(aarch64_cpu::asm::barrier::ISH);
+}
+
+/// Copies one 4 KiB frame of machine memory.
+///
+/// # Safety
+/// `dst` must be a RAM frame the caller owns and `src` mapped memory that
+/// nobody writes meanwhile; the two must not overlap.
+pub unsafe fn copy_frame(dst: u64, src: u64) {
+    // SAFETY: the caller's contract; RAM is identity mapped.
+    unsafe { core::ptr::copy_nonoverlapping(src as *const u8, dst as *mut u8, 4096) };
+}
+
+/// Makes instructions written to `[pa, pa + len)` visible to instruction
+/// fetches of every CPU in the inner-shareable domain, per the Arm ARM's
+/// sequence for self-modifying code (its "Concurrent modification and
+/// execution of instructions" and cache-maintenance rules): `DC CVAU` every data-cache line to the point
+/// of unification, `DSB ISH`, `IC IVAU` every instruction-cache line (a
+/// broadcast operation), `DSB ISH`, and an `ISB` on this CPU. Another CPU
+/// that will execute the bytes must not have fetched them before, or must
+/// execute its own ISB (every CPU moving to a node root does, in
+/// `mmu::switch_to`).
+pub fn sync_instructions(pa: u64, len: u64) {
+    // SAFETY: reading CTR_EL0 has no side effects.
+    let ctr: u64 = unsafe {
+        let v;
+        asm!("mrs {0}, ctr_el0", out(reg) v);
+        v
+    };
+    let ctr: LocalRegisterCopy<u64, Ctr::Register> = LocalRegisterCopy::new(ctr);
+    let dline = 4u64 << ctr.read(Ctr::DminLine);
+    let iline = 4u64 << ctr.read(Ctr::IminLine);
+    let mut line = pa & !(dline - 1);
+    while line < pa + len {
+        // SAFETY: cache maintenance by address on mapped RAM has no other effect.
+        unsafe { asm!("dc cvau, {0}", in(reg) line) };
+        line += dline;
+    }
+    // SAFETY: barrier only.
+    unsafe { asm!("dsb ish") };
+    let mut line = pa & !(iline - 1);
+    while line < pa + len {
+        // SAFETY: as above.
+        unsafe { asm!("ic ivau, {0}", in(reg) line) };
+        line += iline;
+    }
+    // SAFETY: barriers only.
+    unsafe { asm!("dsb ish", "isb") };
 }

@@ -6,6 +6,7 @@ use core::arch::global_asm;
 pub mod context;
 pub mod cpu;
 pub mod debug;
+pub mod el2_node;
 pub mod esr;
 pub mod exit;
 pub mod gicv3;

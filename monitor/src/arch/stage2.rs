@@ -133,7 +133,7 @@ impl Stage2 {
 pub fn copy_frame(to: u64, from: u64) {
     // SAFETY: both are whole frames the caller owns (the mover holds the
     // VM's space lock, and the source is unmapped from the guest).
-    unsafe { core::ptr::copy_nonoverlapping(from as *const u8, to as *mut u8, PAGE_SIZE as usize) };
+    unsafe { mem::copy_frame(to, from) };
     mem::clean_for_guest(to, PAGE_SIZE);
 }
 

@@ -42,6 +42,11 @@ pub fn detect(topology: &Topology) -> Option<MemRange> {
     Some(MemRange { start: layout.region_base, end: layout.region_end() })
 }
 
+/// Physical address of the plugin's counter region, if it is there.
+pub fn region_base() -> Option<u64> {
+    LAYOUT.get().map(|l| l.region_base)
+}
+
 /// Is the plugin's counter region there?
 pub fn present() -> bool {
     LAYOUT.get().is_some()

@@ -165,7 +165,7 @@ pub fn migrate_under_load(env: &mut Env) -> Result<()> {
 }
 
 /// `seq 1 n` output, as the guest writes it.
-fn seq_bytes(n: u64) -> Vec<u8> {
+pub(super) fn seq_bytes(n: u64) -> Vec<u8> {
     let mut out = Vec::new();
     for i in 1..=n {
         out.extend_from_slice(i.to_string().as_bytes());
