@@ -7,7 +7,7 @@
 use super::mem;
 use aarch64_cpu::{
     asm::barrier,
-    registers::{Writeable, VTCR_EL2, VTTBR_EL2},
+    registers::{Readable, Writeable, ID_AA64MMFR1_EL1, VTCR_EL2, VTTBR_EL2},
 };
 use core::arch::asm;
 
@@ -17,10 +17,28 @@ pub use stage2::PAGE_SIZE;
 /// (one broadcast instead of hundreds).
 const MAX_PER_IPA: usize = 64;
 
+/// Does this CPU have 16-bit VMIDs (else 8-bit)?
+fn vmid16() -> bool {
+    ID_AA64MMFR1_EL1.matches_all(ID_AA64MMFR1_EL1::VMIDBits::Bits16)
+}
+
+/// VMIDs the translation regime distinguishes: 65536 with 16-bit VMIDs,
+/// else 256. VMID 0 is the monitor's (no VM uses it), so at most one
+/// fewer VMs can run at once; more would share TLB entries.
+pub fn vmid_count() -> usize {
+    if vmid16() {
+        1 << 16
+    } else {
+        1 << 8
+    }
+}
+
 /// Configures the stage-2 translation regime on the calling CPU.
 pub fn init_cpu() {
+    let vmid_size = if vmid16() { VTCR_EL2::VS::Bits16 } else { VTCR_EL2::VS::Bits8 };
     VTCR_EL2.write(
-        VTCR_EL2::RES1::SET
+        vmid_size
+            + VTCR_EL2::RES1::SET
             + VTCR_EL2::PS::PA_40B_1TB
             + VTCR_EL2::TG0::Granule4KB
             + VTCR_EL2::SH0::Inner

@@ -5,7 +5,7 @@
 //! first.
 
 use crate::{
-    arch::{cpu, heap, psci, timer, MAX_CPUS},
+    arch::{cpu, heap, psci, stage2, timer, MAX_CPUS},
     io::console::{self, Command},
     mm::{self, frames},
     sched,
@@ -44,6 +44,13 @@ pub fn run(topology: &Topology, specs: Vec<VmSpec>, settings: Settings) -> Resul
     let cpus: Vec<_> = topology.cpus().iter().filter(|c| c.index < MAX_CPUS && cpu::is_online(c.index)).collect();
     if let Some(spec) = specs.iter().find(|s| s.home_node.is_some_and(|n| n >= topology.node_count())) {
         return Err(format!("VM {}: home node {:?} does not exist", spec.name, spec.home_node));
+    }
+    // Each VM has its own VMID (its id + 1; 0 is nobody's): more VMs than
+    // VMIDs would share TLB entries, one VM seeing another's memory. The
+    // memmap's owner field is the other limit.
+    let ids = stage2::vmid_count().min(numa::memmap::MAX_VM as usize);
+    if specs.len() >= ids {
+        return Err(format!("{} VMs: the monitor can tell at most {} apart (VMIDs, memmap owners)", specs.len(), ids - 1));
     }
     // A memory-only node cannot run vCPUs, so it cannot be a home: its
     // memory serves VMs as the allocators' fallback instead.
