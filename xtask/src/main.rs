@@ -224,6 +224,18 @@ fn to_manifest(a: &RunArgs) -> Result<(machine::Machine, manifest::Manifest)> {
     Ok((m, man))
 }
 
+/// The VMs of a run in one line: each for a few, totals for many.
+fn vm_summary(vms: &[manifest::VmSpec]) -> String {
+    const LISTED: usize = 8;
+    if vms.len() <= LISTED {
+        let each: Vec<String> =
+            vms.iter().map(|v| format!("{} ({} vCPU, {} MiB)", v.name, v.vcpus, v.memory_mib)).collect();
+        return each.join(", ");
+    }
+    let (vcpus, mib) = vms.iter().fold((0, 0), |(c, m), v| (c + v.vcpus, m + v.memory_mib));
+    format!("{} VMs ({} .. {}), {vcpus} vCPUs, {mib} MiB in all", vms.len(), vms[0].name, vms[vms.len() - 1].name)
+}
+
 /// `cargo xtask run` with a manifest: interactive unless a VM has `exec`.
 fn run_manifest(a: RunArgs) -> Result<u8> {
     let (m, man) = to_manifest(&a)?;
@@ -232,9 +244,7 @@ fn run_manifest(a: RunArgs) -> Result<u8> {
     if !exec && unsafe { libc::isatty(0) } == 0 {
         anyhow::bail!("{}: no VM has `exec`, so `cargo xtask run` attaches the console to this terminal, but stdin is not one; give the VMs `exec` for unattended runs", man.file);
     }
-    let summary: Vec<String> =
-        man.vms.iter().map(|v| format!("{} ({} vCPU, {} MiB)", v.name, v.vcpus, v.memory_mib)).collect();
-    eprintln!("run: {} on {}: {}", man.file, m.name, summary.join(", "));
+    eprintln!("run: {} on {}: {}", man.file, m.name, vm_summary(&man.vms));
     let b = boot::Boot {
         machine: m.clone(),
         native: false,
@@ -340,6 +350,18 @@ mod cli_tests {
         assert_eq!(b.machine.nodes, 4);
         assert_eq!(b.tag, "run-native");
         assert!(b.bootargs().starts_with(boot::BASE_BOOTARGS));
+    }
+
+    #[test]
+    fn many_vms_are_summed_up() {
+        let m = machine::load("numa2-many").unwrap();
+        let text = |n: usize| -> String {
+            (0..n).map(|i| format!("[[vm]]\nname = \"g{i}\"\nvcpus = 1\nmemory = \"64M\"\n\n")).collect()
+        };
+        let few = manifest::parse("m.toml", &text(2), &m, std::path::Path::new(".")).unwrap();
+        assert_eq!(vm_summary(&few.vms), "g0 (1 vCPU, 64 MiB), g1 (1 vCPU, 64 MiB)");
+        let many = manifest::parse("m.toml", &text(100), &m, std::path::Path::new(".")).unwrap();
+        assert_eq!(vm_summary(&many.vms), "100 VMs (g0 .. g99), 100 vCPUs, 6400 MiB in all");
     }
 
     #[test]
