@@ -14,12 +14,12 @@
 //! memory-bound workload with the plugin's region-of-interest markers) and
 //! Debian's `numactl:arm64` with the libraries it needs.
 
-#[path = "../../numa/src/counters.rs"]
-#[allow(dead_code)]
-mod counters;
 #[path = "../../numa/src/code_table.rs"]
 #[allow(dead_code)]
 mod code_table;
+#[path = "../../numa/src/counters.rs"]
+#[allow(dead_code)]
+mod counters;
 
 use crate::boot::Boot;
 use crate::initramfs::Cpio;

@@ -34,8 +34,8 @@ const WILD_ADDRESS: &str = "0x0a800000";
 
 mod disk;
 mod placement;
-mod scale;
 mod replication;
+mod scale;
 mod smp;
 
 type TestFn = fn(&mut Env, bool) -> Result<()>;
