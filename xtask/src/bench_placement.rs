@@ -24,7 +24,7 @@ use crate::boot::Env;
 use crate::follow::{fail, follow, spawn};
 use crate::machine::{self, Machine};
 use crate::numasim::payload;
-use crate::numasim_bench::native_run;
+use crate::numasim_bench::{native_run, numa_balancing_script};
 use crate::numasim_json::Json;
 use crate::qemu;
 use crate::util::{cache_dir, rel, root, write_if_changed};
@@ -32,6 +32,8 @@ use anyhow::{bail, Context, Result};
 use std::time::{Duration, Instant};
 
 const TIMEOUT: Duration = Duration::from_secs(900);
+/// NUMA balancing's scan delay and minimum period natively (as `bench autonuma`'s default).
+const SCAN_MS: u32 = 100;
 /// memloop sleeps this long after touching its buffer (the VM moves then).
 const WAIT_MS: u32 = 1000;
 
@@ -226,14 +228,9 @@ fn native(env: &mut Env, m: &Machine, far: usize, a: &PlacementArgs, w: &Workloa
     let from = if w.moved { m.node_cpus(far).start } else { 0 };
     let args = memloop_args(a, w).replacen(" - ", " 0 ", 1);
     let cmd = format!(
-        "echo {} > /proc/sys/kernel/numa_balancing\n\
-         mount -t debugfs none /sys/kernel/debug 2>/dev/null\n\
-         d=/sys/kernel/debug/sched/numa_balancing\n\
-         for f in scan_delay_ms scan_period_min_ms; do echo 100 > $d/$f; done\n\
-         echo 400 > $d/scan_period_max_ms\n\
-         numactl --physcpubind={from} memloop {args} || exit 1\n\
+        "{}numactl --physcpubind={from} memloop {args} || exit 1\n\
          grep -E '^numa_pages_migrated ' /proc/vmstat",
-        u8::from(on)
+        numa_balancing_script(on, SCAN_MS)
     );
     let tag = format!("bench-placement-{}-native-{}", w.name, if on { "on" } else { "off" });
     let r = native_run(env, m, &cmd, &a.params, &tag)?;

@@ -159,6 +159,20 @@ pub fn cost_cmd(a: CostArgs) -> Result<u8> {
     cost(&a.machine, a.runs).map(|_| 0)
 }
 
+/// Guest shell lines that turn Linux's NUMA balancing on or off and set its
+/// scan delay and minimum period to `scan_ms` (maximum 4x), via debugfs.
+pub fn numa_balancing_script(on: bool, scan_ms: u32) -> String {
+    format!(
+        "echo {} > /proc/sys/kernel/numa_balancing\n\
+         mount -t debugfs none /sys/kernel/debug 2>/dev/null\n\
+         d=/sys/kernel/debug/sched/numa_balancing\n\
+         for f in scan_delay_ms scan_period_min_ms; do echo {scan_ms} > $d/$f; done\n\
+         echo {} > $d/scan_period_max_ms\n",
+        u8::from(on),
+        scan_ms * 4
+    )
+}
+
 /// `cargo xtask bench autonuma`.
 pub fn autonuma(machine_name: &str, mib: u32, passes: u32, scan_ms: u32, params: &str) -> Result<()> {
     let m = machine::load(machine_name)?;
@@ -171,14 +185,9 @@ pub fn autonuma(machine_name: &str, mib: u32, passes: u32, scan_ms: u32, params:
     for on in [0, 1] {
         // Touch the buffer on the last node's first CPU, then run on CPU 0.
         let cmd = format!(
-            "echo {on} > /proc/sys/kernel/numa_balancing\n\
-             mount -t debugfs none /sys/kernel/debug 2>/dev/null\n\
-             d=/sys/kernel/debug/sched/numa_balancing\n\
-             for f in scan_delay_ms scan_period_min_ms; do echo {scan_ms} > $d/$f; done\n\
-             echo {} > $d/scan_period_max_ms\n\
-             numactl --physcpubind={from} memloop {mib} {passes} 0 || exit 1\n\
+            "{}numactl --physcpubind={from} memloop {mib} {passes} 0 || exit 1\n\
              grep -E '^(numa_pages_migrated|numa_hint_faults) ' /proc/vmstat",
-            scan_ms * 4
+            numa_balancing_script(on == 1, scan_ms)
         );
         let r = native_run(&mut env, &m, &cmd, params, &format!("bench-autonuma-{on}"))?;
         let v = roi(&r.report)?;

@@ -206,6 +206,10 @@ fn outs(s: &str) {
     }
 }
 
+/// QEMU's memory-access callback.
+///
+/// # Safety
+/// Called by QEMU only, with `info` valid for the duration of the call.
 unsafe extern "C" fn mem_cb(vcpu: c_uint, info: qemu_plugin_meminfo_t, vaddr: u64, _: *mut c_void) {
     let Some(sim) = SIM.get() else { return };
     let Some(cpu) = sim.cpus.get(vcpu as usize) else {
@@ -229,6 +233,10 @@ unsafe extern "C" fn mem_cb(vcpu: c_uint, info: qemu_plugin_meminfo_t, vaddr: u6
 }
 
 /// Instruction fetch of one TB segment: `userdata` is `first_line << 6 | (lines - 1)`.
+///
+/// # Safety
+/// Called by QEMU only, for a TB this plugin instrumented (`userdata` as
+/// [`instrument_ifetch`] encoded it).
 unsafe extern "C" fn ifetch_cb(vcpu: c_uint, userdata: *mut c_void) {
     let Some(sim) = SIM.get() else { return };
     let Some(cpu) = sim.cpus.get(vcpu as usize) else {
@@ -288,6 +296,10 @@ unsafe fn instrument_ifetch(sim: &Sim, tb: *mut qemu_plugin_tb, n: usize) {
     }
 }
 
+/// A region-of-interest or charge marker executed on `vcpu`.
+///
+/// # Safety
+/// Called by QEMU only; `userdata` is one of the `MARK_*` kinds.
 unsafe extern "C" fn marker_cb(vcpu: c_uint, userdata: *mut c_void) {
     let Some(sim) = SIM.get() else { return };
     let kind = userdata as usize;
@@ -312,6 +324,8 @@ unsafe extern "C" fn marker_cb(vcpu: c_uint, userdata: *mut c_void) {
     }
 }
 
+/// # Safety
+/// Called by QEMU only, with `tb` valid while the TB is translated.
 unsafe extern "C" fn tb_trans_cb(_id: qemu_plugin_id_t, tb: *mut qemu_plugin_tb) {
     let Some(sim) = SIM.get() else { return };
     // SAFETY: `tb` and its instructions are valid during translation.
@@ -358,12 +372,16 @@ unsafe extern "C" fn tb_trans_cb(_id: qemu_plugin_id_t, tb: *mut qemu_plugin_tb)
     }
 }
 
+/// # Safety
+/// Called by QEMU only (a TB flush).
 unsafe extern "C" fn flush_cb(_id: qemu_plugin_id_t) {
     if let Some(sim) = SIM.get() {
         sim.region.poll(0);
     }
 }
 
+/// # Safety
+/// Called by QEMU only, once, at exit.
 unsafe extern "C" fn exit_cb(_id: qemu_plugin_id_t, _: *mut c_void) {
     let Some(sim) = SIM.get() else { return };
     let cpus = sim.snapshot();

@@ -5,6 +5,7 @@
 use super::{field, host_md5, indent, GUEST_TIMEOUT};
 use crate::boot::Env;
 use crate::exec::{self, MultiOutcome, TAIL_LINES};
+use crate::follow::fail;
 use crate::qemu::{Event, Session};
 use crate::util::root;
 use crate::{boot, machine, manifest};
@@ -300,9 +301,6 @@ pub fn idle_guests(env: &mut Env) -> Result<()> {
         .map(|(i, n)| vm_table(n, 2, &format!("home_node = {}\n", i % 2), "sleep 30"))
         .collect();
     let (mut s, names) = spawn(env, "idle-guests", &text, true)?;
-    let fail = |s: &Session, why: String| {
-        anyhow!("{why}\nlog: {}\nlast {TAIL_LINES} lines:\n{}", crate::util::rel(&s.log_path), s.tail(TAIL_LINES))
-    };
     // All four at their idle `sleep`, and a moment for boot work to settle.
     let deadline = s.started + GUEST_TIMEOUT;
     let mut begun = Vec::new();
