@@ -75,6 +75,10 @@ struct Cpu {
     node: u32,
     last_vline: Cell<u64>,
     unpolled: Cell<u64>,
+    /// Inside charged work (the monitor's page mover): its misses cost time
+    /// but do not count toward a page's hotness, or every copy would make
+    /// the old frame look hot.
+    charging: Cell<bool>,
     cache: UnsafeCell<Cache>,
     accesses: AtomicU64,
     misses: [AtomicU64; MAX_NODES],
@@ -143,7 +147,9 @@ impl Sim {
         let m = &cpu.misses[home];
         m.store(m.load(Relaxed) + 1, Relaxed);
         cpu.stall_ps.store(cpu.stall_ps.load(Relaxed) + self.lat[cpu.node as usize][home], Relaxed);
-        self.region.count(pa >> 12, cpu.node, home != cpu.node as usize);
+        if !cpu.charging.get() {
+            self.region.count(pa >> 12, cpu.node, home != cpu.node as usize);
+        }
         let u = cpu.unpolled.get() + 1;
         if u > region::POLL_MASK {
             self.region.poll(u);
@@ -307,6 +313,7 @@ unsafe extern "C" fn marker_cb(vcpu: c_uint, userdata: *mut c_void) {
         let Some(cpu) = sim.cpus.get(vcpu as usize) else { return };
         let now = sim.cpu_stats(vcpu as usize);
         let mut g = cpu.charge.lock().unwrap_or_else(|e| e.into_inner());
+        cpu.charging.set(kind == MARK_CHARGE_BEGIN);
         if kind == MARK_CHARGE_BEGIN {
             g.open = Some(now);
         } else if let Some(before) = g.open.take() {
@@ -437,6 +444,7 @@ fn setup(argc: c_int, argv: *const *const c_char, max_vcpus: usize) -> Result<Si
             node: cpu_nodes.get(i).copied().unwrap_or(0),
             last_vline: Cell::new(u64::MAX),
             unpolled: Cell::new(0),
+            charging: Cell::new(false),
             cache: UnsafeCell::new(Cache::new(sets, cfg.assoc as usize)),
             accesses: AtomicU64::new(0),
             misses: Default::default(),
