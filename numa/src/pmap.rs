@@ -296,6 +296,16 @@ impl Pmap {
         masters.chain(copies)
     }
 
+    /// Every replica frame, of every replicated page.
+    pub fn replica_frames(&self) -> impl Iterator<Item = &Frame> + '_ {
+        self.replicas.values().flatten()
+    }
+
+    /// Replica frames alive.
+    pub fn replica_count(&self) -> usize {
+        self.replicas.values().map(Vec::len).sum()
+    }
+
     /// Mapped pages per node (by master frame), for nodes `0..nodes`.
     pub fn mapped_per_node(&self, nodes: usize) -> Vec<usize> {
         let mut counts = vec![0; nodes];

@@ -11,7 +11,7 @@
 //! ```dts
 //! / {
 //!     compatible = "disco,bundle-v1";
-//!     placement = "migrate";            // optional: "first-touch" | "migrate" (absent: the monitor's default)
+//!     placement = "migrate";            // optional: "first-touch" | "migrate" | "replicate" (absent: the monitor's default)
 //!     placement-params = "trigger=64";  // optional: numa::policy::parse_params syntax
 //!     images {                       // any node names; each holds one blob
 //!         kernel { data = [..]; };   // raw bytes (here: Debian's arm64 Image)

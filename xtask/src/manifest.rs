@@ -3,7 +3,7 @@
 //!
 //! ```toml
 //! machine = "numa2"          # optional: the topology (default numa2; --machine overrides)
-//! placement = "migrate"      # optional: "first-touch" | "migrate" (default: migrate under --numa-sim, else first-touch; --placement overrides)
+//! placement = "migrate"      # optional: "first-touch" | "migrate" | "replicate" (default: migrate under --numa-sim, else first-touch; --placement overrides)
 //! placement_params = "trigger=64,interval=100"  # optional: numa::policy parameters
 //!
 //! [[vm]]
@@ -127,7 +127,7 @@ pub struct Manifest {
 /// How the monitor places guest pages (machine-wide; the bundle carries it).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Placement {
-    /// `migrate`; None: the monitor's default (migrate with the plugin's miss counters, else first-touch).
+    /// `first-touch`, `migrate` or `replicate`; None: the monitor's default (migrate with the plugin's miss counters, else first-touch).
     pub mode: Option<String>,
     /// `k=v,...` of `numa::policy::parse_params`.
     pub params: Option<String>,
@@ -137,8 +137,8 @@ impl Placement {
     /// Checks a mode and parameters given on the command line or in a file.
     pub fn check(mode: Option<&str>, params: Option<&str>) -> std::result::Result<(), String> {
         if let Some(mode) = mode {
-            if mode != "first-touch" && mode != "migrate" {
-                return Err(format!("`{mode}` is not a placement mode: use `first-touch` or `migrate`"));
+            if !["first-touch", "migrate", "replicate"].contains(&mode) {
+                return Err(format!("`{mode}` is not a placement mode: use `first-touch`, `migrate` or `replicate`"));
             }
         }
         if let Some(params) = params {

@@ -58,6 +58,7 @@ fn ram(vm: &Vm, abort: Abort, here: Here) -> Outcome {
         Ok(Resolved::FirstTouch) => vm.stats.exit(ExitReason::FirstTouch),
         Ok(Resolved::Sampled) => vm.stats.exit(ExitReason::Sampling),
         Ok(Resolved::Retry) => vm.stats.exit(ExitReason::Other),
+        Ok(Resolved::WriteProtect(_)) => vm.stats.exit(ExitReason::WriteProtect),
         Err(reason) => {
             vm.end(End::Crashed(alloc::format!("{reason} (ESR {:#x})", abort.esr.0)));
         }

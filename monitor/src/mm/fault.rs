@@ -1,6 +1,6 @@
 //! Stage-2 faults on guest RAM.
 
-use super::VmSpace;
+use super::{replica::WriteFault, VmSpace};
 use crate::arch::exit::{Abort, Fault};
 use alloc::{format, string::String};
 use numa::NodeId;
@@ -16,6 +16,9 @@ pub enum Resolved {
     Sampled,
     /// Nothing to do: another CPU mapped or changed the page meanwhile.
     Retry,
+    /// A write to a page write-protected by replication: see
+    /// `mm::replica`.
+    WriteProtect(WriteFault),
 }
 
 /// Resolves `abort` (on guest RAM) taken on a CPU of `node`, with one
@@ -24,7 +27,8 @@ pub enum Resolved {
 pub fn resolve(space: &Mutex<VmSpace>, abort: &Abort, node: NodeId) -> Result<Resolved, String> {
     let ipa = abort.ipa;
     let mut space = space.lock();
-    let pte = space.lookup(ipa);
+    // The root this CPU translated through (replicas differ per root).
+    let pte = space.lookup_on(ipa, node).or_else(|| space.lookup(ipa));
     match (abort.fault, pte) {
         // A mapping changed under the vCPU (the TLB entry it faulted on is
         // gone, or another CPU mapped the page first): retry.
@@ -38,6 +42,10 @@ pub fn resolve(space: &Mutex<VmSpace>, abort: &Abort, node: NodeId) -> Result<Re
             space.restore_sampled(ipa, pte, node);
             Ok(Resolved::Sampled)
         }
+        (Fault::Permission, Some(pte)) if pte.is_valid() && abort.write && !abort.fetch => space
+            .write_fault(ipa, node)
+            .map(Resolved::WriteProtect)
+            .ok_or_else(|| format!("stage-2 write to read-only guest RAM at {ipa:#x}")),
         (Fault::Translation, _) => space
             .touch(ipa, node)
             .map(|_| Resolved::FirstTouch)

@@ -11,6 +11,7 @@ pub mod fault;
 pub mod frames;
 pub mod guest;
 pub mod placement;
+pub mod replica;
 pub mod space;
 
 pub use space::VmSpace;

@@ -26,7 +26,8 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use numa::memmap::Use;
 use numa::{
     counters::MAX_COUNTED_NODES,
-    policy::{self, Action, Params},
+    pmap::PageState,
+    policy::{self, Action, Params, Share},
     NodeId,
 };
 use spin::{Mutex, Once};
@@ -38,6 +39,11 @@ pub enum Mode {
     FirstTouch,
     /// The placement loop migrates hot pages to the node that uses them.
     Migrate,
+    /// Migration, and hot pages that several nodes read and nobody writes
+    /// get a read-only copy on each reading node (`mm::replica`). Needs
+    /// the plugin's per-node miss counts: sampling sees one toucher per
+    /// page and interval, so it never finds a page shared.
+    Replicate,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,9 +89,10 @@ pub fn init(mode: Option<Mode>, params: Params, ticks_per_ms: u64, now: u64) {
     let mode = mode.unwrap_or(if source == Source::Plugin { Mode::Migrate } else { Mode::FirstTouch });
     match mode {
         Mode::FirstTouch => log::info!("placement: first-touch{chosen} (pages never move)"),
-        Mode::Migrate => {
+        Mode::Migrate | Mode::Replicate => {
             log::info!(
-                "placement: migrate{chosen}, counters from {}; {params}",
+                "placement: {}{chosen}, counters from {}; {params}",
+                if mode == Mode::Migrate { "migrate" } else { "replicate (migration + replication)" },
                 match source {
                     Source::Plugin => "the ccNUMA plugin's per-page miss counters",
                     Source::Sampling => "software sampling (stage-2 hinting faults)",
@@ -110,7 +117,7 @@ pub fn deadline() -> Option<u64> {
 pub fn claim(now: u64) -> Option<u32> {
     let config = CONFIG.get()?;
     let due = NEXT.load(Ordering::Acquire);
-    if now < due || config.mode != Mode::Migrate {
+    if now < due || config.mode == Mode::FirstTouch {
         return None;
     }
     NEXT.compare_exchange(due, now + config.ticks, Ordering::AcqRel, Ordering::Relaxed).ok()?;
@@ -169,6 +176,11 @@ pub fn run(space: &Mutex<VmSpace>, hot: &Hot, interval: u32, here: NodeId) -> us
     let nodes = frames::memmap().node_count().min(MAX_COUNTED_NODES);
     let mut moves: Vec<(u64, NodeId)> = Vec::new();
     let mut freeze: Vec<u64> = Vec::new();
+    let replicating = config.mode == Mode::Replicate;
+    let (mut watch, mut copies): (Vec<u64>, Vec<(u64, u64)>) = (Vec::new(), Vec::new());
+    if replicating {
+        space.forget_writes();
+    }
     // Queued pages are remote by construction: they would skew the shares.
     let account = matches!(hot, Hot::Scan);
     let mut consider = |space: &mut VmSpace, gpfn: u64, counts: &[u32], params: &Params| {
@@ -178,6 +190,17 @@ pub fn run(space: &Mutex<VmSpace>, hot: &Hot, interval: u32, here: NodeId) -> us
             let bucket = if node == info.node { local } else { remote };
             if let Some(total) = bucket.get_mut(node) {
                 *total += count as u64;
+            }
+        }
+        if replicating {
+            let s = space.sharing(gpfn);
+            match policy::decide_shared(params, counts, &info, s.written, s.collapses, interval) {
+                // Replicated only once an interval-long watch saw no write.
+                Share::Replicate(nodes) if s.watched => return copies.push((gpfn, nodes)),
+                Share::Replicate(_) if info.state == PageState::Private => return watch.push(gpfn),
+                Share::Replicate(_) => return,
+                Share::Freeze => return freeze.push(gpfn),
+                Share::None => {}
             }
         }
         match policy::decide(params, counts, info.node, &info, interval) {
@@ -224,9 +247,17 @@ pub fn run(space: &Mutex<VmSpace>, hot: &Hot, interval: u32, here: NodeId) -> us
     for gpfn in freeze {
         space.pmap.freeze(gpfn, interval + config.params.freeze_intervals);
         space.pmap.reset_moves(gpfn);
+        space.reset_collapses(gpfn);
         space.stats.frozen += 1;
     }
     let moved = if moves.is_empty() { 0 } else { space.migrate(&moves, here) };
+    copies.truncate(config.params.batch);
+    if !copies.is_empty() {
+        space.replicate(&copies, here);
+    }
+    if !watch.is_empty() {
+        space.watch(&watch);
+    }
     if config.source == Source::Sampling {
         space.sample(SAMPLE_PAGES);
     }

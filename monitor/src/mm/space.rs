@@ -11,7 +11,7 @@ use alloc::{collections::BTreeMap, vec, vec::Vec};
 use numa::{
     counters::MAX_COUNTED_NODES,
     memmap::{Frame, Use},
-    pmap::{PageInfo, Pmap},
+    pmap::{PageInfo, PageState, Pmap},
     NodeId,
 };
 use stage2::{walk, Action, Flags, Perm, Pte};
@@ -27,6 +27,14 @@ pub type Touches = [u32; MAX_COUNTED_NODES];
 #[derive(Default, Clone)]
 pub struct SpaceStats {
     pub migrated: u64,
+    /// Replica frames made (`mm::replica`).
+    pub replicated: u64,
+    /// Writes that collapsed a replicated page.
+    pub collapses: u64,
+    /// Pages write-protected to learn whether they are written, and
+    /// writes that ended such a watch.
+    pub watched: u64,
+    pub write_faults: u64,
     pub frozen: u64,
     pub sampling_faults: u64,
     /// Per requesting node: accesses (misses or sampled touches) to pages
@@ -35,56 +43,124 @@ pub struct SpaceStats {
     pub remote: Vec<u64>,
 }
 
-pub struct VmSpace {
-    /// The VM's memmap owner id (its VMID).
-    vm: u16,
+/// One stage-2 root: the tables through which the CPUs of one node
+/// translate the VM (KVM's `kvm_s2_mmu`), with its own VMID so TLB entries
+/// of different roots never mix. Its table frames come from its node.
+struct Root {
+    node: NodeId,
     stage2: Stage2,
-    root: Option<Frame>,
+    frame: Frame,
     tables: BTreeMap<u64, Frame>,
+}
+
+impl Root {
+    fn memory(&mut self, vm: u16) -> TableFrames<'_> {
+        table_memory(vm, &mut self.tables, self.node)
+    }
+}
+
+pub struct VmSpace {
+    /// The VM's memmap owner id.
+    vm: u16,
+    /// One root per node with CPUs, in the order of [`VmSpace::new`]'s
+    /// `roots`; non-replicated pages are mapped alike in all of them.
+    roots: Vec<Root>,
     pub pmap: Pmap,
     /// Software sampling: per sampled page that was touched, touches per node.
     pub touches: BTreeMap<u64, Touches>,
     /// Where the next sampling round starts (a guest page number).
     pub sample_cursor: u64,
     pub stats: SpaceStats,
+    /// Replication state of pages being watched for writes, replicated or
+    /// collapsed (`mm::replica`).
+    pub(super) sharing: BTreeMap<u64, super::replica::Sharing>,
     nodes: usize,
 }
 
 impl VmSpace {
-    /// An empty space of `ram_size` bytes for VMID `vmid`, its root table
-    /// on `home`.
-    pub fn new(vmid: u16, home: NodeId, ram_size: u64, nodes: usize) -> Option<Self> {
-        let root = frames::alloc(home, Use::Table { vm: vmid })?;
-        Some(Self {
-            vm: vmid,
-            stage2: Stage2::new(root.pa(), vmid),
-            root: Some(root),
-            tables: BTreeMap::new(),
+    /// An empty space of `ram_size` bytes for memmap owner `vm`, with one
+    /// stage-2 root per `(node, VMID)` of `roots` (the first is the
+    /// primary: lookups that do not name a node read it).
+    pub fn new(vm: u16, roots: &[(NodeId, u16)], ram_size: u64, nodes: usize) -> Option<Self> {
+        let mut space = Self {
+            vm,
+            roots: Vec::with_capacity(roots.len()),
             pmap: Pmap::new(RAM_BASE / PAGE_SIZE, (ram_size / PAGE_SIZE) as usize),
             touches: BTreeMap::new(),
             sample_cursor: 0,
             stats: SpaceStats { local: vec![0; nodes], remote: vec![0; nodes], ..Default::default() },
+            sharing: BTreeMap::new(),
             nodes,
-        })
+        };
+        for &(node, vmid) in roots {
+            let Some(frame) = frames::alloc(node, Use::Table { vm }) else {
+                space.destroy(node);
+                return None;
+            };
+            space.roots.push(Root { node, stage2: Stage2::new(frame.pa(), vmid), frame, tables: BTreeMap::new() });
+        }
+        (!space.roots.is_empty()).then_some(space)
     }
 
-    pub fn vttbr(&self) -> u64 {
-        self.stage2.vttbr()
+    /// VTTBR_EL2 per node with a root: what a CPU of that node runs the
+    /// VM's vCPUs with.
+    pub fn vttbrs(&self) -> Vec<(NodeId, u64)> {
+        self.roots.iter().map(|r| (r.node, r.stage2.vttbr())).collect()
     }
 
-    /// The level-3 descriptor of `ipa` (None: no table there).
+    /// The level-3 descriptor of `ipa` in the primary root (None: no table
+    /// there). Pages that are not replicated look the same in every root.
     pub fn lookup(&mut self, ipa: u64) -> Option<Pte> {
-        let (tables, root) = (&mut self.tables, self.stage2.root());
-        stage2::walk::lookup(&mut table_memory(self.vm, tables, 0), root, ipa)
+        let vm = self.vm;
+        let root = &mut self.roots[0];
+        let top = root.stage2.root();
+        stage2::walk::lookup(&mut root.memory(vm), top, ipa)
     }
 
-    /// Writes the descriptor of `ipa`, creating tables on `node`; the old
-    /// one must not be valid (or the caller did break-before-make). The
-    /// caller publishes (`Stage2::publish`) once for all its writes.
-    fn set(&mut self, ipa: u64, pte: Pte, node: NodeId) -> Option<()> {
-        let (tables, root) = (&mut self.tables, self.stage2.root());
-        stage2::walk::set_leaf(&mut table_memory(self.vm, tables, node), root, ipa, pte).ok()?;
+    /// The level-3 descriptor of `ipa` in the root the CPUs of `node` use.
+    pub fn lookup_on(&mut self, ipa: u64, node: NodeId) -> Option<Pte> {
+        let vm = self.vm;
+        let root = self.roots.iter_mut().find(|r| r.node == node)?;
+        let top = root.stage2.root();
+        stage2::walk::lookup(&mut root.memory(vm), top, ipa)
+    }
+
+    /// Writes the descriptor of `ipa` in every root, creating tables on
+    /// each root's node; the old one must not be valid (or the caller did
+    /// break-before-make), or differ only in permissions. The caller
+    /// publishes (`Stage2::publish`) once for all its writes.
+    pub(super) fn set(&mut self, ipa: u64, pte: Pte) -> Option<()> {
+        for i in 0..self.roots.len() {
+            self.set_in(i, ipa, pte)?;
+        }
         Some(())
+    }
+
+    /// Writes the descriptor of `ipa` in root `i` only (a replica's).
+    pub(super) fn set_in(&mut self, i: usize, ipa: u64, pte: Pte) -> Option<()> {
+        let vm = self.vm;
+        let root = &mut self.roots[i];
+        let top = root.stage2.root();
+        stage2::walk::set_leaf(&mut root.memory(vm), top, ipa, pte).ok()?;
+        Some(())
+    }
+
+    /// Index of the root of `node`'s CPUs.
+    pub(super) fn root_of(&self, node: NodeId) -> Option<usize> {
+        self.roots.iter().position(|r| r.node == node)
+    }
+
+    /// Nodes with a root, by root index.
+    pub(super) fn root_nodes(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.roots.iter().map(|r| r.node)
+    }
+
+    /// The invalidation half of break-before-make for `ipas`, in every
+    /// root (each root's VMID has its own TLB entries).
+    pub(super) fn invalidate(&self, ipas: &[u64]) {
+        for root in &self.roots {
+            root.stage2.invalidate(ipas);
+        }
     }
 
     /// Backs the guest page at `ipa` with a zeroed frame from `node` (or
@@ -96,13 +172,17 @@ impl VmSpace {
         if let Some(info) = self.pmap.get(gpfn) {
             return Some(info.pa);
         }
-        let frame = frames::alloc(node, Use::Guest { vm: self.vm, gpfn })?;
+        let owner = Use::Guest { vm: self.vm, gpfn };
+        // Replicas are the first memory to go when memory runs short.
+        let frame = frames::alloc(node, owner).or_else(|| {
+            (self.reclaim_replicas(node) > 0).then(|| frames::alloc(node, owner)).flatten()
+        })?;
         let pa = frame.pa();
         if let Err(frame) = self.pmap.map(gpfn, frame) {
             frames::free(frame, node);
             return None;
         }
-        if self.set(page, Pte::page(pa, Perm::RWX), node).is_none() {
+        if self.set(page, Pte::page(pa, Perm::RWX)).is_none() {
             if let Some(frame) = self.pmap.unmap(gpfn) {
                 frames::free(frame, node);
             }
@@ -117,7 +197,7 @@ impl VmSpace {
     pub fn restore_sampled(&mut self, ipa: u64, sampled: Pte, node: NodeId) {
         let page = ipa & !(PAGE_SIZE - 1);
         // Its tables exist (the descriptor was found): this cannot fail.
-        let _ = self.set(page, sampled.restored(), node);
+        let _ = self.set(page, sampled.restored());
         Stage2::publish();
         if let Some(count) = self.touches.entry(page / PAGE_SIZE).or_default().get_mut(node) {
             *count += 1;
@@ -131,7 +211,8 @@ impl VmSpace {
     pub fn sample(&mut self, count: usize) {
         let gpfns: Vec<u64> = {
             let cursor = self.sample_cursor;
-            let mapped = || self.pmap.iter_mapped().map(|(g, _)| g);
+            // Replicated pages differ per root: sampling leaves them be.
+            let mapped = || self.pmap.iter_mapped().filter(|(_, i)| i.state == PageState::Private).map(|(g, _)| g);
             let mut picked: Vec<u64> = mapped().filter(|&g| g >= cursor).take(count).collect();
             if picked.len() < count {
                 picked.extend(mapped().filter(|&g| g < cursor).take(count - picked.len()));
@@ -140,20 +221,25 @@ impl VmSpace {
         };
         self.sample_cursor = gpfns.last().map_or(0, |g| g + 1);
         let mut ipas = Vec::with_capacity(gpfns.len());
-        let (tables, root) = (&mut self.tables, self.stage2.root());
-        let mut memory = table_memory(self.vm, tables, 0);
-        for gpfn in gpfns {
-            let ipa = gpfn * PAGE_SIZE;
-            let _ = walk(&mut memory, root, ipa, ipa + PAGE_SIZE, Flags::LEAF, &mut |e| {
-                if e.level == stage2::LEAF_LEVEL && e.old.is_valid() {
-                    ipas.push(e.ipa);
-                    Action::Set(e.old.sampled())
-                } else {
-                    Action::Keep
-                }
-            });
+        let vm = self.vm;
+        for (i, root) in self.roots.iter_mut().enumerate() {
+            let top = root.stage2.root();
+            let mut memory = root.memory(vm);
+            for &gpfn in &gpfns {
+                let ipa = gpfn * PAGE_SIZE;
+                let _ = walk(&mut memory, top, ipa, ipa + PAGE_SIZE, Flags::LEAF, &mut |e| {
+                    if e.level == stage2::LEAF_LEVEL && e.old.is_valid() {
+                        if i == 0 {
+                            ipas.push(e.ipa);
+                        }
+                        Action::Set(e.old.sampled())
+                    } else {
+                        Action::Keep
+                    }
+                });
+            }
         }
-        self.stage2.invalidate(&ipas);
+        self.invalidate(&ipas);
     }
 
     /// Moves each `(gpfn, node)` page to a new frame on that node, as one
@@ -165,17 +251,18 @@ impl VmSpace {
         let _cost = marker::Charged::begin();
         let mut batch: Vec<(u64, Frame, Pte)> = Vec::with_capacity(moves.len());
         for &(gpfn, node) in moves {
-            let Some(info) = self.pmap.get(gpfn).filter(|i| i.pins == 0 && i.node != node) else { continue };
+            let movable = |i: &PageInfo| i.pins == 0 && i.node != node && i.state == PageState::Private;
+            let Some(info) = self.pmap.get(gpfn).filter(movable) else { continue };
             let Some(pte) = self.lookup(gpfn * PAGE_SIZE).filter(|p| p.addr() == info.pa) else { continue };
             let Some(frame) = frames::alloc_on(node, Use::Guest { vm: self.vm, gpfn }) else { continue };
             // Break: the tables exist (the descriptor was found).
             if pte.is_valid() {
-                let _ = self.set(gpfn * PAGE_SIZE, Pte::EMPTY, here);
+                let _ = self.set(gpfn * PAGE_SIZE, Pte::EMPTY);
             }
             batch.push((gpfn, frame, pte));
         }
         let ipas: Vec<u64> = batch.iter().filter(|(_, _, pte)| pte.is_valid()).map(|(g, _, _)| g * PAGE_SIZE).collect();
-        self.stage2.invalidate(&ipas);
+        self.invalidate(&ipas);
         let mut moved = 0;
         for (gpfn, frame, pte) in batch {
             let (old_pa, new_pa) = (pte.addr(), frame.pa());
@@ -185,11 +272,11 @@ impl VmSpace {
                 Ok(old) => {
                     frames::free(old, here);
                     moved += 1;
-                    let _ = self.set(gpfn * PAGE_SIZE, mapping, here);
+                    let _ = self.set(gpfn * PAGE_SIZE, mapping);
                 }
                 Err(frame) => {
                     frames::free(frame, here);
-                    let _ = self.set(gpfn * PAGE_SIZE, pte, here);
+                    let _ = self.set(gpfn * PAGE_SIZE, pte);
                 }
             }
         }
@@ -211,7 +298,8 @@ impl VmSpace {
     /// Frames the VM holds per node: guest pages and page tables.
     pub fn frames_per_node(&self) -> Vec<usize> {
         let mut frames = self.pmap.mapped_per_node(self.nodes);
-        for frame in self.tables.values().chain(self.root.as_ref()) {
+        let tables = self.roots.iter().flat_map(|r| r.tables.values().chain([&r.frame]));
+        for frame in tables.chain(self.pmap.replica_frames()) {
             if let Some(count) = frames.get_mut(frame.node()) {
                 *count += 1;
             }
@@ -219,17 +307,29 @@ impl VmSpace {
         frames
     }
 
+    /// Replica frames alive per node.
+    pub fn replicas_per_node(&self) -> Vec<usize> {
+        let mut counts = vec![0; self.nodes];
+        for frame in self.pmap.replica_frames() {
+            if let Some(c) = counts.get_mut(frame.node()) {
+                *c += 1;
+            }
+        }
+        counts
+    }
+
     /// Returns every frame to its node (only once no CPU runs the VM) and
     /// checks with the memmap that the VM owns nothing any more.
     pub fn destroy(mut self, here: NodeId) {
-        let (tables, root) = (&mut self.tables, self.stage2.root());
-        stage2::walk::destroy(&mut table_memory(self.vm, tables, here), root, &mut |_, _| {});
-        self.stage2.flush_tlb();
+        let vm = self.vm;
+        for mut root in core::mem::take(&mut self.roots) {
+            let top = root.stage2.root();
+            stage2::walk::destroy(&mut root.memory(vm), top, &mut |_, _| {});
+            root.stage2.flush_tlb();
+            frames::free(root.frame, here);
+        }
         for frame in self.pmap.drain() {
             frames::free(frame, here);
-        }
-        if let Some(root) = self.root.take() {
-            frames::free(root, here);
         }
         let map = frames::memmap();
         for node in 0..map.node_count() {

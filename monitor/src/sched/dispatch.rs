@@ -59,15 +59,16 @@ fn run_task(me: usize, mut task: Task, last_ran: &mut Vec<(u64, usize)>) {
     let lrs = Vm::list_registers();
     let Task { vm, vcpu } = &mut task;
     vcpu.el1.load(vm.mpidrs[vcpu.index], lrs);
-    vcpu::set_vttbr(vm.vttbr);
-    match last_ran.iter_mut().find(|(vttbr, _)| *vttbr == vm.vttbr) {
+    let vttbr = vm.vttbr_on(sched::node_of(me));
+    vcpu::set_vttbr(vttbr);
+    match last_ran.iter_mut().find(|(v, _)| *v == vttbr) {
         Some((_, last)) if *last == vcpu.index => {}
         Some((_, last)) => {
             *last = vcpu.index;
             stage2::flush_local_guest_tlb();
         }
         None => {
-            last_ran.push((vm.vttbr, vcpu.index));
+            last_ran.push((vttbr, vcpu.index));
             stage2::flush_local_guest_tlb();
         }
     }

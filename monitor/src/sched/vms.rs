@@ -16,7 +16,7 @@ use crate::{
 };
 use alloc::{boxed::Box, format, string::String, sync::Arc, vec::Vec};
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use numa::Topology;
+use numa::{NodeId, Topology};
 use spin::{Mutex, Once};
 
 /// A VM's home node and how often it booted.
@@ -32,6 +32,8 @@ static VMS: Mutex<Vec<Option<Arc<Vm>>>> = Mutex::new(Vec::new());
 static SPECS: Once<&'static [VmSpec]> = Once::new();
 static PLACEMENTS: Once<Vec<Placement>> = Once::new();
 static NODES: AtomicUsize = AtomicUsize::new(1);
+/// The nodes with CPUs, lowest first: each VM has a stage-2 root on each.
+static CPU_NODES: Once<Vec<NodeId>> = Once::new();
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static BASELINE: Once<Vec<u64>> = Once::new();
 /// Set once the scheduler knows the machine: until then CPUs wait with WFE.
@@ -45,16 +47,20 @@ pub fn run(topology: &Topology, specs: Vec<VmSpec>, settings: Settings) -> Resul
     if let Some(spec) = specs.iter().find(|s| s.home_node.is_some_and(|n| n >= topology.node_count())) {
         return Err(format!("VM {}: home node {:?} does not exist", spec.name, spec.home_node));
     }
-    // Each VM has its own VMID (its id + 1; 0 is nobody's): more VMs than
-    // VMIDs would share TLB entries, one VM seeing another's memory. The
-    // memmap's owner field is the other limit.
-    let ids = stage2::vmid_count().min(numa::memmap::MAX_VM as usize);
-    if specs.len() >= ids {
-        return Err(format!("{} VMs: the monitor can tell at most {} apart (VMIDs, memmap owners)", specs.len(), ids - 1));
-    }
     // A memory-only node cannot run vCPUs, so it cannot be a home: its
     // memory serves VMs as the allocators' fallback instead.
     let has_cpus = |n: usize| cpus.iter().any(|c| c.node == n);
+    let cpu_nodes: Vec<NodeId> = (0..topology.node_count()).filter(|&n| has_cpus(n)).collect();
+    // Each VM has a VMID per node with CPUs (see `roots`): more roots than
+    // VMIDs would share TLB entries, one VM seeing another's memory. The
+    // memmap's owner field (the VM's id + 1) is the other limit.
+    let ids = ((stage2::vmid_count() - 1) / cpu_nodes.len().max(1)).min(numa::memmap::MAX_VM as usize - 1);
+    if specs.len() > ids {
+        return Err(format!(
+            "{} VMs: the monitor can tell at most {ids} apart (a VMID per VM and node with CPUs, memmap owners)",
+            specs.len()
+        ));
+    }
     if let Some(spec) = specs.iter().find(|s| s.home_node.is_some_and(|n| !has_cpus(n))) {
         return Err(format!("VM {}: home node {:?} has no CPUs (a memory-only node)", spec.name, spec.home_node));
     }
@@ -81,6 +87,7 @@ pub fn run(topology: &Topology, specs: Vec<VmSpec>, settings: Settings) -> Resul
     PLACEMENTS.call_once(|| placements);
     SPECS.call_once(|| specs);
     NODES.store(topology.node_count(), Ordering::Relaxed);
+    CPU_NODES.call_once(|| cpu_nodes);
     BASELINE.call_once(frames::free_bytes);
     *VMS.lock() = specs.iter().map(|_| None).collect();
     LIVE.store(specs.len(), Ordering::Release);
@@ -107,7 +114,8 @@ fn start_vm(id: usize) {
     // devices; not guest frames or stage-2 tables, which are frames): exact
     // at boot, when VMs are built one after another on the boot CPU.
     let heap_before = heap::used();
-    match Vm::create(id, spec, place.home.load(Ordering::Relaxed), NODES.load(Ordering::Relaxed), boot) {
+    let roots = roots(id);
+    match Vm::create(id, spec, (place.home.load(Ordering::Relaxed), &roots), NODES.load(Ordering::Relaxed), boot) {
         Ok((vm, (entry, dtb))) => {
             log::info!(
                 "vm {} started: {} vCPUs, {} MiB, home node {}, frames per node {:?}, monitor heap {} KiB",
@@ -133,6 +141,20 @@ fn start_vm(id: usize) {
             vm_gone();
         }
     }
+}
+
+/// VM `id`'s stage-2 roots: one per node with CPUs, its home's first (the
+/// primary), VMID `1 + id * nodes + k` for the k-th node with CPUs, so
+/// no two roots of any VMs share a VMID and VMID 0 stays the monitor's.
+fn roots(id: usize) -> Vec<(NodeId, u16)> {
+    let nodes = CPU_NODES.get().unwrap();
+    let home = PLACEMENTS.get().unwrap()[id].home.load(Ordering::Relaxed);
+    let vmid = |k: usize| (1 + id * nodes.len() + k) as u16;
+    let mut roots: Vec<(NodeId, u16)> = nodes.iter().enumerate().map(|(k, &n)| (n, vmid(k))).collect();
+    if let Some(at) = roots.iter().position(|&(n, _)| n == home) {
+        roots[..=at].rotate_right(1);
+    }
+    roots
 }
 
 /// The last vCPU has left the VM: free it, then restart or retire it.

@@ -71,7 +71,10 @@ pub fn parse(blob: &'static [u8]) -> Result<(Vec<VmSpec>, Settings), String> {
         None => None,
         Some("first-touch") => Some(Mode::FirstTouch),
         Some("migrate") => Some(Mode::Migrate),
-        Some(other) => return Err(format!("bundle: placement is `{other}`, expected `first-touch` or `migrate`")),
+        Some("replicate") => Some(Mode::Replicate),
+        Some(other) => {
+            return Err(format!("bundle: placement is `{other}`, expected `first-touch`, `migrate` or `replicate`"))
+        }
     };
     let params = match root.property("placement-params").and_then(|p| p.as_str()) {
         None => Params::default(),

@@ -124,7 +124,8 @@ pub struct Vm {
     /// Counts moves, so each vCPU follows a move once (`Vcpu::home_epoch`).
     home_epoch: AtomicUsize,
     pub ram_size: u64,
-    pub vttbr: u64,
+    /// VTTBR_EL2 per node with CPUs: its stage-2 root there and VMID.
+    vttbrs: Vec<(NodeId, u64)>,
     pub mpidrs: Vec<u64>,
     /// Where each vCPU is (run queue, CPU, parked): the scheduler's.
     pub slots: Vec<Slot>,
@@ -150,16 +151,17 @@ impl Vm {
     /// kernel, initrd and device tree loaded, vCPU 0 ready to start at the
     /// kernel entry (returned with the DTB address).
     /// `boot` counts the VM's boots from 1; the guest finds it on its
-    /// command line as `disco.boot=N`.
+    /// command line as `disco.boot=N`. `roots`: a stage-2 root per node
+    /// with CPUs and its VMID; the VM's memmap owner id is `id + 1`.
     pub fn create(
         id: usize,
         spec: &VmSpec,
-        home: NodeId,
+        (home, roots): (NodeId, &[(NodeId, u16)]),
         nodes: usize,
         boot: usize,
     ) -> Result<(Vm, (u64, u64)), String> {
         let space =
-            VmSpace::new(id as u16 + 1, home, spec.memory, nodes).ok_or("out of memory for the stage-2 root")?;
+            VmSpace::new(id as u16 + 1, roots, spec.memory, nodes).ok_or("out of memory for the stage-2 roots")?;
         let mpidrs: Vec<u64> = (0..spec.vcpus as u64).map(|i| (i / 16) << 8 | (i % 16)).collect();
         let disks = match spec.disks.iter().map(guest_disk).collect::<Result<Vec<_>, String>>() {
             Ok(disks) => disks,
@@ -174,7 +176,7 @@ impl Vm {
             home: AtomicUsize::new(home),
             home_epoch: AtomicUsize::new(0),
             ram_size: spec.memory,
-            vttbr: space.vttbr(),
+            vttbrs: space.vttbrs(),
             power: mpidrs
                 .iter()
                 .enumerate()
@@ -314,6 +316,12 @@ impl Vm {
     }
 
     /// Returns every frame to its node. Only once no CPU runs the VM.
+    /// VTTBR_EL2 for running a vCPU on a CPU of `node` (the primary
+    /// root's on a node without one of its own).
+    pub fn vttbr_on(&self, node: NodeId) -> u64 {
+        self.vttbrs.iter().find(|(n, _)| *n == node).unwrap_or(&self.vttbrs[0]).1
+    }
+
     pub fn destroy(self, here: NodeId) {
         self.space.into_inner().destroy(here);
     }
@@ -322,9 +330,9 @@ impl Vm {
     /// what placement did (pages migrated and frozen, sampling faults, and
     /// per node the share of accesses that were local, like `numastat`).
     pub fn print_stats(&self) {
-        let (frames, placement) = {
+        let (frames, placement, replicas) = {
             let space = self.space.lock();
-            (space.frames_per_node(), space.stats.clone())
+            (space.frames_per_node(), space.stats.clone(), space.replicas_per_node())
         };
         self.stats.print(&self.name, &frames);
         let mut shares = String::new();
@@ -340,6 +348,15 @@ impl Vm {
             placement.migrated,
             placement.frozen,
             placement.sampling_faults
+        );
+        crate::println!(
+            "stats: vm {}: replication: replicated {}, replicas alive {} per node {replicas:?}, collapses {}, watched {}, write faults {}",
+            self.name,
+            placement.replicated,
+            replicas.iter().sum::<usize>(),
+            placement.collapses,
+            placement.watched,
+            placement.write_faults
         );
     }
 

@@ -19,16 +19,20 @@ pub enum ExitReason {
     FirstTouch,
     /// A page unmapped for access sampling was touched.
     Sampling,
+    /// A write to a page write-protected by replication (a watch ended or
+    /// replicas collapsed).
+    WriteProtect,
     Irq,
     Other,
 }
 
-const REASONS: [&str; 8] = ["wfi", "hypercall", "sysreg", "mmio", "first-touch", "sampling", "irq", "other"];
+const REASONS: [&str; 9] =
+    ["wfi", "hypercall", "sysreg", "mmio", "first-touch", "sampling", "write-protect", "irq", "other"];
 
 /// One VM's counters.
 #[derive(Default)]
 pub struct VmStats {
-    exits: [AtomicU64; 8],
+    exits: [AtomicU64; REASONS.len()],
     /// Counter ticks its vCPUs spent in the guest.
     pub run_ticks: AtomicU64,
     /// Counter ticks its vCPUs spent waiting in WFI.

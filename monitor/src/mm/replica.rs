@@ -1,0 +1,234 @@
+//! Replication of read-shared guest pages (Disco; Verghese et al.,
+//! ASPLOS'96): a hot page that several nodes read and nobody writes gets a
+//! read-only copy on each reading node, mapped in that node's stage-2 root;
+//! the first write collapses the copies back to the master.
+//!
+//! Whether a page is written is learnt the way Disco's directory could not
+//! tell it either: by write-protecting it for an interval (a *watch*). A
+//! write to a watched page faults once, marks it written and gets write
+//! access back; a page still clean at the next interval may be replicated.
+//!
+//! The protocol, with the VM's space lock held throughout (faults on the
+//! page wait for it):
+//! - replicate: every root maps the master read-only and each replica
+//!   node's root is broken (invalid), one TLB invalidation per root, only
+//!   then the master is copied and each replica mapped read-only in its
+//!   node's root. No CPU can write the master while it is copied, and no
+//!   root ever maps a copy writable.
+//! - collapse (a write fault on a replicated page): the page is broken in
+//!   every root, invalidated, the replicas freed, and the master mapped
+//!   writable in every root. Replicas were read-only, so none diverged.
+//!
+//! `numa::replication` model-checks this ordering with loom.
+
+use super::{frames, VmSpace};
+use crate::arch::{
+    marker,
+    stage2::{copy_frame, Stage2, PAGE_SIZE},
+};
+use alloc::vec::Vec;
+use numa::{memmap::Use, pmap::PageState, NodeId};
+use stage2::{Perm, Pte};
+
+/// What the monitor knows about a page's sharing, beyond the pmap.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Sharing {
+    /// Write-protected to learn whether anyone writes it.
+    pub watched: bool,
+    /// Written since the watch began or since it was replicated.
+    pub written: bool,
+    /// Collapses (and writes that ended a watch) since its last freeze.
+    pub collapses: u8,
+}
+
+/// How a write fault on a write-protected page was resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteFault {
+    /// The page was watched: it is writable again, and marked written.
+    Unwatched,
+    /// The page was replicated: its copies are gone, the master writable.
+    Collapsed,
+}
+
+/// A node keeps this share of its frames free of replicas: replicas are
+/// an optimisation and must not be what runs a node out of memory.
+const RESERVE_SHIFT: u32 = 4;
+
+impl VmSpace {
+    /// The sharing record of a page (default: never watched).
+    pub fn sharing(&self, gpfn: u64) -> Sharing {
+        self.sharing.get(&gpfn).copied().unwrap_or_default()
+    }
+
+    /// Starts an interval of the replication policy: a page whose watch
+    /// ended in a write may be watched again (its `collapses` stay).
+    pub fn forget_writes(&mut self) {
+        self.sharing.values_mut().filter(|s| !s.watched).for_each(|s| s.written = false);
+    }
+
+    /// Forgets a page's collapses (it was frozen).
+    pub fn reset_collapses(&mut self, gpfn: u64) {
+        if let Some(s) = self.sharing.get_mut(&gpfn) {
+            s.collapses = 0;
+        }
+    }
+
+    /// Write-protects `gpfns` (private, unpinned, mapped pages) in every
+    /// root, so the next interval knows whether anyone wrote them.
+    pub fn watch(&mut self, gpfns: &[u64]) {
+        let mut ipas = Vec::with_capacity(gpfns.len());
+        for &gpfn in gpfns {
+            let Some(info) = self.page(gpfn).filter(|i| i.state == PageState::Private && i.pins == 0) else {
+                continue;
+            };
+            let ipa = gpfn * PAGE_SIZE;
+            let Some(pte) = self.lookup(ipa).filter(|p| p.is_valid() && p.addr() == info.pa) else { continue };
+            // Fewer permissions, same frame: no break needed, only the
+            // invalidation below.
+            if self.set(ipa, pte.with_perm(Perm::RX)).is_some() {
+                ipas.push(ipa);
+                self.sharing.insert(gpfn, Sharing { watched: true, written: false, ..self.sharing(gpfn) });
+            }
+        }
+        self.invalidate(&ipas);
+        self.stats.watched += ipas.len() as u64;
+    }
+
+    /// Gives each `(gpfn, nodes)` page a read-only copy on every node of
+    /// the bit set `nodes` (nodes with a root, without a copy, with frames
+    /// to spare), as one batch. Returns the replicas made.
+    pub fn replicate(&mut self, pages: &[(u64, u64)], here: NodeId) -> usize {
+        let _cost = marker::Charged::begin();
+        let reserve: Vec<usize> = {
+            let map = frames::memmap();
+            (0..map.node_count()).map(|n| map.total_frames(n) >> RESERVE_SHIFT).collect()
+        };
+        // (gpfn, master descriptor, replica frames with their roots).
+        let mut batch = Vec::new();
+        for &(gpfn, nodes) in pages {
+            let Some(info) = self.page(gpfn).filter(|i| i.state != PageState::CowShared && i.pins == 0) else {
+                continue;
+            };
+            let ipa = gpfn * PAGE_SIZE;
+            let Some(pte) = self.lookup(ipa).filter(|p| p.is_valid() && p.addr() == info.pa) else { continue };
+            let mut copies = Vec::new();
+            for node in (0..64).filter(|n| nodes & 1 << n != 0 && *n != info.node && info.replicas & 1 << n == 0) {
+                let Some(root) = self.root_of(node) else { continue };
+                if frames::memmap().free_frames(node) <= reserve.get(node).copied().unwrap_or(0) {
+                    continue;
+                }
+                if let Some(frame) = frames::alloc_on(node, Use::Replica { vm: self.vm(), gpfn }) {
+                    copies.push((root, frame));
+                }
+            }
+            if copies.is_empty() {
+                continue;
+            }
+            // Read-only everywhere, broken where a copy will be mapped.
+            let master = pte.with_perm(Perm::RX);
+            let _ = self.set(ipa, master);
+            for &(root, _) in &copies {
+                let _ = self.set_in(root, ipa, Pte::EMPTY);
+            }
+            batch.push((gpfn, master, copies));
+        }
+        let ipas: Vec<u64> = batch.iter().map(|(gpfn, _, _)| gpfn * PAGE_SIZE).collect();
+        self.invalidate(&ipas);
+        let mut made = 0;
+        for (gpfn, master, copies) in batch {
+            let ipa = gpfn * PAGE_SIZE;
+            for (root, frame) in copies {
+                let pa = frame.pa();
+                copy_frame(pa, master.addr());
+                match self.pmap.add_replica(gpfn, frame) {
+                    Ok(()) => {
+                        let _ = self.set_in(root, ipa, Pte(master.0 & !stage2::pte::ADDR_MASK | pa));
+                        made += 1;
+                    }
+                    Err(frame) => {
+                        frames::free(frame, here);
+                        let _ = self.set_in(root, ipa, master);
+                    }
+                }
+            }
+            let sharing = self.sharing(gpfn);
+            self.sharing.insert(gpfn, Sharing { watched: false, written: false, ..sharing });
+        }
+        Stage2::publish();
+        self.stats.replicated += made as u64;
+        made
+    }
+
+    /// A write fault on `ipa`, whose descriptor is valid but read-only:
+    /// ends its watch or collapses its replicas, and maps it writable.
+    /// None: the page is neither (a fault the guest may not cause).
+    pub fn write_fault(&mut self, ipa: u64, here: NodeId) -> Option<WriteFault> {
+        let gpfn = ipa / PAGE_SIZE;
+        let info = self.page(gpfn)?;
+        let sharing = self.sharing.get_mut(&gpfn);
+        let resolved = match (info.state, sharing) {
+            (PageState::ReadShared, _) => WriteFault::Collapsed,
+            (PageState::Private, Some(s)) if s.watched => WriteFault::Unwatched,
+            _ => return None,
+        };
+        let page = ipa & !(PAGE_SIZE - 1);
+        let pte = self.lookup(page)?;
+        let writable = Pte::page(info.pa, Perm::RWX).with_sw(pte.sw());
+        if resolved == WriteFault::Collapsed {
+            let _cost = marker::Charged::begin();
+            let _ = self.set(page, Pte::EMPTY);
+            self.invalidate(&[page]);
+            for frame in self.pmap.collapse(gpfn) {
+                frames::free(frame, here);
+            }
+            let _ = self.set(page, writable);
+            Stage2::publish();
+            self.stats.collapses += 1;
+        } else {
+            // More permissions, same frame: the old read-only entry may
+            // still be cached (it faulted), so it is invalidated too.
+            let _ = self.set(page, writable);
+            self.invalidate(&[page]);
+            self.stats.write_faults += 1;
+        }
+        if let Some(s) = self.sharing.get_mut(&gpfn) {
+            *s = Sharing { watched: false, written: true, collapses: s.collapses.saturating_add(1) };
+        }
+        Some(resolved)
+    }
+
+    /// Frees every replica this VM holds (memory ran short): each
+    /// replicated page collapses to its master, kept read-only until a
+    /// write faults. Returns the frames freed.
+    pub fn reclaim_replicas(&mut self, here: NodeId) -> usize {
+        let pages: Vec<u64> = self.pmap.iter_mapped().filter(|(_, i)| i.replicas != 0).map(|(g, _)| g).collect();
+        let ipas: Vec<u64> = pages.iter().map(|g| g * PAGE_SIZE).collect();
+        let nodes: Vec<NodeId> = self.root_nodes().collect();
+        for &ipa in &ipas {
+            for (root, node) in nodes.iter().enumerate() {
+                let info = self.page(ipa / PAGE_SIZE);
+                if info.is_some_and(|i| i.replicas & 1 << node != 0) {
+                    let _ = self.set_in(root, ipa, Pte::EMPTY);
+                }
+            }
+        }
+        self.invalidate(&ipas);
+        let mut freed = 0;
+        for &gpfn in &pages {
+            let Some(info) = self.page(gpfn) else { continue };
+            for frame in self.pmap.collapse(gpfn) {
+                frames::free(frame, here);
+                freed += 1;
+            }
+            let ipa = gpfn * PAGE_SIZE;
+            let master = Pte::page(info.pa, Perm::RX);
+            for root in 0..nodes.len() {
+                let _ = self.set_in(root, ipa, master);
+            }
+            // Still write-protected: a write ends it like a watch.
+            self.sharing.insert(gpfn, Sharing { watched: true, written: false, ..self.sharing(gpfn) });
+        }
+        Stage2::publish();
+        freed
+    }
+}
