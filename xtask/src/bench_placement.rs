@@ -136,8 +136,8 @@ pub fn placement_cmd(a: PlacementArgs) -> Result<u8> {
     Ok(0)
 }
 
-/// The base guest initramfs plus memloop and numactl.
-fn initrd_with_memloop(env: &Env) -> Result<std::path::PathBuf> {
+/// The base guest initramfs plus memloop, sharedscan and numactl.
+pub(crate) fn initrd_with_memloop(env: &Env) -> Result<std::path::PathBuf> {
     let mut data = std::fs::read(&env.base_initrd)?;
     data.extend(std::fs::read(payload()?)?);
     let path = cache_dir("initramfs")?.join("bench-placement.cpio");
@@ -252,8 +252,16 @@ fn native(env: &mut Env, m: &Machine, far: usize, a: &PlacementArgs, w: &Workloa
 /// Simulated CPU time (ms, all CPUs) and local-miss share (%, all nodes)
 /// of the first region of interest.
 fn roi_totals(r: &Json) -> Result<(f64, f64)> {
-    let roi =
-        r.get("roi").and_then(|v| v.at(0)).context("no region of interest in the report (memloop did not run?)")?;
+    roi_at(r, 0)
+}
+
+/// Simulated CPU time (ms, all CPUs) and local-miss share (%, all nodes)
+/// of region of interest `index`.
+pub(crate) fn roi_at(r: &Json, index: usize) -> Result<(f64, f64)> {
+    let roi = r
+        .get("roi")
+        .and_then(|v| v.at(index))
+        .with_context(|| format!("no region of interest {index} in the report (did the workload run?)"))?;
     let sum = |list: &str, key: &str| -> f64 {
         roi.get(list).map(Json::items).unwrap_or_default().iter().filter_map(|c| c.get(key)?.num()).sum()
     };

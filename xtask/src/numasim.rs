@@ -102,7 +102,8 @@ pub fn build_plugin() -> Result<PathBuf> {
     Ok(root().join("target/release/libnuma_sim.so"))
 }
 
-/// Builds `memloop` (a static aarch64 Linux binary without libc).
+/// Builds `memloop` and `sharedscan` (static aarch64 Linux binaries
+/// without libc); returns memloop's path (sharedscan is beside it).
 pub fn build_memloop() -> Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let dir = root().join("target/memloop");
@@ -164,6 +165,7 @@ pub fn payload() -> Result<PathBuf> {
         c.dir(d);
     }
     c.file("usr/bin/memloop", 0o755, &read(&memloop)?);
+    c.file("usr/bin/sharedscan", 0o755, &read(&memloop.with_file_name("sharedscan"))?);
     c.file("usr/bin/numactl", 0o755, &read(&g.join("usr/bin/numactl"))?);
     for lib in ["libc.so.6", "ld-linux-aarch64.so.1"] {
         c.file(&format!("lib/aarch64-linux-gnu/{lib}"), 0o755, &read(&g.join("lib/aarch64-linux-gnu").join(lib))?);

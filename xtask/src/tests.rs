@@ -36,6 +36,7 @@ mod disk;
 mod placement;
 mod replication;
 mod scale;
+mod shared_pages;
 mod smp;
 
 type TestFn = fn(&mut Env, bool) -> Result<()>;
@@ -121,6 +122,7 @@ fn integration(native: bool) -> Vec<Test> {
         v.push(t("persistent-disk", false, |e, _| disk::persistent_disk(e)));
         v.push(t("disk-malformed-queue", false, |e, _| disk::malformed_queue(e)));
         v.push(t("monitor-code-local", false, |e, _| replication::monitor_code_local(e)));
+        v.push(t("replicate-shared", false, |e, _| shared_pages::replicate_shared(e)));
     }
     v
 }

@@ -1,0 +1,113 @@
+//! Integration test of page replication (issue 12, items 2, 3 and 6):
+//! a read-shared data set read from both nodes is replicated, a write
+//! collapses it and every reader sees the written data, and every frame
+//! comes back when the VM ends.
+
+use super::field;
+use crate::bench_placement::{initrd_with_memloop, roi_at};
+use crate::follow::{fail, follow, spawn};
+use anyhow::Result;
+
+/// The scene (MiB), larger than the model's 1 MiB cache, so every pass
+/// misses on every line.
+const SCENE_MIB: usize = 8;
+/// Workers: one per CPU of numa2, two per node.
+const WORKERS: usize = 4;
+/// Passes per phase: phase 1 must outlast the watch and the replication
+/// (two placement intervals of 100 ms); phase 2 is measured.
+const PASSES: usize = 6;
+/// Pages the parent rewrites before the final read.
+const PATCH: usize = 16;
+/// The steady phase's misses must be at least this % local.
+const MIN_STEADY_LOCAL: f64 = 90.0;
+
+/// The scene's word `i`, as sharedscan computes it.
+fn word(i: usize) -> u64 {
+    (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+/// The sums of the scene before and after sharedscan's patch.
+fn expected_sums() -> (u64, u64) {
+    let words = (SCENE_MIB << 20) / 8;
+    let before = (0..words).fold(0u64, |s, i| s.wrapping_add(word(i)));
+    let pages = words / 512;
+    let after = (0..PATCH.min(pages))
+        .map(|k| k * (pages / PATCH.min(pages)) * 512)
+        .fold(before, |s, i| s.wrapping_sub(word(i)).wrapping_add(!word(i)));
+    (before, after)
+}
+
+/// Numbers after `key` in a monitor statistics line, e.g. `replicated 12,`.
+fn stat(line: &str, key: &str) -> Option<u64> {
+    let rest = &line[line.find(key)? + key.len()..];
+    rest.trim_start().split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+/// `replicate-shared`: numa2 under the ccNUMA plugin with placement
+/// `replicate`; one VM with 4 vCPUs runs sharedscan (8 MiB scene, a
+/// worker pinned to each vCPU). Required: the monitor made replicas (and
+/// they hold copies on both nodes while the scene is read); the steady
+/// phase's misses are at least [`MIN_STEADY_LOCAL`] % local; the parent's
+/// patch collapsed replicated pages; every worker's checksum of the
+/// patched scene equals the host's; the VM's frames all come back.
+pub fn replicate_shared(env: &mut crate::boot::Env) -> Result<()> {
+    let initrd = initrd_with_memloop(env)?;
+    let text = format!(
+        "placement = \"replicate\"\n[[vm]]\nname = \"r\"\nvcpus = {WORKERS}\nmemory = \"256M\"\ninitrd = \"{}\"\n\
+         exec = \"sharedscan {SCENE_MIB} {WORKERS} {PASSES} {PATCH}\"\n",
+        initrd.display()
+    );
+    let (mut s, sim) = spawn(env, "numa2", "test-replicate-shared", &text, Some(""))?;
+    let lines = follow(&mut s, super::GUEST_TIMEOUT, None, |_, _| Ok(()))?;
+    let out: Vec<String> = lines.iter().filter_map(|l| l.strip_prefix("[r] ")).map(|l| l.trim().into()).collect();
+    let (before, after) = expected_sums();
+    let sums = field(&out, "sharedscan: before ").map_err(|e| fail(&s, e.to_string()))?;
+    if sums != format!("{before} after {after}") {
+        return Err(fail(&s, format!("sharedscan: before {sums}; the host computes {before} after {after}")));
+    }
+    for w in 0..WORKERS {
+        let sum = field(&out, &format!("sharedscan: worker {w}: checksum ")).map_err(|e| fail(&s, e.to_string()))?;
+        if sum != after.to_string() {
+            return Err(fail(&s, format!("worker {w} read checksum {sum} of the patched scene, the host {after}")));
+        }
+    }
+    let Some(repl) = lines.iter().find(|l| l.contains("stats: vm r: replication:")) else {
+        return Err(fail(&s, "no `replication:` statistics for vm r".into()));
+    };
+    let (made, collapses) = (stat(repl, "replicated").unwrap_or(0), stat(repl, "collapses").unwrap_or(0));
+    // A quarter of the scene's pages at least: the scene is 2048 pages.
+    if made < (SCENE_MIB as u64) << 6 {
+        return Err(fail(&s, format!("only {made} replicas made: {repl}")));
+    }
+    if collapses == 0 {
+        return Err(fail(&s, format!("the patch collapsed no replicated page: {repl}")));
+    }
+    if !lines.iter().any(|l| l.contains("all frames returned")) {
+        return Err(fail(&s, "no `all frames returned` after the VM ended".into()));
+    }
+    let report = sim.ok_or_else(|| fail(&s, "the run has no numa-sim plugin".into()))?.read_report()?;
+    let (_, warm) = roi_at(&report, 0)?;
+    let (ms, steady) = roi_at(&report, 1)?;
+    if steady < MIN_STEADY_LOCAL {
+        return Err(fail(&s, format!("steady phase {steady:.1}% local misses (warm-up {warm:.1}%): {repl}")));
+    }
+    println!("  replicate-shared: {made} replicas, {collapses} collapses; local misses {warm:.1}% warm-up, {steady:.1}% steady ({ms:.0} ms simulated)");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_statistics() {
+        let l = "disco: stats: vm r: replication: replicated 2048, replicas alive 12 per node [0, 12], collapses 16, watched 9";
+        assert_eq!(super::stat(l, "replicated"), Some(2048));
+        assert_eq!(super::stat(l, "collapses"), Some(16));
+        assert_eq!(super::stat(l, "missing"), None);
+    }
+
+    #[test]
+    fn the_patch_changes_the_sum() {
+        let (before, after) = super::expected_sums();
+        assert_ne!(before, after);
+    }
+}
