@@ -23,6 +23,7 @@ pub mod park;
 pub mod placement;
 pub mod pmap;
 pub mod policy;
+pub mod replica_protocol;
 mod range;
 pub mod ring;
 mod sync;

@@ -74,6 +74,9 @@ pub struct VmSpace {
     /// Replication state of pages being watched for writes, replicated or
     /// collapsed (`mm::replica`).
     pub(super) sharing: BTreeMap<u64, super::replica::Sharing>,
+    /// Guest pages of the kernel image (for the statistics: how much of
+    /// it is replicated).
+    pub kernel_image: core::ops::Range<u64>,
     nodes: usize,
 }
 
@@ -90,6 +93,7 @@ impl VmSpace {
             sample_cursor: 0,
             stats: SpaceStats { local: vec![0; nodes], remote: vec![0; nodes], ..Default::default() },
             sharing: BTreeMap::new(),
+            kernel_image: 0..0,
             nodes,
         };
         for &(node, vmid) in roots {
@@ -316,6 +320,11 @@ impl VmSpace {
             }
         }
         counts
+    }
+
+    /// Pages of `gpfns` with at least one replica.
+    pub fn replicated_in(&self, gpfns: core::ops::Range<u64>) -> usize {
+        gpfns.filter(|&g| self.pmap.get(g).is_some_and(|i| i.replicas != 0)).count()
     }
 
     /// Returns every frame to its node (only once no CPU runs the VM) and

@@ -233,6 +233,7 @@ impl Vm {
             return Err(format!("{} MiB is too small for kernel and initrd", self.ram_size >> 20));
         }
         self.write(entry, kernel)?;
+        self.space.lock().kernel_image = entry / PAGE_SIZE..(entry + kernel.len() as u64).div_ceil(PAGE_SIZE);
         if let Some((start, data)) = initrd {
             self.write(start, data)?;
             if let Some(extra) = spec.initrd_extra {
@@ -330,9 +331,11 @@ impl Vm {
     /// what placement did (pages migrated and frozen, sampling faults, and
     /// per node the share of accesses that were local, like `numastat`).
     pub fn print_stats(&self) {
-        let (frames, placement, replicas) = {
+        let (frames, placement, replicas, kernel) = {
             let space = self.space.lock();
-            (space.frames_per_node(), space.stats.clone(), space.replicas_per_node())
+            let image = space.kernel_image.clone();
+            let kernel = (space.replicated_in(image.clone()), image.end - image.start);
+            (space.frames_per_node(), space.stats.clone(), space.replicas_per_node(), kernel)
         };
         self.stats.print(&self.name, &frames);
         let mut shares = String::new();
@@ -350,13 +353,16 @@ impl Vm {
             placement.sampling_faults
         );
         crate::println!(
-            "stats: vm {}: replication: replicated {}, replicas alive {} per node {replicas:?}, collapses {}, watched {}, write faults {}",
+            "stats: vm {}: replication: replicated {}, replicas alive {} per node {replicas:?}, collapses {}, \
+             watched {}, write faults {}; kernel image {} of {} pages replicated",
             self.name,
             placement.replicated,
             replicas.iter().sum::<usize>(),
             placement.collapses,
             placement.watched,
-            placement.write_faults
+            placement.write_faults,
+            kernel.0,
+            kernel.1
         );
     }
 
