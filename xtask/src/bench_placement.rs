@@ -14,9 +14,14 @@
 //! - `local`: data touched and used on node 0: migration cannot gain, so
 //!   it must not cost.
 //!
-//! Modes: the monitor with first-touch placement and with migration
-//! (plugin counters), the all-local bound (the same workload started on
-//! node 0 under first-touch), and the native Debian kernel with
+//! - `scene` (`bench_scene.rs`): Disco's raytrace shape, a read-shared
+//!   scene read by workers on every CPU: only replication can make it
+//!   local.
+//!
+//! Modes: the monitor with first-touch placement, with migration (plugin
+//! counters) and, for `scene`, with replication; the all-local bound (the
+//! same workload started on node 0 under first-touch; for `scene`, every
+//! miss at local latency), and the native Debian kernel with
 //! `numa_balancing` off and on (as `bench autonuma`).
 
 use crate::bench::wrap;
@@ -31,9 +36,9 @@ use crate::util::{cache_dir, rel, root, write_if_changed};
 use anyhow::{bail, Context, Result};
 use std::time::{Duration, Instant};
 
-const TIMEOUT: Duration = Duration::from_secs(900);
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(900);
 /// NUMA balancing's scan delay and minimum period natively (as `bench autonuma`'s default).
-const SCAN_MS: u32 = 100;
+pub(crate) const SCAN_MS: u32 = 100;
 /// memloop sleeps this long after touching its buffer (the VM moves then).
 const WAIT_MS: u32 = 1000;
 
@@ -42,24 +47,24 @@ const WAIT_MS: u32 = 1000;
 pub struct PlacementArgs {
     #[arg(long, short, default_value = "numa2")]
     machine: String,
-    /// Hot data per workload (the hot-cold buffer is 4x this).
+    /// Hot data per workload (the hot-cold buffer is 4x this; the scene is this).
     #[arg(long, default_value_t = 16, value_name = "MIB")]
-    mib: u32,
-    /// Passes over the hot data.
+    pub(crate) mib: u32,
+    /// Passes over the hot data (the scene's workers make a tenth of them in each of two phases).
     #[arg(long, default_value_t = 100)]
-    passes: u32,
+    pub(crate) passes: u32,
     /// numa-sim parameters (k=v,...), as for `run --numa-sim=`.
     #[arg(long, default_value = "", value_name = "PARAMS")]
-    params: String,
+    pub(crate) params: String,
     /// The monitor's policy parameters, as for `run --placement-params`.
     #[arg(long, default_value = "", value_name = "PARAMS")]
-    placement_params: String,
+    pub(crate) placement_params: String,
     /// Only workloads whose name contains this.
     #[arg(long)]
     only: Option<String>,
     /// Skip the native Linux runs.
     #[arg(long)]
-    no_native: bool,
+    pub(crate) no_native: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -78,17 +83,20 @@ const WORKLOADS: [Workload; 3] = [
 ];
 
 /// One measured run.
-struct Row {
-    workload: &'static str,
-    mode: &'static str,
+pub(crate) struct Row {
+    pub(crate) workload: &'static str,
+    pub(crate) mode: &'static str,
     /// Simulated CPU time of the region of interest, summed over CPUs.
-    sim_ms: f64,
-    local_pct: f64,
-    migrated: Option<u64>,
-    /// Simulated cost of the monitor's mover per migrated page.
-    us_per_page: Option<f64>,
-    wall_s: f64,
-    checksum_ok: bool,
+    pub(crate) sim_ms: f64,
+    pub(crate) local_pct: f64,
+    pub(crate) migrated: Option<u64>,
+    /// Replica frames made (placement `replicate`).
+    pub(crate) replicated: Option<u64>,
+    /// Simulated cost of the monitor's mover per page it migrated or
+    /// replicated.
+    pub(crate) us_per_page: Option<f64>,
+    pub(crate) wall_s: f64,
+    pub(crate) checksum_ok: bool,
 }
 
 pub fn placement_cmd(a: PlacementArgs) -> Result<u8> {
@@ -121,7 +129,13 @@ pub fn placement_cmd(a: PlacementArgs) -> Result<u8> {
             }
         }
     }
-    let method = method(&m, far, &a);
+    if a.only.as_deref().is_none_or(|o| "scene".contains(o)) {
+        rows.extend(crate::bench_scene::rows(&mut env, &m, &a, &initrd)?);
+    }
+    let mut method = method(&m, far, &a);
+    if rows.iter().any(|r| r.workload == "scene") {
+        method = format!("{method} {}", crate::bench_scene::method(&a));
+    }
     print_table(&m, &rows);
     println!("{}", wrap(&method, 100));
     let json = to_json(&m, &a, &rows, &method);
@@ -203,13 +217,7 @@ fn monitor_run(
     }
     let report = sim.read_report()?;
     let output: Vec<String> = lines.iter().filter_map(|l| l.strip_prefix("[w] ")).map(String::from).collect();
-    let migrated = lines
-        .iter()
-        .rev()
-        .find_map(|l| l.split("stats: vm w: placement: migrated ").nth(1))
-        .and_then(|r| r.split(',').next())
-        .and_then(|n| n.trim().parse::<u64>().ok())
-        .unwrap_or(0);
+    let migrated = vm_stat(&lines, "placement: migrated ").unwrap_or(0);
     let charged_ns = report.path("charged.sim_ns").unwrap_or(0.0);
     let (sim_ms, local_pct) = roi_totals(&report)?;
     Ok(Row {
@@ -218,6 +226,7 @@ fn monitor_run(
         sim_ms,
         local_pct,
         migrated: Some(migrated),
+        replicated: None,
         us_per_page: (migrated > 0).then(|| charged_ns / 1e3 / migrated as f64),
         wall_s,
         checksum_ok: checksum_ok(&output, a),
@@ -243,15 +252,24 @@ fn native(env: &mut Env, m: &Machine, far: usize, a: &PlacementArgs, w: &Workloa
         sim_ms,
         local_pct,
         migrated,
+        replicated: None,
         us_per_page: None,
         wall_s: r.wall.as_secs_f64(),
         checksum_ok: checksum_ok(&r.output, a),
     })
 }
 
+/// The number after `key` in vm w's last statistics line that has it
+/// (`key` e.g. `placement: migrated `).
+pub(crate) fn vm_stat(lines: &[String], key: &str) -> Option<u64> {
+    let key = format!("stats: vm w: {key}");
+    let rest = lines.iter().rev().find_map(|l| Some(&l[l.find(&key)? + key.len()..]))?;
+    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
 /// Simulated CPU time (ms, all CPUs) and local-miss share (%, all nodes)
 /// of the first region of interest.
-fn roi_totals(r: &Json) -> Result<(f64, f64)> {
+pub(crate) fn roi_totals(r: &Json) -> Result<(f64, f64)> {
     roi_at(r, 0)
 }
 
@@ -273,18 +291,19 @@ pub(crate) fn roi_at(r: &Json, index: usize) -> Result<(f64, f64)> {
 fn print_table(m: &Machine, rows: &[Row]) {
     println!("placement on {} ({} nodes x {} CPUs)", m.name, m.nodes, m.cpus_per_node);
     println!(
-        "{:9} {:25} {:>12} {:>8} {:>9} {:>9} {:>7} {:>8}",
-        "workload", "mode", "sim CPU ms", "local %", "migrated", "us/page", "wall s", "checksum"
+        "{:9} {:25} {:>12} {:>8} {:>9} {:>9} {:>9} {:>7} {:>8}",
+        "workload", "mode", "sim CPU ms", "local %", "migrated", "replicas", "us/page", "wall s", "checksum"
     );
     let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     for r in rows {
         println!(
-            "{:9} {:25} {:12.1} {:8.2} {:>9} {:>9} {:7.1} {:>8}",
+            "{:9} {:25} {:12.1} {:8.2} {:>9} {:>9} {:>9} {:7.1} {:>8}",
             r.workload,
             r.mode,
             r.sim_ms,
             r.local_pct,
             opt(r.migrated.map(|n| n.to_string())),
+            opt(r.replicated.map(|n| n.to_string())),
             opt(r.us_per_page.map(|u| format!("{u:.2}"))),
             r.wall_s,
             if r.checksum_ok { "ok" } else { "WRONG" }
@@ -330,6 +349,17 @@ fn targets(rows: &[Row]) -> Vec<String> {
         let over = 100.0 * (mig.sim_ms / ft.sim_ms - 1.0);
         out.push(format!("local: migrate <= 2% slower than first-touch: {over:+.1}% ({})", verdict(over <= 2.0)));
     }
+    if let Some(rep) = get("scene", "replicate") {
+        let pct = rep.local_pct;
+        out.push(format!("scene: replicate >= 90% local misses: {pct:.1}% ({})", verdict(pct >= 90.0)));
+        if let Some(b) = get("scene", "all-local bound") {
+            let over = 100.0 * (rep.sim_ms / b.sim_ms - 1.0);
+            out.push(format!("scene: replicate within 10% of the all-local bound: {over:+.1}% ({})", verdict(over <= 10.0)));
+        }
+        if let Some(u) = rep.us_per_page {
+            out.push(format!("scene: simulated cost per replica or migrated page: {u:.2} us"));
+        }
+    }
     out
 }
 
@@ -366,7 +396,8 @@ fn to_json(m: &Machine, a: &PlacementArgs, rows: &[Row], method: &str) -> String
         .map(|r| {
             serde_json::json!({
                 "workload": r.workload, "mode": r.mode, "sim_cpu_ms": r.sim_ms, "local_pct": r.local_pct,
-                "pages_migrated": r.migrated, "sim_us_per_migrated_page": r.us_per_page,
+                "pages_migrated": r.migrated, "replicas_made": r.replicated,
+                "sim_us_per_moved_or_replicated_page": r.us_per_page,
                 "wall_s": r.wall_s, "checksum_ok": r.checksum_ok,
             })
         })

@@ -7,6 +7,7 @@ extern crate alloc; // numa/src/code_table.rs (shared with the no_std side) uses
 
 mod bench;
 mod bench_placement;
+mod bench_scene;
 mod bench_smp;
 mod boot;
 mod bundle;
@@ -127,7 +128,7 @@ enum BenchCmd {
     },
     /// Linux NUMA balancing off vs on under numa-sim: simulated time and local-miss %.
     Autonuma(numasim_bench::AutonumaArgs),
-    /// Page placement under numa-sim: first-touch vs migration vs all-local vs native AutoNUMA.
+    /// Page placement under numa-sim: first-touch vs migration (vs replication for the read-shared scene) vs all-local vs native AutoNUMA.
     Placement(bench_placement::PlacementArgs),
     /// The numa-sim plugin's slowdown of a native Linux boot.
     NumaSimCost(numasim_bench::CostArgs),
