@@ -23,8 +23,9 @@ fn vmid16() -> bool {
 }
 
 /// VMIDs the translation regime distinguishes: 65536 with 16-bit VMIDs,
-/// else 256. VMID 0 is the monitor's (no VM uses it), so at most one
-/// fewer VMs can run at once; more would share TLB entries.
+/// else 256. VMID 0 is the monitor's (no VM uses it); every stage-2 root
+/// (one per VM and node with CPUs) needs its own, or roots would share
+/// TLB entries.
 pub fn vmid_count() -> usize {
     if vmid16() {
         1 << 16
@@ -66,7 +67,7 @@ pub fn write_entry(table: u64, index: usize, value: u64) {
     unsafe { core::ptr::write_volatile((table as *mut u64).add(index.min(511)), value) };
 }
 
-/// One VM's stage-2 root and VMID.
+/// One stage-2 root of a VM and its VMID.
 pub struct Stage2 {
     root: u64,
     vmid: u16,

@@ -24,15 +24,27 @@ pub struct GuestRam<'a> {
 
 impl GuestRam<'_> {
     /// Calls `each(pa, offset, len)` for every page piece of
-    /// `[gpa, gpa + len)`, in order; the range is checked first.
-    fn pieces(&self, gpa: u64, len: usize, mut each: impl FnMut(u64, usize, usize)) -> Result<(), MemError> {
+    /// `[gpa, gpa + len)`, in order; the range is checked first. For a
+    /// `write`, each page is made writable first, as a guest write would
+    /// (replicas collapse, a watch ends), so no copy misses the data.
+    fn pieces(
+        &self,
+        gpa: u64,
+        len: usize,
+        write: bool,
+        mut each: impl FnMut(u64, usize, usize),
+    ) -> Result<(), MemError> {
         self.check_range(gpa, len as u64)?;
         let mut done = 0usize;
         while done < len {
             let at = gpa + done as u64;
             let chunk = ((PAGE_SIZE - at % PAGE_SIZE) as usize).min(len - done);
             let mut space = self.space.lock();
-            let frame = space.touch(at, self.node).ok_or(MemError { gpa: at, len: chunk as u64 })?;
+            let frame = match write {
+                true => space.touch_for_write(at, self.node),
+                false => space.touch(at, self.node),
+            };
+            let frame = frame.ok_or(MemError { gpa: at, len: chunk as u64 })?;
             // The copy happens under the lock: the page cannot move meanwhile.
             each(frame | (at % PAGE_SIZE), done, chunk);
             drop(space);
@@ -44,7 +56,7 @@ impl GuestRam<'_> {
 
 impl GuestMemory for GuestRam<'_> {
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemError> {
-        self.pieces(gpa, buf.len(), |pa, at, n| {
+        self.pieces(gpa, buf.len(), false, |pa, at, n| {
             // SAFETY: `pa` is a frame of this VM's RAM, held under its space
             // lock; the guest may write it concurrently (as with a DMA
             // device), which changes only the bytes read.
@@ -53,7 +65,7 @@ impl GuestMemory for GuestRam<'_> {
     }
 
     fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), MemError> {
-        self.pieces(gpa, data.len(), |pa, at, n| {
+        self.pieces(gpa, data.len(), true, |pa, at, n| {
             // SAFETY: as for read: a frame of this VM's RAM under its lock.
             unsafe { mem::slice_mut(pa, n) }.copy_from_slice(&data[at..at + n])
         })

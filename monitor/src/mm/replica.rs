@@ -197,6 +197,22 @@ impl VmSpace {
         Some(resolved)
     }
 
+    /// Backs `ipa` as [`VmSpace::touch`] does, for a write by the monitor
+    /// itself (a device's DMA, the loader): a replicated page collapses and
+    /// a watched one ends its watch first, as a guest write would, since
+    /// no stage-2 fault tells the monitor about its own writes. Returns
+    /// the machine address of the frame to write.
+    pub fn touch_for_write(&mut self, ipa: u64, node: NodeId) -> Option<u64> {
+        let pa = self.touch(ipa, node)?;
+        let gpfn = ipa / PAGE_SIZE;
+        let info = self.page(gpfn)?;
+        if info.state == PageState::Private && !self.sharing(gpfn).watched {
+            return Some(pa);
+        }
+        self.write_fault(ipa, node)?;
+        self.page(gpfn).map(|i| i.pa)
+    }
+
     /// Frees every replica this VM holds (memory ran short): each
     /// replicated page collapses to its master, kept read-only until a
     /// write faults. Returns the frames freed.

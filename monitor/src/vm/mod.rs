@@ -268,7 +268,7 @@ impl Vm {
             if !self.is_ram(at) {
                 return Err(format!("guest address {at:#x} is not RAM"));
             }
-            let pa = self.space.lock().touch(at, self.home()).ok_or("out of memory")? | (at % PAGE_SIZE);
+            let pa = self.space.lock().touch_for_write(at, self.home()).ok_or("out of memory")? | (at % PAGE_SIZE);
             let chunk = ((PAGE_SIZE - (at % PAGE_SIZE)) as usize).min(data.len() - done);
             // SAFETY: `pa` is a frame of this VM's memory, which only it uses.
             unsafe { mem::slice_mut(pa, chunk) }.copy_from_slice(&data[done..done + chunk]);
