@@ -37,6 +37,7 @@ mod placement;
 mod replication;
 mod scale;
 mod shared_pages;
+mod sharing;
 mod smp;
 
 type TestFn = fn(&mut Env, bool) -> Result<()>;
@@ -123,6 +124,7 @@ fn integration(native: bool) -> Vec<Test> {
         v.push(t("disk-malformed-queue", false, |e, _| disk::malformed_queue(e)));
         v.push(t("monitor-code-local", false, |e, _| replication::monitor_code_local(e)));
         v.push(t("replicate-shared", false, |e, _| shared_pages::replicate_shared(e)));
+        v.push(t("boot-image-shared", false, |e, _| sharing::boot_image_shared(e)));
     }
     v
 }

@@ -5,6 +5,7 @@
 //! nodes that use them (`placement`, `mover`). Nothing here knows the
 //! scheduler or the VM registry: callers pass the space and the node.
 
+pub mod boot_image;
 pub mod code;
 pub mod counters;
 pub mod fault;

@@ -204,6 +204,15 @@ pub fn run(space: &Mutex<VmSpace>, hot: &Hot, interval: u32, here: NodeId) -> us
             }
         }
         match policy::decide(params, counts, info.node, &info, interval) {
+            // A page that moved before and now wants another node is read
+            // by several nodes in turn (one interval sees one of them): if
+            // nobody writes it, the new reader gets a replica instead.
+            Action::Migrate(node) if replicating && info.moves > 0 && !space.sharing(gpfn).written => {
+                match space.sharing(gpfn).watched {
+                    true => copies.push((gpfn, 1 << node)),
+                    false => watch.push(gpfn),
+                }
+            }
             Action::Migrate(node) if moves.len() < params.batch => moves.push((gpfn, node)),
             Action::Freeze => freeze.push(gpfn),
             _ => {}

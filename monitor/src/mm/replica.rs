@@ -48,6 +48,9 @@ pub enum WriteFault {
     Unwatched,
     /// The page was replicated: its copies are gone, the master writable.
     Collapsed,
+    /// The page was a shared frame (a boot image's): it has a private
+    /// copy now, writable.
+    CopiedOnWrite,
 }
 
 /// A node keeps this share of its frames free of replicas: replicas are
@@ -167,6 +170,7 @@ impl VmSpace {
         let info = self.page(gpfn)?;
         let sharing = self.sharing.get_mut(&gpfn);
         let resolved = match (info.state, sharing) {
+            (PageState::CowShared, _) => return self.break_cow(gpfn, info.pa, here).then_some(WriteFault::CopiedOnWrite),
             (PageState::ReadShared, _) => WriteFault::Collapsed,
             (PageState::Private, Some(s)) if s.watched => WriteFault::Unwatched,
             _ => return None,
@@ -195,6 +199,60 @@ impl VmSpace {
             *s = Sharing { watched: false, written: true, collapses: s.collapses.saturating_add(1) };
         }
         Some(resolved)
+    }
+
+    /// Maps `frames` (shared references, e.g. a boot image's) at guest
+    /// pages `first..`, read-only and `CowShared`: a write copies the page.
+    /// False (the rest of the frames dropped) if a page was mapped already.
+    pub fn map_shared(&mut self, first: u64, frames: Vec<numa::memmap::Frame>, here: NodeId) -> bool {
+        let mut ok = true;
+        for (gpfn, frame) in (first..).zip(frames) {
+            let pa = frame.pa();
+            if !ok {
+                frames::free(frame, here);
+                continue;
+            }
+            if let Err(frame) = self.pmap.map(gpfn, frame) {
+                frames::free(frame, here);
+                ok = false;
+                continue;
+            }
+            self.pmap.set_state(gpfn, PageState::CowShared);
+            ok = self.set(gpfn * PAGE_SIZE, Pte::page(pa, Perm::RX)).is_some();
+        }
+        Stage2::publish();
+        ok
+    }
+
+    /// Pages mapped copy-on-write from a shared frame.
+    pub fn cow_shared_pages(&self) -> usize {
+        self.pmap.iter_mapped().filter(|(_, i)| i.state == PageState::CowShared).count()
+    }
+
+    /// Gives a `CowShared` page its own frame, a copy, mapped writable in
+    /// every root; the shared frame loses a reference. False: no memory.
+    fn break_cow(&mut self, gpfn: u64, shared: u64, here: NodeId) -> bool {
+        let Some(frame) = frames::alloc(here, Use::Guest { vm: self.vm(), gpfn }) else { return false };
+        let (ipa, pa) = (gpfn * PAGE_SIZE, frame.pa());
+        copy_frame(pa, shared);
+        // Another frame: break, invalidate, make.
+        let _ = self.set(ipa, Pte::EMPTY);
+        self.invalidate(&[ipa]);
+        match self.pmap.replace(gpfn, frame) {
+            Ok(old) => {
+                frames::free(old, here);
+                self.pmap.set_state(gpfn, PageState::Private);
+                self.pmap.reset_moves(gpfn);
+                let _ = self.set(ipa, Pte::page(pa, Perm::RWX));
+            }
+            Err(frame) => {
+                frames::free(frame, here);
+                let _ = self.set(ipa, Pte::page(shared, Perm::RX));
+            }
+        }
+        Stage2::publish();
+        self.stats.cow_breaks += 1;
+        true
     }
 
     /// Backs `ipa` as [`VmSpace::touch`] does, for a write by the monitor

@@ -35,6 +35,8 @@ pub struct SpaceStats {
     /// writes that ended such a watch.
     pub watched: u64,
     pub write_faults: u64,
+    /// Shared (boot image) pages the guest wrote, each now its own copy.
+    pub cow_breaks: u64,
     pub frozen: u64,
     pub sampling_faults: u64,
     /// Per requesting node: accesses (misses or sampled touches) to pages
@@ -299,9 +301,16 @@ impl VmSpace {
         self.pmap.get(gpfn)
     }
 
-    /// Frames the VM holds per node: guest pages and page tables.
+    /// Frames the VM holds per node: its own guest pages, replicas and
+    /// page tables (not the boot-image frames it shares).
     pub fn frames_per_node(&self) -> Vec<usize> {
-        let mut frames = self.pmap.mapped_per_node(self.nodes);
+        // Shared frames (boot images) are the image cache's, not the VM's.
+        let mut frames = vec![0; self.nodes];
+        for (_, info) in self.pmap.iter_mapped().filter(|(_, i)| i.state != PageState::CowShared) {
+            if let Some(count) = frames.get_mut(info.node) {
+                *count += 1;
+            }
+        }
         let tables = self.roots.iter().flat_map(|r| r.tables.values().chain([&r.frame]));
         for frame in tables.chain(self.pmap.replica_frames()) {
             if let Some(count) = frames.get_mut(frame.node()) {

@@ -280,6 +280,7 @@ fn move_vm(id: usize, node: usize) {
 
 /// The last VM ended: check that all memory came back, then power off.
 fn finish() -> ! {
+    mm::boot_image::release_all(sched::node_of(cpu::index()));
     let now = frames::free_bytes();
     let baseline = BASELINE.get().cloned().unwrap_or_default();
     for (node, (&free, &base)) in now.iter().zip(&baseline).enumerate() {

@@ -13,7 +13,7 @@ pub mod stats;
 use crate::{
     arch::{context::El1Context, gicv3, mem, stage2::PAGE_SIZE, vcpu::VcpuRegs},
     io::{blk::ImageDisk, console::GuestLines},
-    mm::VmSpace,
+    mm::{boot_image, VmSpace},
 };
 use alloc::{boxed::Box, format, string::String, sync::Arc, vec::Vec};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -232,10 +232,10 @@ impl Vm {
         if entry + image_size.max(kernel.len() as u64) > low {
             return Err(format!("{} MiB is too small for kernel and initrd", self.ram_size >> 20));
         }
-        self.write(entry, kernel)?;
+        self.load_shared(entry, kernel)?;
         self.space.lock().kernel_image = entry / PAGE_SIZE..(entry + kernel.len() as u64).div_ceil(PAGE_SIZE);
         if let Some((start, data)) = initrd {
-            self.write(start, data)?;
+            self.load_shared(start, data)?;
             if let Some(extra) = spec.initrd_extra {
                 self.write(start + extra_at as u64, extra)?;
             }
@@ -258,6 +258,19 @@ impl Vm {
         }
         self.write(dtb, &blob)?;
         Ok((entry, dtb))
+    }
+
+    /// Loads a boot image (kernel or base initrd) at the page-aligned `ipa`:
+    /// its whole pages are mapped copy-on-write from frames every VM that
+    /// boots the same image shares (`mm::boot_image`), its last partial
+    /// page is written privately.
+    fn load_shared(&self, ipa: u64, data: &'static [u8]) -> Result<(), String> {
+        let pages = data.len() / PAGE_SIZE as usize;
+        let frames = boot_image::share(data, pages, self.home()).ok_or("out of memory for a shared boot image")?;
+        if !self.space.lock().map_shared(ipa / PAGE_SIZE, frames, self.home()) {
+            return Err(format!("boot image at {ipa:#x} overlaps memory already loaded"));
+        }
+        self.write(ipa + (pages as u64) * PAGE_SIZE, &data[pages * PAGE_SIZE as usize..])
     }
 
     /// Copies `data` into guest memory at `ipa`, page by page through stage 2.
@@ -331,11 +344,12 @@ impl Vm {
     /// what placement did (pages migrated and frozen, sampling faults, and
     /// per node the share of accesses that were local, like `numastat`).
     pub fn print_stats(&self) {
-        let (frames, placement, replicas, kernel) = {
+        let (frames, placement, replicas, kernel, shared) = {
             let space = self.space.lock();
+            let shared = space.cow_shared_pages();
             let image = space.kernel_image.clone();
             let kernel = (space.replicated_in(image.clone()), image.end - image.start);
-            (space.frames_per_node(), space.stats.clone(), space.replicas_per_node(), kernel)
+            (space.frames_per_node(), space.stats.clone(), space.replicas_per_node(), kernel, shared)
         };
         self.stats.print(&self.name, &frames);
         let mut shares = String::new();
@@ -354,7 +368,8 @@ impl Vm {
         );
         crate::println!(
             "stats: vm {}: replication: replicated {}, replicas alive {} per node {replicas:?}, collapses {}, \
-             watched {}, write faults {}; kernel image {} of {} pages replicated",
+             watched {}, write faults {}; kernel image {} of {} pages replicated; boot image pages shared {}, \
+             copied on write {}",
             self.name,
             placement.replicated,
             replicas.iter().sum::<usize>(),
@@ -362,7 +377,9 @@ impl Vm {
             placement.watched,
             placement.write_faults,
             kernel.0,
-            kernel.1
+            kernel.1,
+            shared,
+            placement.cow_breaks
         );
     }
 
