@@ -6,6 +6,14 @@
 //! page alone (`VmSpace::write_fault`). Pages a guest only reads or runs
 //! (most of the kernel text) stay one copy for all VMs.
 //!
+//! A kernel patches its own text at boot (ftrace rewrites every function's
+//! entry, alternatives patch instructions), so most text pages are copied
+//! on write while a VM boots, every VM making the same copy. The image
+//! therefore also keeps each page *as booted*: the first VM that offers a
+//! stable copy of a page provides it, and a VM whose copy has equal
+//! content maps that one instead (`mm::merge`), as VMware ESX and KSM
+//! merge equal pages, but only at known offsets of a known image.
+//!
 //! The cache keeps one reference of its own, so a VM that restarts finds
 //! its images loaded; [`release_all`] drops it when the last VM ended.
 
@@ -23,6 +31,8 @@ struct Image {
     key: (usize, usize),
     /// One frame per whole page of the image.
     frames: Vec<Frame>,
+    /// Per page, its content as booted guests left it (see the module doc).
+    booted: Vec<Option<Frame>>,
 }
 
 static IMAGES: Mutex<Vec<Image>> = Mutex::new(Vec::new());
@@ -35,8 +45,9 @@ fn owner(index: usize, block: usize) -> Use {
 
 /// References to the frames holding the first `pages` whole pages of
 /// `data` (loaded into frames from `node` on first use), one memmap
-/// reference per frame for the caller. None: out of memory.
-pub fn share(data: &'static [u8], pages: usize, node: NodeId) -> Option<Vec<Frame>> {
+/// reference per frame for the caller, and the image's index (for
+/// [`offer_booted`]). None: out of memory.
+pub fn share(data: &'static [u8], pages: usize, node: NodeId) -> Option<(usize, Vec<Frame>)> {
     let key = (data.as_ptr() as usize, data.len());
     let map = frames::memmap();
     let mut images = IMAGES.lock();
@@ -55,18 +66,44 @@ pub fn share(data: &'static [u8], pages: usize, node: NodeId) -> Option<Vec<Fram
                 mem::clean_for_guest(frame.pa(), PAGE_SIZE);
                 loaded.push(frame);
             }
-            images.push(Image { key, frames: loaded });
+            let booted = loaded.iter().map(|_| None).collect();
+            images.push(Image { key, frames: loaded, booted });
             index
         }
     };
     let frames = &images[index].frames;
-    (frames.len() >= pages).then(|| frames[..pages].iter().map(|f| map.share(f)).collect())
+    (frames.len() >= pages).then(|| (index, frames[..pages].iter().map(|f| map.share(f)).collect()))
+}
+
+/// A VM offers its copy (at machine address `pa`, read-only while this
+/// runs) of page `page` of image `index`: a reference to the image's
+/// booted frame if it has the same content (the caller maps it instead of
+/// its own), or if there was none yet (the copy becomes it, copied into a
+/// frame from `node`). None: a different content, or no memory.
+pub fn offer_booted(index: usize, page: usize, pa: u64, node: NodeId) -> Option<Frame> {
+    let mut images = IMAGES.lock();
+    let image = images.get_mut(index)?;
+    let map = frames::memmap();
+    let block = image.frames.len() + page;
+    match image.booted.get(page)? {
+        // SAFETY: both are whole frames nobody writes: the caller's copy
+        // is mapped read-only, a booted frame only ever read-only.
+        Some(frame) => unsafe { mem::slice(frame.pa(), PAGE_SIZE as usize) == mem::slice(pa, PAGE_SIZE as usize) }
+            .then(|| map.share(frame)),
+        None => {
+            let frame = frames::alloc(node, owner(index, block))?;
+            crate::arch::stage2::copy_frame(frame.pa(), pa);
+            let copy = map.share(&frame);
+            image.booted[page] = Some(frame);
+            Some(copy)
+        }
+    }
 }
 
 /// Drops the cache's own references (the last VM ended): frames no VM
 /// maps go back to their nodes.
 pub fn release_all(here: NodeId) {
     for image in core::mem::take(&mut *IMAGES.lock()) {
-        image.frames.into_iter().for_each(|f| frames::free(f, here));
+        image.frames.into_iter().chain(image.booted.into_iter().flatten()).for_each(|f| frames::free(f, here));
     }
 }

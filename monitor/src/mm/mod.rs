@@ -11,6 +11,7 @@ pub mod counters;
 pub mod fault;
 pub mod frames;
 pub mod guest;
+pub mod merge;
 pub mod placement;
 pub mod replica;
 pub mod space;

@@ -16,6 +16,9 @@
 //!   tells which node uses it, as Linux's NUMA hinting faults do. A page
 //!   then has at most one touch per interval, so the trigger is 1.
 //!
+//! Every interval, in every mode, also merges each VM's stable copies of
+//! boot-image pages back into shared frames (`mm::merge`).
+//!
 //! One CPU at a time runs an interval (whichever claims it first; the
 //! scheduler arms CPU 0's timer for it), for all VMs.
 
@@ -98,12 +101,13 @@ pub fn init(mode: Option<Mode>, params: Params, ticks_per_ms: u64, now: u64) {
                     Source::Sampling => "software sampling (stage-2 hinting faults)",
                 }
             );
-            NEXT.store(now + ticks, Ordering::Release);
             if source == Source::Plugin {
                 counters::set_trigger(params.trigger);
             }
         }
     }
+    // Intervals run in every mode: boot-image pages are merged in each.
+    NEXT.store(now + ticks, Ordering::Release);
     CONFIG.call_once(|| Config { mode, source, params, ticks });
 }
 
@@ -117,7 +121,7 @@ pub fn deadline() -> Option<u64> {
 pub fn claim(now: u64) -> Option<u32> {
     let config = CONFIG.get()?;
     let due = NEXT.load(Ordering::Acquire);
-    if now < due || config.mode == Mode::FirstTouch {
+    if now < due {
         return None;
     }
     NEXT.compare_exchange(due, now + config.ticks, Ordering::AcqRel, Ordering::Relaxed).ok()?;
@@ -141,7 +145,7 @@ const SCAN_EVERY: u32 = 10;
 /// Starts interval `interval`: takes the plugin's queued hot pages and
 /// finds whose guest pages they are (the memmap records it per frame).
 pub fn begin(interval: u32) -> Hot {
-    if CONFIG.get().is_none_or(|c| c.source != Source::Plugin) {
+    if CONFIG.get().is_none_or(|c| c.source != Source::Plugin || c.mode == Mode::FirstTouch) {
         return Hot::Scan;
     }
     let mut pfns = Vec::new();
@@ -163,7 +167,7 @@ pub fn begin(interval: u32) -> Hot {
 
 /// Ends an interval: the plugin's counters start again from zero.
 pub fn end() {
-    if CONFIG.get().is_some_and(|c| c.source == Source::Plugin) {
+    if CONFIG.get().is_some_and(|c| c.source == Source::Plugin && c.mode != Mode::FirstTouch) {
         counters::reset_all();
     }
 }
@@ -173,6 +177,10 @@ pub fn end() {
 pub fn run(space: &Mutex<VmSpace>, hot: &Hot, interval: u32, here: NodeId) -> usize {
     let Some(config) = CONFIG.get() else { return 0 };
     let mut space = space.lock();
+    space.merge_boot_pages(here);
+    if config.mode == Mode::FirstTouch {
+        return 0;
+    }
     let nodes = frames::memmap().node_count().min(MAX_COUNTED_NODES);
     let mut moves: Vec<(u64, NodeId)> = Vec::new();
     let mut freeze: Vec<u64> = Vec::new();

@@ -39,6 +39,8 @@ pub struct Sharing {
     pub written: bool,
     /// Collapses (and writes that ended a watch) since its last freeze.
     pub collapses: u8,
+    /// Times `mm::merge` watched it to merge it with its boot image.
+    pub merge_tries: u8,
 }
 
 /// How a write fault on a write-protected page was resolved.
@@ -196,15 +198,17 @@ impl VmSpace {
             self.stats.write_faults += 1;
         }
         if let Some(s) = self.sharing.get_mut(&gpfn) {
-            *s = Sharing { watched: false, written: true, collapses: s.collapses.saturating_add(1) };
+            *s = Sharing { watched: false, written: true, collapses: s.collapses.saturating_add(1), ..*s };
         }
         Some(resolved)
     }
 
-    /// Maps `frames` (shared references, e.g. a boot image's) at guest
-    /// pages `first..`, read-only and `CowShared`: a write copies the page.
-    /// False (the rest of the frames dropped) if a page was mapped already.
-    pub fn map_shared(&mut self, first: u64, frames: Vec<numa::memmap::Frame>, here: NodeId) -> bool {
+    /// Maps `frames` (shared references to boot image `image`'s pages) at
+    /// guest pages `first..`, read-only and `CowShared`: a write copies the
+    /// page. False (the rest of the frames dropped) if a page was mapped
+    /// already.
+    pub fn map_shared(&mut self, first: u64, (image, frames): (usize, Vec<numa::memmap::Frame>), here: NodeId) -> bool {
+        self.boot_images.push((first, frames.len(), image));
         let mut ok = true;
         for (gpfn, frame) in (first..).zip(frames) {
             let pa = frame.pa();

@@ -37,6 +37,8 @@ pub struct SpaceStats {
     pub write_faults: u64,
     /// Shared (boot image) pages the guest wrote, each now its own copy.
     pub cow_breaks: u64,
+    /// Private copies of boot-image pages merged back (`mm::merge`).
+    pub merged: u64,
     pub frozen: u64,
     pub sampling_faults: u64,
     /// Per requesting node: accesses (misses or sampled touches) to pages
@@ -79,6 +81,9 @@ pub struct VmSpace {
     /// Guest pages of the kernel image (for the statistics: how much of
     /// it is replicated).
     pub kernel_image: core::ops::Range<u64>,
+    /// Boot images mapped from `mm::boot_image`: (first guest page,
+    /// pages, image index).
+    pub(super) boot_images: Vec<(u64, usize, usize)>,
     nodes: usize,
 }
 
@@ -96,6 +101,7 @@ impl VmSpace {
             stats: SpaceStats { local: vec![0; nodes], remote: vec![0; nodes], ..Default::default() },
             sharing: BTreeMap::new(),
             kernel_image: 0..0,
+            boot_images: Vec::new(),
             nodes,
         };
         for &(node, vmid) in roots {

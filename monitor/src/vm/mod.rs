@@ -369,7 +369,7 @@ impl Vm {
         crate::println!(
             "stats: vm {}: replication: replicated {}, replicas alive {} per node {replicas:?}, collapses {}, \
              watched {}, write faults {}; kernel image {} of {} pages replicated; boot image pages shared {}, \
-             copied on write {}",
+             copied on write {}, merged back {}",
             self.name,
             placement.replicated,
             replicas.iter().sum::<usize>(),
@@ -379,7 +379,8 @@ impl Vm {
             kernel.0,
             kernel.1,
             shared,
-            placement.cow_breaks
+            placement.cow_breaks,
+            placement.merged
         );
     }
 
