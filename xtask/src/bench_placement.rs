@@ -31,41 +31,14 @@ use crate::machine::{self, Machine};
 use crate::numasim::payload;
 use crate::numasim_bench::{native_run, numa_balancing_script};
 use crate::numasim_json::Json;
+use crate::placement_runs::{roi_at, vm_stat, PlacementArgs, Row, SCAN_MS, TIMEOUT};
 use crate::qemu;
 use crate::util::{cache_dir, rel, root, write_if_changed};
 use anyhow::{bail, Context, Result};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-pub(crate) const TIMEOUT: Duration = Duration::from_secs(900);
-/// NUMA balancing's scan delay and minimum period natively (as `bench autonuma`'s default).
-pub(crate) const SCAN_MS: u32 = 100;
 /// memloop sleeps this long after touching its buffer (the VM moves then).
 const WAIT_MS: u32 = 1000;
-
-/// Options of `cargo xtask bench placement`.
-#[derive(clap::Args, Debug)]
-pub struct PlacementArgs {
-    #[arg(long, short, default_value = "numa2")]
-    machine: String,
-    /// Hot data per workload (the hot-cold buffer is 4x this; the scene is this).
-    #[arg(long, default_value_t = 16, value_name = "MIB")]
-    pub(crate) mib: u32,
-    /// Passes over the hot data (the scene's workers make a tenth of them in each of two phases).
-    #[arg(long, default_value_t = 100)]
-    pub(crate) passes: u32,
-    /// numa-sim parameters (k=v,...), as for `run --numa-sim=`.
-    #[arg(long, default_value = "", value_name = "PARAMS")]
-    pub(crate) params: String,
-    /// The monitor's policy parameters, as for `run --placement-params`.
-    #[arg(long, default_value = "", value_name = "PARAMS")]
-    pub(crate) placement_params: String,
-    /// Only workloads whose name contains this.
-    #[arg(long)]
-    only: Option<String>,
-    /// Skip the native Linux runs.
-    #[arg(long)]
-    pub(crate) no_native: bool,
-}
 
 #[derive(Clone, Copy)]
 struct Workload {
@@ -81,23 +54,6 @@ const WORKLOADS: [Workload; 3] = [
     Workload { name: "hot-cold", size_factor: 4, moved: true },
     Workload { name: "local", size_factor: 1, moved: false },
 ];
-
-/// One measured run.
-pub(crate) struct Row {
-    pub(crate) workload: &'static str,
-    pub(crate) mode: &'static str,
-    /// Simulated CPU time of the region of interest, summed over CPUs.
-    pub(crate) sim_ms: f64,
-    pub(crate) local_pct: f64,
-    pub(crate) migrated: Option<u64>,
-    /// Replica frames made (placement `replicate`).
-    pub(crate) replicated: Option<u64>,
-    /// Simulated cost of the monitor's mover per page it migrated or
-    /// replicated.
-    pub(crate) us_per_page: Option<f64>,
-    pub(crate) wall_s: f64,
-    pub(crate) checksum_ok: bool,
-}
 
 pub fn placement_cmd(a: PlacementArgs) -> Result<u8> {
     let m = machine::load(&a.machine)?;
@@ -261,33 +217,10 @@ fn native(env: &mut Env, m: &Machine, far: usize, a: &PlacementArgs, w: &Workloa
     })
 }
 
-/// The number after `key` in vm w's last statistics line that has it
-/// (`key` e.g. `placement: migrated `).
-pub(crate) fn vm_stat(lines: &[String], key: &str) -> Option<u64> {
-    let key = format!("stats: vm w: {key}");
-    let rest = lines.iter().rev().find_map(|l| Some(&l[l.find(&key)? + key.len()..]))?;
-    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
-}
-
 /// Simulated CPU time (ms, all CPUs) and local-miss share (%, all nodes)
 /// of the first region of interest.
 pub(crate) fn roi_totals(r: &Json) -> Result<(f64, f64)> {
     roi_at(r, 0)
-}
-
-/// Simulated CPU time (ms, all CPUs) and local-miss share (%, all nodes)
-/// of region of interest `index`.
-pub(crate) fn roi_at(r: &Json, index: usize) -> Result<(f64, f64)> {
-    let roi = r
-        .get("roi")
-        .and_then(|v| v.at(index))
-        .with_context(|| format!("no region of interest {index} in the report (did the workload run?)"))?;
-    let sum = |list: &str, key: &str| -> f64 {
-        roi.get(list).map(Json::items).unwrap_or_default().iter().filter_map(|c| c.get(key)?.num()).sum()
-    };
-    let (local, remote) = (sum("nodes", "local_misses"), sum("nodes", "remote_misses"));
-    let pct = if local + remote > 0.0 { 100.0 * local / (local + remote) } else { 0.0 };
-    Ok((sum("cpus", "sim_ns") / 1e6, pct))
 }
 
 fn print_table(m: &Machine, rows: &[Row]) {
@@ -358,7 +291,10 @@ fn targets(rows: &[Row]) -> Vec<String> {
         out.push(format!("scene: replicate >= 90% local misses: {pct:.1}% ({})", verdict(pct >= 90.0)));
         if let Some(b) = get("scene", "all-local bound") {
             let over = 100.0 * (rep.sim_ms / b.sim_ms - 1.0);
-            out.push(format!("scene: replicate within 10% of the all-local bound: {over:+.1}% ({})", verdict(over <= 10.0)));
+            out.push(format!(
+                "scene: replicate within 10% of the all-local bound: {over:+.1}% ({})",
+                verdict(over <= 10.0)
+            ));
         }
         if let Some(u) = rep.us_per_page {
             out.push(format!("scene: simulated cost per replica or migrated page: {u:.2} us"));

@@ -11,12 +11,12 @@
 //! had its own copy from the start), and native Linux with NUMA balancing
 //! off and on.
 
-use crate::bench_placement::{roi_at, vm_stat, PlacementArgs, Row, SCAN_MS, TIMEOUT};
 use crate::boot::Env;
 use crate::follow::{follow, spawn};
 use crate::machine::Machine;
 use crate::numasim_bench::{native_run, numa_balancing_script};
 use crate::numasim_json::Json;
+use crate::placement_runs::{roi_at, vm_stat, PlacementArgs, Row, SCAN_MS, TIMEOUT};
 use anyhow::Result;
 use std::path::Path;
 use std::time::Instant;
@@ -79,8 +79,11 @@ pub fn rows(env: &mut Env, m: &Machine, a: &PlacementArgs, initrd: &Path) -> Res
             let tag = format!("bench-placement-scene-native-{}", if on { "on" } else { "off" });
             let r = native_run(env, m, &cmd, &a.params, &tag)?;
             let (sim_ms, local_pct) = both_phases(&r.report)?;
-            let migrated =
-                r.output.iter().find_map(|l| l.strip_prefix("numa_pages_migrated ")).and_then(|n| n.trim().parse().ok());
+            let migrated = r
+                .output
+                .iter()
+                .find_map(|l| l.strip_prefix("numa_pages_migrated "))
+                .and_then(|n| n.trim().parse().ok());
             let mode = if on { "native numa_balancing=1" } else { "native numa_balancing=0" };
             eprintln!("bench: scene / {mode}: {sim_ms:.1} ms simulated, {local_pct:.1}% local");
             rows.push(Row {

@@ -24,6 +24,7 @@ mod manifest;
 mod numasim;
 mod numasim_bench;
 mod numasim_json;
+mod placement_runs;
 mod qemu;
 mod setup;
 mod tests;
@@ -129,7 +130,7 @@ enum BenchCmd {
     /// Linux NUMA balancing off vs on under numa-sim: simulated time and local-miss %.
     Autonuma(numasim_bench::AutonumaArgs),
     /// Page placement under numa-sim: first-touch vs migration (vs replication for the read-shared scene) vs all-local vs native AutoNUMA.
-    Placement(bench_placement::PlacementArgs),
+    Placement(placement_runs::PlacementArgs),
     /// The numa-sim plugin's slowdown of a native Linux boot.
     NumaSimCost(numasim_bench::CostArgs),
     /// N parallel CPU-bound processes in a guest with N vCPUs vs natively with N CPUs: time ratio per N.

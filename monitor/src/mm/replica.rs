@@ -172,7 +172,9 @@ impl VmSpace {
         let info = self.page(gpfn)?;
         let sharing = self.sharing.get_mut(&gpfn);
         let resolved = match (info.state, sharing) {
-            (PageState::CowShared, _) => return self.break_cow(gpfn, info.pa, here).then_some(WriteFault::CopiedOnWrite),
+            (PageState::CowShared, _) => {
+                return self.break_cow(gpfn, info.pa, here).then_some(WriteFault::CopiedOnWrite)
+            }
             (PageState::ReadShared, _) => WriteFault::Collapsed,
             (PageState::Private, Some(s)) if s.watched => WriteFault::Unwatched,
             _ => return None,

@@ -186,9 +186,8 @@ impl VmSpace {
         }
         let owner = Use::Guest { vm: self.vm, gpfn };
         // Replicas are the first memory to go when memory runs short.
-        let frame = frames::alloc(node, owner).or_else(|| {
-            (self.reclaim_replicas(node) > 0).then(|| frames::alloc(node, owner)).flatten()
-        })?;
+        let frame = frames::alloc(node, owner)
+            .or_else(|| (self.reclaim_replicas(node) > 0).then(|| frames::alloc(node, owner)).flatten())?;
         let pa = frame.pa();
         if let Err(frame) = self.pmap.map(gpfn, frame) {
             frames::free(frame, node);

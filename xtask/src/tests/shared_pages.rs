@@ -4,8 +4,9 @@
 //! comes back when the VM ends.
 
 use super::field;
-use crate::bench_placement::{initrd_with_memloop, roi_at};
+use crate::bench_placement::initrd_with_memloop;
 use crate::follow::{fail, follow, spawn};
+use crate::placement_runs::roi_at;
 use anyhow::Result;
 
 /// The scene (MiB), larger than the model's 1 MiB cache, so every pass

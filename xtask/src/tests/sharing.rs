@@ -57,7 +57,10 @@ pub fn boot_image_shared(env: &mut crate::boot::Env) -> Result<()> {
         let copied = stat(line, "copied on write").unwrap_or(0);
         let merged = stat(line, "merged back").unwrap_or(0);
         if shared < MIN_SHARED || copied == 0 || merged == 0 {
-            return Err(fail(&s, format!("vm {name}: {shared} pages shared, {copied} copied, {merged} merged: {line}")));
+            return Err(fail(
+                &s,
+                format!("vm {name}: {shared} pages shared, {copied} copied, {merged} merged: {line}"),
+            ));
         }
         report.push(format!("{name}: {shared} shared, {copied} copied, {merged} merged back"));
     }

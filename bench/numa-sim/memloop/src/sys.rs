@@ -9,13 +9,7 @@
 
 use core::arch::{asm, global_asm};
 
-global_asm!(
-    ".globl _start",
-    "_start:",
-    "mov x0, sp",
-    "bl program_main",
-    "brk #0",
-);
+global_asm!(".globl _start", "_start:", "mov x0, sp", "bl program_main", "brk #0",);
 
 /// System call `n` with arguments `a`; returns x0 (negative errno on error).
 ///
@@ -95,7 +89,7 @@ pub fn arg(sp: *const usize, i: usize) -> Option<usize> {
 /// children a later fork makes (`shared`) or private.
 pub fn mmap_anonymous(len: usize, shared: bool) -> Option<*mut u64> {
     let flags = if shared { 0x21 } else { 0x22 }; // MAP_ANONYMOUS | MAP_SHARED / MAP_PRIVATE
-    // SAFETY: a new mapping (PROT_READ | PROT_WRITE); no memory of ours changes.
+                                                  // SAFETY: a new mapping (PROT_READ | PROT_WRITE); no memory of ours changes.
     let p = unsafe { syscall6(SYS_MMAP, [0, len, 3, flags, usize::MAX, 0]) };
     (p >= 0).then_some(p as *mut u64)
 }
