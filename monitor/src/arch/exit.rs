@@ -47,9 +47,12 @@ pub struct Abort {
     /// The faulting guest-virtual address (for injected aborts).
     pub far: u64,
     pub fault: Fault,
-    /// An instruction fetch, not a data access.
+    /// An instruction fetch, not a data access (false on a stage-1 walk,
+    /// whose descriptor accesses are data accesses).
     pub fetch: bool,
-    /// A data write (WnR).
+    /// A data write (WnR), or a stage-1 table walk that faulted on a
+    /// stage-2 permission (S1PTW): the walker writing a descriptor's
+    /// access or dirty flag (FEAT_HAFDBS), since stage 2 lets it read.
     pub write: bool,
     /// The load/store's syndrome when the hardware provides it (ISV), as
     /// MMIO emulation needs.
@@ -75,14 +78,17 @@ fn decode_sync(esr: Esr) -> ExitInfo {
         ec::SYSREG => ExitInfo::SysReg(esr.sysreg()),
         class @ (ec::DABT_LOWER | ec::IABT_LOWER) => {
             let far = FAR_EL2.get();
-            let fetch = class == ec::IABT_LOWER;
+            // ISS bit 7 (S1PTW) in both abort classes. On a walk the
+            // faulting access is the walker's (data), even for a fetch.
+            let s1ptw = esr.iss() & (1 << 7) != 0;
+            let fetch = class == ec::IABT_LOWER && !s1ptw;
             ExitInfo::Abort(Abort {
                 // HPFAR_EL2.FIPA holds IPA[47:12] in bits [43:4].
                 ipa: (HPFAR_EL2.get() & 0x0fff_ffff_fff0) << 8 | (far & 0xfff),
                 far,
                 fault: fault_of(esr.fault_status()),
                 fetch,
-                write: !fetch && esr.iss() & (1 << 6) != 0,
+                write: (!fetch && esr.iss() & (1 << 6) != 0) || s1ptw,
                 access: if fetch { None } else { esr.data_abort() },
                 esr,
             })

@@ -41,7 +41,9 @@ pub fn handle(vm: &Vm, vcpu: &mut Vcpu, abort: Abort, here: Here) -> Outcome {
                 abort.ipa,
                 regs.pc
             );
-            let syndrome = if abort.fetch {
+            // The exception the guest took (a fetch whose walk faulted
+            // is still an instruction abort).
+            let syndrome = if abort.esr.class() == crate::arch::esr::ec::IABT_LOWER {
                 inject::instruction_sea(regs.at_el0())
             } else {
                 inject::data_sea(regs.at_el0(), abort.write)

@@ -48,8 +48,8 @@ pub struct SpaceStats {
 }
 
 /// One stage-2 root: the tables through which the CPUs of one node
-/// translate the VM (KVM's `kvm_s2_mmu`), with its own VMID so TLB entries
-/// of different roots never mix. Its table frames come from its node.
+/// translate the VM (like KVM's `kvm_s2_mmu`). All roots of a VM share its
+/// VMID (why: `sched::vms::roots`). Its table frames come from its node.
 struct Root {
     node: NodeId,
     stage2: Stage2,
@@ -167,12 +167,11 @@ impl VmSpace {
         self.roots.iter().map(|r| r.node)
     }
 
-    /// The invalidation half of break-before-make for `ipas`, in every
-    /// root (each root's VMID has its own TLB entries).
+    /// The invalidation half of break-before-make for `ipas`, on every
+    /// CPU: the roots share the VM's VMID (`sched::vms::roots`), so one
+    /// broadcast by it reaches the TLB entries of all of them.
     pub(super) fn invalidate(&self, ipas: &[u64]) {
-        for root in &self.roots {
-            root.stage2.invalidate(ipas);
-        }
+        self.roots[0].stage2.invalidate(ipas);
     }
 
     /// Backs the guest page at `ipa` with a zeroed frame from `node` (or

@@ -51,15 +51,12 @@ pub fn run(topology: &Topology, specs: Vec<VmSpec>, settings: Settings) -> Resul
     // memory serves VMs as the allocators' fallback instead.
     let has_cpus = |n: usize| cpus.iter().any(|c| c.node == n);
     let cpu_nodes: Vec<NodeId> = (0..topology.node_count()).filter(|&n| has_cpus(n)).collect();
-    // Each VM has a VMID per node with CPUs (see `roots`): more roots than
-    // VMIDs would share TLB entries, one VM seeing another's memory. The
-    // memmap's owner field (the VM's id + 1) is the other limit.
-    let ids = ((stage2::vmid_count() - 1) / cpu_nodes.len().max(1)).min(numa::memmap::MAX_VM as usize - 1);
+    // Each VM has its own VMID (see `roots`): more VMs than VMIDs would
+    // share TLB entries, one VM seeing another's memory. The memmap's
+    // owner field (the VM's id + 1) is the other limit.
+    let ids = (stage2::vmid_count() - 1).min(numa::memmap::MAX_VM as usize - 1);
     if specs.len() > ids {
-        return Err(format!(
-            "{} VMs: the monitor can tell at most {ids} apart (a VMID per VM and node with CPUs, memmap owners)",
-            specs.len()
-        ));
+        return Err(format!("{} VMs: the monitor can tell at most {ids} apart (VMIDs, memmap owners)", specs.len()));
     }
     if let Some(spec) = specs.iter().find(|s| s.home_node.is_some_and(|n| !has_cpus(n))) {
         return Err(format!("VM {}: home node {:?} has no CPUs (a memory-only node)", spec.name, spec.home_node));
@@ -144,13 +141,21 @@ fn start_vm(id: usize) {
 }
 
 /// VM `id`'s stage-2 roots: one per node with CPUs, its home's first (the
-/// primary), VMID `1 + id * nodes + k` for the k-th node with CPUs, so
-/// no two roots of any VMs share a VMID and VMID 0 stays the monitor's.
+/// primary), all with the VM's VMID `id + 1` (0 stays the monitor's).
+///
+/// One VMID for all of a VM's roots, not one each as KVM gives each
+/// nested `kvm_s2_mmu`: the guest's own broadcast TLB maintenance (TLBI
+/// ...IS) acts on the VMID it runs with, so with a VMID per root a vCPU
+/// that moved to another node would leave stale stage-1 entries of the
+/// old root's VMID on the CPUs it left (KVM traps a nested guest's TLBIs
+/// for that). A CPU always uses its own node's root, and with
+/// VTTBR_EL2.CnP clear its TLB entries are its own, so entries of two
+/// roots never meet in one TLB, and every invalidation by the VMID
+/// reaches the CPUs of every root.
 fn roots(id: usize) -> Vec<(NodeId, u16)> {
     let nodes = CPU_NODES.get().unwrap();
     let home = PLACEMENTS.get().unwrap()[id].home.load(Ordering::Relaxed);
-    let vmid = |k: usize| (1 + id * nodes.len() + k) as u16;
-    let mut roots: Vec<(NodeId, u16)> = nodes.iter().enumerate().map(|(k, &n)| (n, vmid(k))).collect();
+    let mut roots: Vec<(NodeId, u16)> = nodes.iter().map(|&n| (n, (id + 1) as u16)).collect();
     if let Some(at) = roots.iter().position(|&(n, _)| n == home) {
         roots[..=at].rotate_right(1);
     }
