@@ -260,19 +260,52 @@ pub fn manifest_command(
     Ok(cmd)
 }
 
+/// A base image the manifest names: `debian` is built (`cargo xtask
+/// disks`, cached) and written into the disk file when missing or stale;
+/// any other must already be in the file.
+fn ensure_base(file: &Path, name: &str) -> Result<()> {
+    if name == crate::rootfs::IMAGE {
+        let built = crate::rootfs::ensure()?;
+        crate::disk::ensure_base_image(file, name, &built)?;
+        return Ok(());
+    }
+    let h = crate::disk::read_header(file).with_context(|| format!("base image {name}"))?;
+    match h.find(name) {
+        Some(e) if e.kind == cow_disk::ImageKind::Base => Ok(()),
+        Some(e) => bail!("{}: image {name} is a {} image, not a base image", file.display(), e.kind),
+        None => bail!(
+            "{}: no base image {name}, and xtask builds only `{}` (cargo xtask disks); add it with `cargo xtask disk create`",
+            file.display(),
+            crate::rootfs::IMAGE
+        ),
+    }
+}
+
 /// The physical disk: the manifest's disk file (its images created or
 /// added as needed) as a modern virtio-mmio block device, which the
 /// monitor drives. `cache=writeback` keeps QEMU's page cache, and the
 /// monitor's flushes make QEMU sync the file.
 fn disk_args(man: &Manifest) -> Result<Vec<String>> {
     let mut wanted: Vec<(cow_disk::ImageName, u64)> = Vec::new();
+    let mut bases: Vec<&str> = Vec::new();
     for d in man.vms.iter().flat_map(|v| &v.disks) {
+        if d.base {
+            if !bases.contains(&d.image.as_str()) {
+                bases.push(&d.image);
+            }
+            continue;
+        }
         let name = cow_disk::ImageName::new(&d.image).map_err(|e| anyhow::anyhow!("disk image {}: {e}", d.image))?;
         if !wanted.iter().any(|(n, _)| *n == name) {
             wanted.push((name, d.size));
         }
     }
-    crate::disk::ensure_images(&man.disk_file, &wanted)?;
+    if !wanted.is_empty() {
+        crate::disk::ensure_images(&man.disk_file, &wanted)?;
+    }
+    for name in bases {
+        ensure_base(&man.disk_file, name)?;
+    }
     Ok(vec![
         "-global".into(),
         "virtio-mmio.force-legacy=false".into(),
