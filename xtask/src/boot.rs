@@ -315,3 +315,42 @@ fn disk_args(man: &Manifest) -> Result<Vec<String>> {
         "virtio-blk-device,drive=disk0".into(),
     ])
 }
+
+/// The QEMU command that boots the one VM of `man` natively (no monitor),
+/// on the same kernel, initramfs and disks, restricted to the VM's vCPUs and
+/// memory (`maxcpus=`, `mem=`): the baseline of a workload run. Each disk
+/// is QEMU's own virtio-blk over the image's bytes of the disk file (raw
+/// `offset=`/`size=`), so the guest sees exactly what the monitor would
+/// give it.
+pub fn native_manifest_command(env: &mut Env, machine: &Machine, man: &Manifest, tag: &str) -> Result<Command> {
+    let [vm] = man.vms.as_slice() else { bail!("{}: a native run boots one VM, not {}", man.file, man.vms.len()) };
+    let base = if vm.disks.is_empty() { env.base_initrd.clone() } else { env.disk_initrd()? };
+    let initrd = initramfs::with_exec(&base, vm.exec.as_deref(), tag)?;
+    let mut bootargs = format!("{BASE_BOOTARGS} maxcpus={} mem={}M", vm.vcpus, vm.memory_mib);
+    for extra in crate::manifest::mount_arg(&vm.disks).iter().chain(Some(&vm.cmdline).filter(|c| !c.is_empty())) {
+        bootargs.push(' ');
+        bootargs.push_str(extra);
+    }
+    let mut cmd = Command::new(qemu::QEMU);
+    cmd.args(machine.qemu_args());
+    cmd.arg("-kernel").arg(&env.guest.kernel).arg("-initrd").arg(&initrd).arg("-append").arg(bootargs);
+    if !vm.disks.is_empty() {
+        disk_args(man)?; // creates or updates the images
+        let header = crate::disk::read_header(&man.disk_file)?;
+        cmd.args(["-global", "virtio-mmio.force-legacy=false"]);
+        for (i, d) in vm.disks.iter().enumerate() {
+            let e =
+                header.find(&d.image).with_context(|| format!("{}: no image {}", man.disk_file.display(), d.image))?;
+            cmd.arg("-drive").arg(format!(
+                "file={},if=none,format=raw,id=disk{i},offset={},size={},readonly={},cache=writeback",
+                man.disk_file.display(),
+                e.offset,
+                e.size,
+                if d.read_only { "on" } else { "off" }
+            ));
+            cmd.arg("-device").arg(format!("virtio-blk-device,drive=disk{i}"));
+        }
+    }
+    cmd.args(qemu::captured_console());
+    Ok(cmd)
+}

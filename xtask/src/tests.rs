@@ -37,6 +37,7 @@ mod placement;
 mod replication;
 mod scale;
 mod smp;
+mod workloads;
 
 type TestFn = fn(&mut Env, bool) -> Result<()>;
 
@@ -121,6 +122,10 @@ fn integration(native: bool) -> Vec<Test> {
         v.push(t("persistent-disk", false, |e, _| disk::persistent_disk(e)));
         v.push(t("disk-malformed-queue", false, |e, _| disk::malformed_queue(e)));
         v.push(t("monitor-code-local", false, |e, _| replication::monitor_code_local(e)));
+        v.push(t("workload-engineering", false, |e, _| workloads::engineering(e)));
+        v.push(t("workload-database", false, |e, _| workloads::database(e)));
+        v.push(t("workload-raytrace", false, |e, _| workloads::raytrace(e)));
+        v.push(t("workload-pmake", false, |e, _| workloads::pmake(e)));
     }
     v
 }

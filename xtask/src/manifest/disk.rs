@@ -182,4 +182,13 @@ mod tests {
         let d = with("image = \"data\"\nmode = \"persistent\"\nreadonly = true\nmount = \"/\"\n").unwrap();
         assert!(!d[0].base && d[0].mount.as_deref() == Some("/"));
     }
+
+    #[test]
+    fn shipped_workload_manifest_loads() {
+        let path = root().join("qemu-configs/vms/workload.toml");
+        let m = super::super::load(&path, &crate::machine::load("numa2").unwrap()).unwrap();
+        let d = &m.vms[0].disks[0];
+        assert_eq!((d.image.as_str(), d.base, d.read_only, d.mount.as_deref()), ("debian", true, true, Some("/")));
+        assert!(m.vms[0].exec.as_deref().is_some_and(|e| e.contains("/opt/disco/workloads/")));
+    }
 }
