@@ -81,6 +81,7 @@ const POSTGRES_UID: u32 = 102;
 const POSTGRES_GID: u32 = 104;
 
 /// A built image.
+#[derive(Clone)]
 pub struct Built {
     pub image: PathBuf,
     /// The stamp text: changes whenever the image's contents would.
@@ -88,8 +89,20 @@ pub struct Built {
 }
 
 /// Builds `.cache/rootfs/debian.ext4` if its stamp is out of date; prints
-/// progress on stderr.
+/// progress on stderr. Checked once per xtask invocation (resolving takes
+/// a few seconds).
 pub fn ensure() -> Result<Built> {
+    static DONE: std::sync::Mutex<Option<Built>> = std::sync::Mutex::new(None);
+    let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(b) = &*done {
+        return Ok(b.clone());
+    }
+    let b = build()?;
+    *done = Some(b.clone());
+    Ok(b)
+}
+
+fn build() -> Result<Built> {
     let dir = cache_dir("rootfs")?;
     let image = dir.join(format!("{IMAGE}.ext4"));
     let stamp_file = dir.join(format!("{IMAGE}.stamp"));
