@@ -287,11 +287,11 @@ fn ensure_base(file: &Path, name: &str) -> Result<()> {
 /// monitor's flushes make QEMU sync the file.
 fn disk_args(man: &Manifest) -> Result<Vec<String>> {
     let mut wanted: Vec<(cow_disk::ImageName, u64)> = Vec::new();
-    let mut bases: Vec<&str> = Vec::new();
+    let mut bases: Vec<&crate::manifest::DiskSpec> = Vec::new();
     for d in man.vms.iter().flat_map(|v| &v.disks) {
         if d.base {
-            if !bases.contains(&d.image.as_str()) {
-                bases.push(&d.image);
+            if !bases.iter().any(|b| b.image == d.image) {
+                bases.push(d);
             }
             continue;
         }
@@ -303,8 +303,8 @@ fn disk_args(man: &Manifest) -> Result<Vec<String>> {
     if !wanted.is_empty() {
         crate::disk::ensure_images(&man.disk_file, &wanted)?;
     }
-    for name in bases {
-        ensure_base(&man.disk_file, name)?;
+    for d in bases {
+        ensure_base(&man.disk_file, &d.image).with_context(|| d.image_at.clone())?;
     }
     Ok(vec![
         "-global".into(),

@@ -39,6 +39,9 @@ pub struct DiskSpec {
     /// `/` (read-only disks only): the root the `exec` runs in, under a
     /// writable overlay (see `guest-hints/guest/init`).
     pub mount: Option<String>,
+    /// `file:line: vm `name`: field `image`` for errors found later (an
+    /// image the disk file lacks).
+    pub image_at: String,
 }
 
 /// The guest device name of disk `index` of a VM: vda, vdb, ...
@@ -149,7 +152,8 @@ pub(super) fn disk(
             ))
         }
     };
-    Ok(DiskSpec { image: image.clone(), base, read_only, size, mount })
+    let image_at = err(d.image.span(), vm, "image", String::new()).to_string().trim_end_matches([':', ' ']).to_string();
+    Ok(DiskSpec { image: image.clone(), base, read_only, size, mount, image_at })
 }
 
 #[cfg(test)]
@@ -169,6 +173,7 @@ mod tests {
         let d = with("image = \"debian\"\nmode = \"base\"\nmount = \"/\"\n").unwrap();
         assert!(d[0].base && d[0].read_only, "{d:?}");
         assert_eq!(mount_arg(&d).as_deref(), Some("disco.mount=vda:/:ro"));
+        assert_eq!(d[0].image_at, "w.toml:7: vm `w`: field `image`");
         let d = with("image = \"debian\"\nmode = \"base\"\nreadonly = true\n").unwrap();
         assert!(d[0].base && d[0].read_only && d[0].mount.is_none());
         let err = |disk: &str| with(disk).unwrap_err().to_string();
