@@ -565,6 +565,53 @@ mod tests {
     }
 
     #[test]
+    fn base_image_added_rewritten_and_kept() {
+        let f = scratch("base.disk");
+        let _ = std::fs::remove_file(&f);
+        let img = scratch("base.ext4");
+        let built = |data: &[u8], stamp: &str| {
+            std::fs::write(&img, data).unwrap();
+            crate::rootfs::Built { image: img.clone(), stamp: stamp.into() }
+        };
+        let read_image = |h: &DiskHeader, n: usize| {
+            let e = h.find("debian").unwrap();
+            let mut b = vec![0u8; n];
+            let mut file = File::open(&f).unwrap();
+            file.seek(SeekFrom::Start(e.offset)).unwrap();
+            file.read_exact(&mut b).unwrap();
+            b
+        };
+        // A persistent image first; the base image goes after it.
+        let name = |n| ImageName::new(n).unwrap();
+        ensure_images(&f, &[(name("data"), 1 << 20)]).unwrap();
+        let h = ensure_base_image(&f, "debian", &built(&[7u8; 5000], "v1")).unwrap();
+        let e = *h.find("debian").unwrap();
+        assert_eq!((e.kind, e.size), (ImageKind::Base, 64 << 20));
+        assert!(e.offset >= h.find("data").unwrap().end());
+        assert_eq!(read_image(&h, 5001)[..], [[7u8; 5000].as_slice(), &[0]].concat()[..]);
+        // Same stamp: nothing is written, even if the file differs.
+        let h2 = ensure_base_image(&f, "debian", &built(&[9u8; 10], "v1")).unwrap();
+        assert_eq!(read_image(&h2, 1)[0], 7);
+        // A new stamp: rewritten in place, the old tail zeroed.
+        let h3 = ensure_base_image(&f, "debian", &built(&[9u8; 10], "v2")).unwrap();
+        assert_eq!(*h3.find("debian").unwrap(), e);
+        assert_eq!(read_image(&h3, 5000)[..], [[9u8; 10].as_slice(), &[0u8; 4990]].concat()[..]);
+        // Too large for the image it has: refused, naming the way out.
+        let big = built(&vec![1u8; (64 << 20) + 1], "v3");
+        let err = ensure_base_image(&f, "debian", &big).unwrap_err().to_string();
+        assert!(err.contains("too small") && err.contains("delete the disk file"), "{err}");
+        // A persistent image of that name is not taken for a base image.
+        assert!(ensure_base_image(&f, "data", &built(b"x", "v1"))
+            .unwrap_err()
+            .to_string()
+            .contains("not a base image"));
+        for p in [&f, &img] {
+            let _ = std::fs::remove_file(p);
+        }
+        let _ = std::fs::remove_file(format!("{}.debian.stamp", f.display()));
+    }
+
+    #[test]
     fn hexdump_collapses_repeats() {
         let mut d = vec![0u8; 64];
         d[0] = b'A';

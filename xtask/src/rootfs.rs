@@ -25,7 +25,7 @@
 //!    the system's lists are untouched. It goes to `/opt/disco/src/`.
 //! 5. **Image**: `mke2fs -t ext4 -d TREE` (owners, modes, setuid bits and
 //!    symlinks as tar left them; no journal: the image is only ever read),
-//!    `.cache/rootfs/debian.ext4`, sized to the tree plus 15%.
+//!    `.cache/rootfs/debian.ext4`, sized to the tree plus 14% and 64 MiB.
 //!
 //! The build is cached: `.cache/rootfs/debian.stamp` holds the resolved
 //! closure (name=version of every package), the source package and
