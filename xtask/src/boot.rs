@@ -260,19 +260,52 @@ pub fn manifest_command(
     Ok(cmd)
 }
 
+/// A base image the manifest names: `debian` is built (`cargo xtask
+/// disks`, cached) and written into the disk file when missing or stale;
+/// any other must already be in the file.
+fn ensure_base(file: &Path, name: &str) -> Result<()> {
+    if name == crate::rootfs::IMAGE {
+        let built = crate::rootfs::ensure()?;
+        crate::disk::ensure_base_image(file, name, &built)?;
+        return Ok(());
+    }
+    let h = crate::disk::read_header(file).with_context(|| format!("base image {name}"))?;
+    match h.find(name) {
+        Some(e) if e.kind == cow_disk::ImageKind::Base => Ok(()),
+        Some(e) => bail!("{}: image {name} is a {} image, not a base image", file.display(), e.kind),
+        None => bail!(
+            "{}: no base image {name}, and xtask builds only `{}` (cargo xtask disks); add it with `cargo xtask disk create`",
+            file.display(),
+            crate::rootfs::IMAGE
+        ),
+    }
+}
+
 /// The physical disk: the manifest's disk file (its images created or
 /// added as needed) as a modern virtio-mmio block device, which the
 /// monitor drives. `cache=writeback` keeps QEMU's page cache, and the
 /// monitor's flushes make QEMU sync the file.
 fn disk_args(man: &Manifest) -> Result<Vec<String>> {
     let mut wanted: Vec<(cow_disk::ImageName, u64)> = Vec::new();
+    let mut bases: Vec<&crate::manifest::DiskSpec> = Vec::new();
     for d in man.vms.iter().flat_map(|v| &v.disks) {
+        if d.base {
+            if !bases.iter().any(|b| b.image == d.image) {
+                bases.push(d);
+            }
+            continue;
+        }
         let name = cow_disk::ImageName::new(&d.image).map_err(|e| anyhow::anyhow!("disk image {}: {e}", d.image))?;
         if !wanted.iter().any(|(n, _)| *n == name) {
             wanted.push((name, d.size));
         }
     }
-    crate::disk::ensure_images(&man.disk_file, &wanted)?;
+    if !wanted.is_empty() {
+        crate::disk::ensure_images(&man.disk_file, &wanted)?;
+    }
+    for d in bases {
+        ensure_base(&man.disk_file, &d.image).with_context(|| d.image_at.clone())?;
+    }
     Ok(vec![
         "-global".into(),
         "virtio-mmio.force-legacy=false".into(),
@@ -281,4 +314,43 @@ fn disk_args(man: &Manifest) -> Result<Vec<String>> {
         "-device".into(),
         "virtio-blk-device,drive=disk0".into(),
     ])
+}
+
+/// The QEMU command that boots the one VM of `man` natively (no monitor),
+/// on the same kernel, initramfs and disks, restricted to the VM's vCPUs and
+/// memory (`maxcpus=`, `mem=`): the baseline of a workload run. Each disk
+/// is QEMU's own virtio-blk over the image's bytes of the disk file (raw
+/// `offset=`/`size=`), so the guest sees exactly what the monitor would
+/// give it.
+pub fn native_manifest_command(env: &mut Env, machine: &Machine, man: &Manifest, tag: &str) -> Result<Command> {
+    let [vm] = man.vms.as_slice() else { bail!("{}: a native run boots one VM, not {}", man.file, man.vms.len()) };
+    let base = if vm.disks.is_empty() { env.base_initrd.clone() } else { env.disk_initrd()? };
+    let initrd = initramfs::with_exec(&base, vm.exec.as_deref(), tag)?;
+    let mut bootargs = format!("{BASE_BOOTARGS} maxcpus={} mem={}M", vm.vcpus, vm.memory_mib);
+    for extra in crate::manifest::mount_arg(&vm.disks).iter().chain(Some(&vm.cmdline).filter(|c| !c.is_empty())) {
+        bootargs.push(' ');
+        bootargs.push_str(extra);
+    }
+    let mut cmd = Command::new(qemu::QEMU);
+    cmd.args(machine.qemu_args());
+    cmd.arg("-kernel").arg(&env.guest.kernel).arg("-initrd").arg(&initrd).arg("-append").arg(bootargs);
+    if !vm.disks.is_empty() {
+        disk_args(man)?; // creates or updates the images
+        let header = crate::disk::read_header(&man.disk_file)?;
+        cmd.args(["-global", "virtio-mmio.force-legacy=false"]);
+        for (i, d) in vm.disks.iter().enumerate() {
+            let e =
+                header.find(&d.image).with_context(|| format!("{}: no image {}", man.disk_file.display(), d.image))?;
+            cmd.arg("-drive").arg(format!(
+                "file={},if=none,format=raw,id=disk{i},offset={},size={},readonly={},cache=writeback",
+                man.disk_file.display(),
+                e.offset,
+                e.size,
+                if d.read_only { "on" } else { "off" }
+            ));
+            cmd.arg("-device").arg(format!("virtio-blk-device,drive=disk{i}"));
+        }
+    }
+    cmd.args(qemu::captured_console());
+    Ok(cmd)
 }

@@ -12,11 +12,15 @@
 //!   libraries and `/etc/mke2fs.conf`, as `/usr/sbin/mkfs.ext4` (the name
 //!   Debian links it under too, which makes ext4 the default type): the
 //!   init's `busybox --install -s` replaces `/usr/sbin/mke2fs` with its own
-//!   applet.
+//!   applet;
+//! - the `overlay` module, for a read-only root disk (`mount = "/"`) under
+//!   a writable tmpfs layer, and the workload scripts of `bench/workloads/`
+//!   under `/disco/workloads/`, which the init copies into that root's
+//!   `/opt/disco/workloads/` (so editing a script needs no image rebuild).
 
 use crate::debs::{self, Guest};
 use crate::initramfs::Cpio;
-use crate::util::{cache_dir, rel, write_if_changed};
+use crate::util::{cache_dir, rel, root, write_if_changed};
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,7 +28,7 @@ use std::path::{Path, PathBuf};
 /// The modules a disk guest loads (their dependencies come along).
 /// crc32c: ext4 and jbd2 checksum metadata through the crypto API, which
 /// finds the implementation by name, so no `depends=` names it.
-const ROOT_MODULES: &[&str] = &["crc32c_generic", "virtio_mmio", "virtio_blk", "ext4"];
+const ROOT_MODULES: &[&str] = &["crc32c_generic", "virtio_mmio", "virtio_blk", "ext4", "overlay"];
 /// Packages behind `mke2fs`, and the libraries it loads (`readelf -d`).
 const E2FS_DEBS: &[&str] = &["e2fsprogs", "libext2fs2", "libcom-err2", "libblkid1", "libuuid1", "libc6"];
 const E2FS_LIBS: &[&str] = &[
@@ -76,7 +80,31 @@ fn archive(guest: &Guest) -> Result<Vec<u8>> {
         c.file(&format!("lib/{MULTIARCH}/{lib}"), 0o755, &read(std::fs::canonicalize(&path)?)?);
     }
     c.symlink("lib/ld-linux-aarch64.so.1", &format!("{MULTIARCH}/ld-linux-aarch64.so.1"));
+    add_tree(&mut c, &root().join("bench/workloads"), "disco/workloads")?;
     Ok(c.finish())
+}
+
+/// `dir` and everything below it (files keep their execute bit) as `to`.
+fn add_tree(c: &mut Cpio, dir: &Path, to: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut parts = String::new();
+    for p in to.split('/') {
+        parts = if parts.is_empty() { p.to_string() } else { format!("{parts}/{p}") };
+        c.dir(&parts);
+    }
+    let mut entries: Vec<PathBuf> =
+        std::fs::read_dir(dir).with_context(|| format!("reading {}", rel(dir)))?.flatten().map(|e| e.path()).collect();
+    entries.sort();
+    for p in entries {
+        let name = format!("{to}/{}", p.file_name().unwrap_or_default().to_string_lossy());
+        if p.is_dir() {
+            add_tree(c, &p, &name)?;
+        } else {
+            let mode = if std::fs::metadata(&p)?.permissions().mode() & 0o111 != 0 { 0o755 } else { 0o644 };
+            c.file(&name, mode, &std::fs::read(&p)?);
+        }
+    }
+    Ok(())
 }
 
 /// The e2fsprogs packages, unpacked into `.cache/e2fs-guest`.

@@ -26,6 +26,7 @@ mod numasim_bench;
 mod numasim_json;
 mod placement_runs;
 mod qemu;
+mod rootfs;
 mod setup;
 mod tests;
 mod topology;
@@ -65,6 +66,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: disk::DiskCmd,
     },
+    /// Build the Debian arm64 root filesystem of the workloads (cached) and put it into the default disk file as base image `debian`.
+    Disks,
 }
 
 #[derive(Args, Debug, Clone, PartialEq)]
@@ -170,6 +173,7 @@ fn dispatch(cmd: Cmd) -> Result<u8> {
         Cmd::Bench { what: BenchCmd::NumaSimCost(a) } => numasim_bench::cost_cmd(a),
         Cmd::Bench { what: BenchCmd::Smp(a) } => bench_smp::smp_cmd(a),
         Cmd::Disk { cmd } => disk::main(cmd),
+        Cmd::Disks => rootfs::main(),
         Cmd::Machines => {
             for m in machine::check_all()? {
                 println!("{:8} {}", m.name, m.description);

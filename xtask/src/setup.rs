@@ -57,7 +57,7 @@ fn apt() -> Result<()> {
     let foreign = output(Command::new("dpkg").arg("--print-foreign-architectures"))?;
     plan.add_arch = !foreign.split_whitespace().any(|a| a == "arm64");
     if backports && !has_suite("bookworm-backports")? {
-        plan.add_backports = Some(backports_stanza()?);
+        plan.add_backports = Some(bookworm_stanza()?);
     }
     let installed = installed_versions()?;
     for &pkg in PACKAGES {
@@ -248,8 +248,8 @@ fn has_suite(suite: &str) -> Result<bool> {
     Ok(all_stanzas()?.iter().any(|s| s.types.iter().any(|t| t == "deb") && s.suites.iter().any(|x| x == suite)))
 }
 
-/// The stanza to copy for backports: the one carrying the plain `bookworm` suite.
-fn backports_stanza() -> Result<Stanza> {
+/// The stanza to copy for backports (and `cargo xtask disks`' deb-src): the one carrying the plain `bookworm` suite.
+pub fn bookworm_stanza() -> Result<Stanza> {
     all_stanzas()?
         .into_iter()
         .find(|s| s.types.iter().any(|t| t == "deb") && s.suites.iter().any(|x| x == "bookworm"))

@@ -17,13 +17,16 @@ pub struct ImageDisk {
 }
 
 impl ImageDisk {
-    /// The persistent image called `name` on the physical disk.
-    pub fn open(name: &str) -> Result<Self, String> {
+    /// The image called `name` on the physical disk: a persistent image,
+    /// or (`read_only`) a base image. Copy-on-write overlays on base images
+    /// come with the sharing issue; until then a base image is given only
+    /// read-only (the device model then refuses every write).
+    pub fn open(name: &str, read_only: bool) -> Result<Self, String> {
         let disk = disk::get().ok_or_else(|| format!("disk image `{name}`: the machine has no disk attached"))?;
         let entry = disk.header.find(name).ok_or_else(|| format!("disk image `{name}` is not on the physical disk"))?;
-        if entry.kind != ImageKind::Persistent {
+        if entry.kind != ImageKind::Persistent && !(entry.kind == ImageKind::Base && read_only) {
             return Err(format!(
-                "disk image `{name}` is a {} image; only persistent images are VM disks yet",
+                "disk image `{name}` is a {} image; a VM gets a persistent image, or a base image read-only",
                 entry.kind
             ));
         }

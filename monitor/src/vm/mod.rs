@@ -59,7 +59,7 @@ pub enum Power {
 
 /// A guest disk for `spec`: the image it names, behind virtio-blk.
 fn guest_disk(spec: &manifest::DiskSpec) -> Result<Mutex<GuestDisk>, String> {
-    let backend = ImageDisk::open(&spec.image)?;
+    let backend = ImageDisk::open(&spec.image, spec.read_only)?;
     let config = BlkConfig::new(backend.sectors(), spec.read_only, spec.image.as_bytes());
     Ok(Mutex::new(GuestDisk { mmio: VirtioMmio::new(VirtioBlk::new(config)), backend, line: false }))
 }

@@ -25,15 +25,23 @@ pub const MAX_DISKS: usize = 4;
 /// Size of an image created on demand without `size`.
 pub const DEFAULT_DISK_BYTES: u64 = 64 << 20;
 
-/// One `[[vm.disk]]`: a persistent image of the run's disk file.
+/// One `[[vm.disk]]`: a persistent or base image of the run's disk file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DiskSpec {
     pub image: String,
+    /// `mode = "base"`: a read-only base image (e.g. `debian`, which
+    /// `cargo xtask disks` builds); else a persistent disk.
+    pub base: bool,
     pub read_only: bool,
     /// Bytes, used when the image does not exist yet.
     pub size: u64,
-    /// Where the guest's init mounts it (an absolute path), if anywhere.
+    /// Where the guest's init mounts it (an absolute path), if anywhere;
+    /// `/` (read-only disks only): the root the `exec` runs in, under a
+    /// writable overlay (see `guest-hints/guest/init`).
     pub mount: Option<String>,
+    /// `file:line: vm `name`: field `image`` for errors found later (an
+    /// image the disk file lacks).
+    pub image_at: String,
 }
 
 /// The guest device name of disk `index` of a VM: vda, vdb, ...
@@ -56,7 +64,8 @@ pub fn mount_arg(disks: &[DiskSpec]) -> Option<String> {
 }
 
 /// A mount point the init's parser takes: absolute, of `[A-Za-z0-9/._-]`
-/// (no `:`, `,` or space, which separate the kernel argument), not `/`.
+/// (no `:`, `,` or space, which separate the kernel argument), not `/`
+/// (which [`disk`] takes for the exec's root).
 fn valid_mount(dir: &str) -> bool {
     dir.len() > 1
         && dir.starts_with('/')
@@ -77,21 +86,25 @@ pub(super) fn disk(
 ) -> Result<DiskSpec> {
     let image = d.image.get_ref();
     cow_disk::ImageName::new(image).map_err(|e| err(d.image.span(), vm, "image", format!("`{image}`: {e}")))?;
-    match d.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
-        Some(("persistent", _)) => {}
+    let base = match d.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
+        Some(("persistent", _)) => false,
+        Some(("base", _)) => true,
         Some((other, span)) => {
-            return Err(err(span, vm, "mode", format!("`{other}`: the only disk mode yet is \"persistent\"")))
+            return Err(err(span, vm, "mode", format!("`{other}`: the disk modes are \"persistent\" and \"base\"")))
         }
         None => {
             return Err(err(
                 d.image.span(),
                 vm,
                 "mode",
-                "missing: say mode = \"persistent\" (the only mode yet)".into(),
+                "missing: say mode = \"persistent\" (a VM's own disk) or \"base\" (a read-only base image)".into(),
             ))
         }
-    }
+    };
     let size = match &d.size {
+        Some(s) if base => {
+            return Err(err(s.span(), vm, "size", "a base image's size is that of its contents: drop `size`".into()))
+        }
         None => DEFAULT_DISK_BYTES,
         Some(s) => {
             let text = s.get_ref();
@@ -109,14 +122,26 @@ pub(super) fn disk(
         }
     };
     let read_only = match &d.readonly {
-        None => false,
+        None => base,
         Some(v) => match v.get_ref() {
+            toml::Value::Boolean(false) if base => {
+                return Err(err(v.span(), vm, "readonly", "a base image is read-only: say true or drop it".into()))
+            }
             toml::Value::Boolean(b) => *b,
             other => return Err(err(v.span(), vm, "readonly", format!("`{other}`: expected true or false"))),
         },
     };
     let mount = match &d.mount {
         None => None,
+        Some(m) if m.get_ref() == "/" && read_only => Some("/".into()),
+        Some(m) if m.get_ref() == "/" => {
+            return Err(err(
+                m.span(),
+                vm,
+                "mount",
+                "`/` (the exec's root, under a writable overlay) needs a read-only disk: add readonly = true".into(),
+            ))
+        }
         Some(m) if valid_mount(m.get_ref()) => Some(m.get_ref().clone()),
         Some(m) => {
             return Err(err(
@@ -127,5 +152,48 @@ pub(super) fn disk(
             ))
         }
     };
-    Ok(DiskSpec { image: image.clone(), read_only, size, mount })
+    let image_at = err(d.image.span(), vm, "image", String::new()).to_string().trim_end_matches([':', ' ']).to_string();
+    Ok(DiskSpec { image: image.clone(), base, read_only, size, mount, image_at })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::parse;
+    use super::*;
+    use std::path::Path;
+
+    fn with(disk: &str) -> Result<Vec<DiskSpec>> {
+        let text = format!("[[vm]]\nname = \"w\"\nvcpus = 1\nmemory = \"512M\"\n\n[[vm.disk]]\n{disk}");
+        let m = parse("w.toml", &text, &crate::machine::load("numa2")?, Path::new("/"))?;
+        Ok(m.vms[0].disks.clone())
+    }
+
+    #[test]
+    fn base_images_are_read_only_and_may_be_the_root() {
+        let d = with("image = \"debian\"\nmode = \"base\"\nmount = \"/\"\n").unwrap();
+        assert!(d[0].base && d[0].read_only, "{d:?}");
+        assert_eq!(mount_arg(&d).as_deref(), Some("disco.mount=vda:/:ro"));
+        assert_eq!(d[0].image_at, "w.toml:7: vm `w`: field `image`");
+        let d = with("image = \"debian\"\nmode = \"base\"\nreadonly = true\n").unwrap();
+        assert!(d[0].base && d[0].read_only && d[0].mount.is_none());
+        let err = |disk: &str| with(disk).unwrap_err().to_string();
+        let e = err("image = \"debian\"\nmode = \"base\"\nreadonly = false\n");
+        assert!(e.starts_with("w.toml:9: vm `w`: field `readonly`: a base image is read-only"), "{e}");
+        let e = err("image = \"debian\"\nmode = \"base\"\nsize = \"2G\"\n");
+        assert!(e.starts_with("w.toml:9: vm `w`: field `size`: a base image's size"), "{e}");
+        let e = err("image = \"data\"\nmode = \"persistent\"\nmount = \"/\"\n");
+        assert!(e.starts_with("w.toml:9: vm `w`: field `mount`: `/`") && e.contains("readonly = true"), "{e}");
+        // A read-only persistent disk may be the root too.
+        let d = with("image = \"data\"\nmode = \"persistent\"\nreadonly = true\nmount = \"/\"\n").unwrap();
+        assert!(!d[0].base && d[0].mount.as_deref() == Some("/"));
+    }
+
+    #[test]
+    fn shipped_workload_manifest_loads() {
+        let path = root().join("qemu-configs/vms/workload.toml");
+        let m = super::super::load(&path, &crate::machine::load("numa2").unwrap()).unwrap();
+        let d = &m.vms[0].disks[0];
+        assert_eq!((d.image.as_str(), d.base, d.read_only, d.mount.as_deref()), ("debian", true, true, Some("/")));
+        assert!(m.vms[0].exec.as_deref().is_some_and(|e| e.contains("/opt/disco/workloads/")));
+    }
 }
