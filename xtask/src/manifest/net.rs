@@ -55,7 +55,8 @@ fn parse_mac(text: &str) -> Option<[u8; 6]> {
 /// `a.b.c.d/len` with len 1..=32; the address is neither the network's nor
 /// its broadcast address (for len <= 30).
 fn valid_cidr(text: &str) -> Result<(), String> {
-    let (addr, len) = text.split_once('/').ok_or("expected an address with a prefix length, such as \"10.0.0.1/24\"")?;
+    let (addr, len) =
+        text.split_once('/').ok_or("expected an address with a prefix length, such as \"10.0.0.1/24\"")?;
     let ip: std::net::Ipv4Addr = addr.parse().map_err(|_| format!("`{addr}` is not an IPv4 address"))?;
     let len: u32 = len.parse().ok().filter(|l| (1..=32).contains(l)).ok_or("the prefix length must be 1..=32")?;
     let host_mask = if len == 32 { 0 } else { u32::MAX >> len };
@@ -86,10 +87,16 @@ pub(super) fn net(
         None => default_mac(index),
         Some(m) => {
             let text = m.get_ref();
-            let mac = parse_mac(text)
-                .ok_or_else(|| err(m.span(), vm, "mac", format!("`{text}` is not a MAC such as \"02:00:00:00:00:01\"")))?;
+            let mac = parse_mac(text).ok_or_else(|| {
+                err(m.span(), vm, "mac", format!("`{text}` is not a MAC such as \"02:00:00:00:00:01\""))
+            })?;
             if mac[0] & 1 != 0 || mac == [0; 6] {
-                return Err(err(m.span(), vm, "mac", format!("`{text}` is a group or zero address, not a unicast one")));
+                return Err(err(
+                    m.span(),
+                    vm,
+                    "mac",
+                    format!("`{text}` is a group or zero address, not a unicast one"),
+                ));
             }
             mac
         }
