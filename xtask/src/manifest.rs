@@ -46,7 +46,7 @@ mod disk;
 mod net;
 pub use disk::{default_disk_file, mount_arg, DiskSpec, MAX_DISKS};
 use disk::{disk, RawDisk};
-pub use net::{ip_arg, mac_text, NetSpec};
+pub use net::{default_mac, ip_arg, mac_text, NetSpec};
 use net::{net, RawNet, MAX_NETS};
 
 /// vCPUs one VM may have: the virtual GIC routes SGIs to at most 64.
