@@ -2,8 +2,9 @@
 //! monitor's switch. VMs `a` and `b` send each other pseudo-random data
 //! over TCP with busybox `nc` at the same time, and each side's md5 of
 //! what it received equals the sender's. VM `c` reaches both with its own
-//! MAC, then takes `a`'s MAC: its pings go nowhere and the monitor counts
-//! them as spoofed; with its own MAC back it reaches both again.
+//! MAC, then takes `a`'s MAC: its frames reach nobody (neither learns the
+//! address c used meanwhile) and the monitor counts and logs them as
+//! spoofed; with its own MAC back it reaches both again.
 
 use super::smp::{spawn, with_log};
 use super::{field, GUEST_TIMEOUT};
@@ -36,27 +37,36 @@ echo send-tries=$i
 wait $rx
 echo got=$(md5sum < /tmp/in | cut -d' ' -f1)
 wait $done_rx
-echo c-says=$(cat /tmp/done)"
+echo c-says=$(cat /tmp/done)
+echo neigh98=$(ip neigh show 10.0.0.98)
+echo neigh99=$(ip neigh show 10.0.0.99)"
     )
 }
 
 /// `c`'s pings: with its own MAC (retried until the others are up), with
-/// `forged`, and with its own again; then it tells `a` and `b` it is done.
+/// `forged` from the extra address 10.0.0.99, and with its own MAC again
+/// from 10.0.0.98; then it tells `a` and `b` it is done. A ping's ARP
+/// request names its source address, and a receiver that gets it learns
+/// that address (`ip neigh`): a witness that does not depend on replies
+/// (which, to the forged MAC, would go to `a` anyway).
 fn spoofer(forged: &str) -> String {
     format!(
-        "reach() {{ ping -c 2 -W 2 $1 >/dev/null 2>&1 && echo answered || echo lost; }}
+        "reach() {{ ping -c 2 -W 2 -I $2 $1 >/dev/null 2>&1 && echo answered || echo lost; }}
 i=0
 until ping -c 1 -W 1 10.0.0.2 >/dev/null 2>&1 && ping -c 1 -W 1 10.0.0.1 >/dev/null 2>&1; do
   i=$((i+1)); [ $i -ge 90 ] && break; sleep 1
 done
 own=$(cat /sys/class/net/eth0/address)
 ip link set dev eth0 down; ip link set dev eth0 address {forged}; ip link set dev eth0 up
+ip addr add 10.0.0.99/24 dev eth0
 echo forged-mac=$(cat /sys/class/net/eth0/address)
-echo forged-a=$(reach 10.0.0.1)
-echo forged-b=$(reach 10.0.0.2)
+echo forged-a=$(reach 10.0.0.1 10.0.0.99)
+echo forged-b=$(reach 10.0.0.2 10.0.0.99)
+ip addr del 10.0.0.99/24 dev eth0
 ip link set dev eth0 down; ip link set dev eth0 address $own; ip link set dev eth0 up
-echo own-a=$(reach 10.0.0.1)
-echo own-b=$(reach 10.0.0.2)
+ip addr add 10.0.0.98/24 dev eth0
+echo own-a=$(reach 10.0.0.1 10.0.0.98)
+echo own-b=$(reach 10.0.0.2 10.0.0.98)
 for peer in 10.0.0.1 10.0.0.2; do
   j=0; until echo done | nc $peer 5009; do j=$((j+1)); [ $j -ge 20 ] && break; sleep 1; done
 done"
@@ -65,6 +75,7 @@ done"
 
 pub fn inter_vm(env: &mut Env) -> Result<()> {
     let forged = mac_text(&crate::manifest::default_mac(0));
+    let own_c = mac_text(&crate::manifest::default_mac(2));
     let vm = |name: &str, ip: &str, exec: &str| {
         format!(
             "[[vm]]\nname = \"{name}\"\nvcpus = 1\nmemory = \"192M\"\nexec = '''\n{exec}\n'''\n\n\
@@ -90,6 +101,13 @@ pub fn inter_vm(env: &mut Env) -> Result<()> {
         }
         if get(me, "c-says=") != "done" {
             errs.push(format!("vm {me} did not hear from c at the end"));
+        }
+        // c's own MAC reached it; the forged one did not.
+        if !get(me, "neigh98=").contains(&own_c) {
+            errs.push(format!("vm {me}: 10.0.0.98 (c, own MAC) is `{}`, expected lladdr {own_c}", get(me, "neigh98=")));
+        }
+        if !get(me, "neigh99=").is_empty() {
+            errs.push(format!("vm {me} learned 10.0.0.99 from c's forged frames: `{}`", get(me, "neigh99=")));
         }
     }
     let want = [
