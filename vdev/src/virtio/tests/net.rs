@@ -77,6 +77,19 @@ impl NetGuest {
         self.mem.write_u16(avail + 2, self.avail[q as usize]).unwrap();
     }
 
+    /// Writes arbitrary descriptors (address offset from BASE, length,
+    /// flags, next) and makes `heads` available on queue `q`.
+    fn raw(&mut self, q: u16, descs: &[(u64, u32, u16, u16)], heads: &[u16]) {
+        let (desc, avail, _) = rings(q);
+        for (i, &(addr, len, flags, next)) in descs.iter().enumerate() {
+            put_desc(&mut self.mem, desc, i as u16, BASE + addr, len, flags, next);
+        }
+        for (slot, &h) in heads.iter().enumerate() {
+            self.mem.write_u16(avail + 4 + 2 * slot as u64, h).unwrap();
+        }
+        self.mem.write_u16(avail + 2, heads.len() as u16).unwrap();
+    }
+
     /// Notifies queue `q` and lets the device work; returns the IRQ level.
     fn kick(&mut self, q: u16) -> bool {
         w(&mut self.dev, QUEUE_NOTIFY, q.into());
@@ -204,14 +217,7 @@ proptest! {
             x ^= x << 13; x ^= x >> 7; x ^= x << 17;
             *b = if x % 4 == 0 { x as u8 } else { 0 };
         }
-        let (desc, avail, _) = rings(TX_QUEUE);
-        for (i, &(addr, len, flags, next)) in descs.iter().enumerate() {
-            put_desc(&mut g.mem, desc, i as u16, BASE + addr, len, flags, next);
-        }
-        for (slot, &h) in heads.iter().enumerate() {
-            g.mem.write_u16(avail + 4 + 2 * slot as u64, h).unwrap();
-        }
-        g.mem.write_u16(avail + 2, heads.len() as u16).unwrap();
+        g.raw(TX_QUEUE, &descs, &heads);
         for _ in 0..4 {
             g.kick(TX_QUEUE);
         }
@@ -238,14 +244,7 @@ proptest! {
         frames in 0usize..20,
     ) {
         let mut g = NetGuest::new();
-        let (desc, avail, _) = rings(RX_QUEUE);
-        for (i, &(addr, len, flags, next)) in descs.iter().enumerate() {
-            put_desc(&mut g.mem, desc, i as u16, BASE + addr, len, flags, next);
-        }
-        for (slot, &h) in heads.iter().enumerate() {
-            g.mem.write_u16(avail + 4 + 2 * slot as u64, h).unwrap();
-        }
-        g.mem.write_u16(avail + 2, heads.len() as u16).unwrap();
+        g.raw(RX_QUEUE, &descs, &heads);
         for i in 0..frames {
             g.dev.device_mut().push_rx(eth(MAC, [2, 0, 0, 0, 0, 1], 60 + 50 * i));
         }
