@@ -4,10 +4,10 @@
 //! Transmit: a QueueNotify of the transmit queue takes the frames out of
 //! the guest's buffers in batches (`vdev::virtio::net::TX_BATCH`), and
 //! each batch is forwarded with the device's lock released. Receive: the
-//! switch calls [`Port::deliver`] on the receiver's CPU-independent
-//! handle (this VM), which copies the frame into a posted buffer or
-//! leaves it in the device's backlog until the guest posts buffers (its
-//! QueueNotify of the receive queue drains it).
+//! switch calls [`Port::deliver`] of the receiving VM, on the sender's CPU,
+//! which copies the frame into a posted buffer or leaves it in the
+//! device's backlog until the guest posts buffers (its QueueNotify of the
+//! receive queue drains it).
 
 use super::{bus, Vm, RAM_BASE};
 use crate::{
