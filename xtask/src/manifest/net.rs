@@ -159,6 +159,14 @@ mod tests {
     }
 
     #[test]
+    fn shipped_net_manifest_loads() {
+        let path = crate::util::root().join("qemu-configs/vms/net.toml");
+        let m = super::super::load(&path, &crate::machine::load("numa2").unwrap()).unwrap();
+        let ips: Vec<_> = m.vms.iter().map(|v| v.net.as_ref().and_then(|n| n.ip.clone())).collect();
+        assert_eq!(ips, [Some("10.0.0.1/24".into()), Some("10.0.0.2/24".into())]);
+    }
+
+    #[test]
     fn macs_and_addresses() {
         assert_eq!(parse_mac("02:00:0a:ff:00:01"), Some([2, 0, 0xa, 0xff, 0, 1]));
         for bad in ["02:00:0a:ff:00", "02:00:0a:ff:00:1", "02:00:0a:ff:00:0g", "02-00-0a-ff-00-01"] {
