@@ -82,16 +82,21 @@ impl Vm {
         };
         if tx {
             for _ in 0..TX_ROUNDS {
-                let frames = {
+                let (frames, took) = {
                     let mut nic = net.nic.lock();
+                    let taken = |nic: &GuestNic| nic.mmio.queue(TX_QUEUE).map(|q| q.next_avail());
+                    let before = taken(&nic);
                     self.net_process(&mut nic, TX_QUEUE);
                     kick |= self.net_line(net, &mut nic);
-                    nic.mmio.device_mut().take_tx()
+                    (nic.mmio.device_mut().take_tx(), taken(&nic) != before)
                 };
-                if frames.is_empty() {
+                if !frames.is_empty() {
+                    net::forward(self.id, self, frames);
+                }
+                // Until a round takes no chain (malformed ones count).
+                if !took {
                     break;
                 }
-                net::forward(self.id, self, frames);
             }
         }
         Ok((read, kick))
