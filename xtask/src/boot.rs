@@ -38,8 +38,9 @@ impl Env {
         Ok(Env { guest, base_initrd, disk_initrd: None, monitor: None })
     }
 
-    /// The initramfs of VMs with disks: the base plus the kernel's block
-    /// and ext4 modules and mke2fs (built on first use).
+    /// The initramfs of VMs with disks or a network device: the base plus
+    /// the kernel's virtio, ext4 and virtio-net modules and mke2fs (built
+    /// on first use).
     pub fn disk_initrd(&mut self) -> Result<PathBuf> {
         if self.disk_initrd.is_none() {
             self.disk_initrd = Some(crate::disk_tools::with_disk_tools(&self.base_initrd, &self.guest)?);
@@ -130,6 +131,7 @@ impl Boot {
                     restart: None,
                     home_node: None,
                     disks: vec![],
+                    net: None,
                 }],
                 placement: self.placement.clone(),
             };
@@ -212,13 +214,15 @@ pub fn manifest_command(
             None => image(&env.guest.kernel, "kernel".into())?,
             Some(p) => image(p, format!("kernel-{}", vm.name))?,
         };
-        let base = match (&vm.initrd, vm.disks.is_empty()) {
+        // The kernel's virtio modules come with the disk tools.
+        let plain = vm.disks.is_empty() && vm.net.is_none();
+        let base = match (&vm.initrd, plain) {
             (Some(own), _) => own.clone(),
             (None, true) => env.base_initrd.clone(),
             (None, false) => env.disk_initrd()?,
         };
         check_memory(vm, vm.kernel.as_ref().unwrap_or(&env.guest.kernel), &base)?;
-        let initrd = match (&vm.initrd, vm.disks.is_empty()) {
+        let initrd = match (&vm.initrd, plain) {
             (None, true) => image(&base, "initrd".into())?,
             (None, false) => image(&base, "initrd-disk".into())?,
             (Some(_), _) => image(&base, format!("initrd-{}", vm.name))?,
@@ -227,7 +231,8 @@ pub fn manifest_command(
         // base: the bundle holds the base once however many VMs there are.
         let initrd_extra = vm.exec.as_deref().map(|cmd| (format!("exec-{}", vm.name), initramfs::exec_archive(cmd)));
         let mut bootargs = BASE_BOOTARGS.to_string();
-        for extra in crate::manifest::mount_arg(&vm.disks).iter().chain(Some(&vm.cmdline).filter(|c| !c.is_empty())) {
+        let args = [crate::manifest::mount_arg(&vm.disks), crate::manifest::ip_arg(vm.net.as_ref())];
+        for extra in args.iter().flatten().chain(Some(&vm.cmdline).filter(|c| !c.is_empty())) {
             bootargs.push(' ');
             bootargs.push_str(extra);
         }
@@ -242,6 +247,7 @@ pub fn manifest_command(
             restart: Some(vm.restart.as_str().into()),
             home_node: vm.home_node,
             disks: vm.disks.iter().map(|d| (d.image.clone(), d.read_only)).collect(),
+            net: vm.net.as_ref().map(|n| n.mac),
         });
         extras.extend(initrd_extra);
     }

@@ -68,6 +68,8 @@ pub struct Vm {
     pub home_node: Option<u32>,
     /// `(image, read_only)` per virtio-blk disk, in guest order.
     pub disks: Vec<(String, bool)>,
+    /// The MAC of its virtio-net device, if it has one.
+    pub net: Option<[u8; 6]>,
 }
 
 /// Named images plus the VMs that use them.
@@ -156,6 +158,11 @@ impl Bundle {
                 }
                 w.end_node(n)?;
             }
+            if let Some(mac) = &vm.net {
+                let n = w.begin_node("net@0")?;
+                w.property("mac", mac)?;
+                w.end_node(n)?;
+            }
             w.end_node(n)?;
         }
         w.end_node(vms)?;
@@ -183,6 +190,7 @@ mod tests {
                     restart: Some("on-crash".into()),
                     home_node: Some(1),
                     disks: vec![("data".into(), false), ("base".into(), true)],
+                    net: Some([2, 0, 0, 0, 0, 1]),
                 },
                 Vm {
                     name: "vm1".into(),
@@ -195,6 +203,7 @@ mod tests {
                     restart: None,
                     home_node: None,
                     disks: vec![],
+                    net: None,
                 },
             ],
             placement: Default::default(),

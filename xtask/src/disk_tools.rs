@@ -2,7 +2,8 @@
 //! holding what a guest needs for its virtio-blk disks, all from Debian's
 //! packages, unmodified:
 //!
-//! - the kernel package's own modules for virtio-mmio, virtio-blk and ext4,
+//! - the kernel package's own modules for virtio-mmio, virtio-blk, ext4
+//!   and virtio-net (a VM with `[[vm.net]]` gets this archive too),
 //!   with their dependencies, under `/lib/modules/disco/`, and
 //!   `/lib/modules/disco/order`: their names in load order, which the
 //!   guest's init loads with busybox `insmod` (no modprobe, no depmod: the
@@ -25,10 +26,11 @@ use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// The modules a disk guest loads (their dependencies come along).
+/// The modules a disk or network guest loads (their dependencies come
+/// along: `virtio_net` needs `net_failover` and `failover`).
 /// crc32c: ext4 and jbd2 checksum metadata through the crypto API, which
 /// finds the implementation by name, so no `depends=` names it.
-const ROOT_MODULES: &[&str] = &["crc32c_generic", "virtio_mmio", "virtio_blk", "ext4", "overlay"];
+const ROOT_MODULES: &[&str] = &["crc32c_generic", "virtio_mmio", "virtio_blk", "ext4", "overlay", "virtio_net"];
 /// Packages behind `mke2fs`, and the libraries it loads (`readelf -d`).
 const E2FS_DEBS: &[&str] = &["e2fsprogs", "libext2fs2", "libcom-err2", "libblkid1", "libuuid1", "libc6"];
 const E2FS_LIBS: &[&str] = &[

@@ -6,6 +6,7 @@
 extern crate alloc; // numa/src/code_table.rs (shared with the no_std side) uses alloc::vec::Vec
 
 mod bench;
+mod bench_io;
 mod bench_placement;
 mod bench_scene;
 mod bench_smp;
@@ -138,6 +139,8 @@ enum BenchCmd {
     NumaSimCost(numasim_bench::CostArgs),
     /// N parallel CPU-bound processes in a guest with N vCPUs vs natively with N CPUs: time ratio per N.
     Smp(bench_smp::SmpArgs),
+    /// Inter-VM TCP throughput through the monitor's switch (and the guest's loopback as a reference).
+    Io(bench_io::IoArgs),
 }
 
 fn main() -> ExitCode {
@@ -172,6 +175,7 @@ fn dispatch(cmd: Cmd) -> Result<u8> {
         Cmd::Bench { what: BenchCmd::Placement(a) } => bench_placement::placement_cmd(a),
         Cmd::Bench { what: BenchCmd::NumaSimCost(a) } => numasim_bench::cost_cmd(a),
         Cmd::Bench { what: BenchCmd::Smp(a) } => bench_smp::smp_cmd(a),
+        Cmd::Bench { what: BenchCmd::Io(a) } => bench_io::io_cmd(a),
         Cmd::Disk { cmd } => disk::main(cmd),
         Cmd::Disks => rootfs::main(),
         Cmd::Machines => {

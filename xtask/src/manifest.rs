@@ -23,6 +23,10 @@
 //! readonly = false           # optional (default false)
 //! size = "64M"               # optional: size when the image is created (default 64 MiB)
 //! mount = "/data"            # optional: the guest's init mounts it there (ext4; ro if readonly)
+//!
+//! [[vm.net]]                 # optional, at most 1 per VM: eth0 on the switch between the run's VMs
+//! mac = "02:00:00:00:00:01"  # optional: default 02:d1:5c:00:HH:LL from the VM's index (unique)
+//! ip = "10.0.0.1/24"         # optional: the init gives eth0 this address (unique)
 //! ```
 //!
 //! `disk_file = "path"` (top level, optional) names the physical disk file
@@ -39,8 +43,11 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 mod disk;
+mod net;
 pub use disk::{default_disk_file, mount_arg, DiskSpec, MAX_DISKS};
 use disk::{disk, RawDisk};
+pub use net::{default_mac, ip_arg, mac_text, NetSpec};
+use net::{net, RawNet, MAX_NETS};
 
 /// vCPUs one VM may have: the virtual GIC routes SGIs to at most 64.
 pub const MAX_VCPUS: u32 = 64;
@@ -75,6 +82,8 @@ struct RawVm {
     home_node: Option<Spanned<u32>>,
     #[serde(default)]
     disk: Vec<Spanned<RawDisk>>,
+    #[serde(default)]
+    net: Vec<Spanned<RawNet>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +118,8 @@ pub struct VmSpec {
     pub home_node: Option<u32>,
     /// Its virtio-blk disks, in guest order (vda, vdb, ...).
     pub disks: Vec<DiskSpec>,
+    /// Its virtio-net device (`eth0`), if any.
+    pub net: Option<NetSpec>,
 }
 
 /// A parsed manifest: the machine it names (if any) and its VMs.
@@ -331,7 +342,22 @@ pub fn parse(file: &str, text: &str, machine: &Machine, base: &Path) -> Result<M
                 ));
             }
         }
+        if v.net.len() > MAX_NETS {
+            return Err(err(
+                v.net[MAX_NETS].span(),
+                &name,
+                "net",
+                format!("{} network devices: a VM has at most {MAX_NETS}", v.net.len()),
+            ));
+        }
+        let others: Vec<(&str, &NetSpec)> =
+            vms.iter().filter_map(|o| o.net.as_ref().map(|n| (o.name.as_str(), n))).collect();
+        let net = match v.net.first() {
+            Some(n) => Some(net(n.get_ref(), n.span(), &name, vms.len(), &others, &err)?),
+            None => None,
+        };
         vms.push(VmSpec {
+            net,
             disks,
             kernel: path(&v.kernel, "kernel")?,
             initrd: path(&v.initrd, "initrd")?,

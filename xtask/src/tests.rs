@@ -33,6 +33,7 @@ const GUEST_BOOT_MIB: u64 = 1024;
 const WILD_ADDRESS: &str = "0x0a800000";
 
 mod disk;
+mod net;
 mod placement;
 mod replication;
 mod scale;
@@ -131,6 +132,7 @@ fn integration(native: bool) -> Vec<Test> {
         v.push(t("migrate-numa-sim", false, |e, _| placement::migrate_after_move(e, placement::Counters::Plugin)));
         v.push(t("persistent-disk", false, |e, _| disk::persistent_disk(e)));
         v.push(t("disk-malformed-queue", false, |e, _| disk::malformed_queue(e)));
+        v.push(t("net-inter-vm", false, |e, _| net::inter_vm(e)));
         v.push(t("monitor-code-local", false, |e, _| replication::monitor_code_local(e)));
         v.push(t("replicate-shared", false, |e, _| shared_pages::replicate_shared(e)));
         v.push(t("boot-image-shared", false, |e, _| sharing::boot_image_shared(e)));

@@ -1,7 +1,8 @@
 //! The monitor's I/O: the machine console, multiplexed between the monitor
 //! and every VM; the physical disk (`disk`) and the guest disks carved
-//! from it (`blk`).
+//! from it (`blk`); the Ethernet switch between VMs (`net`).
 
 pub mod blk;
 pub mod console;
 pub mod disk;
+pub mod net;

@@ -128,6 +128,7 @@ fn run_slice(me: usize, vm: &Vm, vcpu: &mut Vcpu, loaded: u64) -> Leave {
         vm.stats.run_ticks.fetch_add(timer::now() - entered, Ordering::Relaxed);
         let outcome = exit::handle(vm, vcpu, exit, Here { node: sched::node_of(me) });
         sched::kick_mask(vm, outcome.kick);
+        vms::kick_owed();
         match outcome.next {
             Next::Run => {}
             Next::Irq => physical_irqs(Some((vm, vcpu))),

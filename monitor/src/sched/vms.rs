@@ -126,6 +126,10 @@ fn start_vm(id: usize) {
             let vm = Arc::new(vm);
             vm.tasks.store(vm.mpidrs.len(), Ordering::Release);
             VMS.lock()[id] = Some(vm.clone());
+            if let Some(net) = &vm.net {
+                let mac = net.nic.lock().mmio.device().mac();
+                crate::io::net::attach(id, mac, vm.clone());
+            }
             // The secondaries park first: vCPU 0 may CPU_ON them as soon
             // as it is queued, and a kick needs a parked task to wake.
             for index in (0..vm.mpidrs.len()).rev() {
@@ -166,6 +170,8 @@ fn roots(id: usize) -> Vec<(NodeId, u16)> {
 pub fn teardown(vm: Arc<Vm>) {
     let id = vm.id;
     VMS.lock()[id] = None;
+    // The switch holds the VM too: frames to it are dropped from now on.
+    crate::io::net::detach(id);
     let end = vm.end_reason().unwrap_or(End::PoweredOff);
     let name = vm.name.clone();
     let mut vm = vm;
@@ -206,6 +212,17 @@ pub fn teardown(vm: Arc<Vm>) {
 fn vm_gone() {
     if LIVE.fetch_sub(1, Ordering::AcqRel) == 1 {
         finish();
+    }
+}
+
+/// Kicks the vCPUs that frames from another VM gave an interrupt
+/// (`io::net`), after the exit that forwarded them.
+pub fn kick_owed() {
+    for (id, mask) in crate::io::net::take_owed() {
+        let vm = VMS.lock().get(id).cloned().flatten();
+        if let Some(vm) = vm {
+            sched::kick_mask(&vm, mask);
+        }
     }
 }
 

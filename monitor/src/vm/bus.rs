@@ -5,8 +5,8 @@
 //! Guest-physical map (the QEMU `virt` layout, so the stock kernel needs
 //! nothing special): GICD 0x0800_0000, GICR 0x080a_0000 (0x20000 per vCPU),
 //! PL011 0x0900_0000 (SPI 1), virtio-mmio frames from 0x0a00_0000 (0x200
-//! apart, SPI 16 + n, where QEMU's `virt` puts its 32 transports), RAM
-//! from 0x4000_0000.
+//! apart, SPI 16 + n, where QEMU's `virt` puts its 32 transports: disks in
+//! slots 0-3, the network device in slot 4), RAM from 0x4000_0000.
 
 use super::{Devices, End, Vm};
 use crate::{
@@ -32,7 +32,7 @@ pub const UART_INTID: u32 = SPI_INTID_BASE + UART_SPI;
 pub const VIRTIO_BASE: u64 = 0x0a00_0000;
 pub const VIRTIO_FIRST_SPI: u32 = 16;
 /// INTID of SPI 0.
-const SPI_INTID_BASE: u32 = 32;
+pub(super) const SPI_INTID_BASE: u32 = 32;
 
 /// Linux's panic banner: the console line that marks a guest kernel panic.
 const PANIC_BANNER: &str = "Kernel panic - not syncing";
@@ -46,6 +46,8 @@ pub enum Device {
     Uart,
     /// Virtio-blk disk number n of the VM (present if the VM has it).
     Blk(usize),
+    /// The VM's virtio-net device (present if it has `[[vm.net]]`).
+    Net,
 }
 
 /// One guest-physical device region.
@@ -79,6 +81,7 @@ pub const REGIONS: &[Region] = &[
     virtio(1, Device::Blk(1)),
     virtio(2, Device::Blk(2)),
     virtio(3, Device::Blk(3)),
+    virtio(4, Device::Net),
 ];
 
 /// Where the guest device tree puts the devices every VM has.
@@ -99,6 +102,11 @@ pub struct GuestDisk {
     pub line: bool,
 }
 
+/// The network device's SPI, from [`REGIONS`].
+pub fn net_spi() -> u32 {
+    REGIONS.iter().find(|r| r.device == Device::Net).and_then(|r| r.spi).expect("the network device has an SPI")
+}
+
 /// How many disk slots [`REGIONS`] has.
 const fn disk_slots() -> usize {
     let (mut i, mut n) = (0, 0);
@@ -117,6 +125,7 @@ impl Vm {
         match region.device {
             Device::Redistributors => self.gicr_size(),
             Device::Blk(n) if n >= self.disks.len() => 0,
+            Device::Net if self.net.is_none() => 0,
             _ => region.size,
         }
     }
@@ -136,6 +145,11 @@ impl Vm {
             complete_load(regs, access, read);
             return Ok(kick);
         }
+        if region.device == Device::Net {
+            let (read, kick) = self.net_access(offset, access, value)?;
+            complete_load(regs, access, read);
+            return Ok(kick);
+        }
         let mut devices = self.devices.lock();
         let (read, kick) = match region.device {
             Device::Distributor => {
@@ -150,7 +164,7 @@ impl Vm {
                 let read = perform(&mut devices.uart, offset, access, value)?;
                 (read, self.uart_changed(&mut devices))
             }
-            Device::Blk(_) => return Err(MmioError::Unmapped),
+            Device::Blk(_) | Device::Net => return Err(MmioError::Unmapped),
         };
         drop(devices);
         complete_load(regs, access, read);
@@ -215,7 +229,7 @@ impl Vm {
     pub fn virtio_nodes(&self) -> alloc::vec::Vec<VirtioMmioNode> {
         REGIONS
             .iter()
-            .filter(|r| matches!(r.device, Device::Blk(_)) && self.region_size(r) > 0)
+            .filter(|r| matches!(r.device, Device::Blk(_) | Device::Net) && self.region_size(r) > 0)
             .filter_map(|r| r.spi.map(|spi| VirtioMmioNode { base: r.base, spi }))
             .collect()
     }
@@ -244,7 +258,7 @@ impl Vm {
     /// one may make an interrupt a vCPU holds in flight pending again).
     /// Returns every vCPU with something to take, to be kicked: it may be
     /// parked or running on another CPU.
-    fn pending_changed(&self, devices: &Devices) -> u64 {
+    pub(super) fn pending_changed(&self, devices: &Devices) -> u64 {
         self.vgic_changed(u64::MAX);
         (0..self.mpidrs.len()).filter(|&v| devices.vgic.has_pending(v)).fold(0, |mask, v| mask | 1 << v)
     }
@@ -267,7 +281,12 @@ fn complete_load(regs: &mut VcpuRegs, access: DataAbort, read: Option<u64>) {
 }
 
 /// Performs the access on `device`; returns the value read, for loads.
-fn perform(device: &mut impl MmioDevice, offset: u64, access: DataAbort, value: u64) -> Result<Option<u64>, MmioError> {
+pub(super) fn perform(
+    device: &mut impl MmioDevice,
+    offset: u64,
+    access: DataAbort,
+    value: u64,
+) -> Result<Option<u64>, MmioError> {
     if access.write {
         let mask = if access.size == 8 { u64::MAX } else { (1u64 << (access.size * 8)) - 1 };
         device.write(offset, access.size, value & mask).map(|()| None)

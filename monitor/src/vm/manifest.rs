@@ -33,6 +33,15 @@ pub struct VmSpec {
     pub bootargs: String,
     /// Its virtio-blk disks, in the order the guest sees them (vda, vdb, ...).
     pub disks: Vec<DiskSpec>,
+    /// Its virtio-net device, if it has one.
+    pub net: Option<NetSpec>,
+}
+
+/// The `net@0` of a VM: its port on the switch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetSpec {
+    /// Its MAC address: a unicast address (xtask makes it unique).
+    pub mac: [u8; 6],
 }
 
 /// One `disk@N` of a VM: an image of the physical disk.
@@ -137,7 +146,25 @@ fn parse_vm(fdt: &Fdt<'static>, vm: FdtNode<'_, 'static>) -> Result<VmSpec, Stri
     if disks.len() > MAX_DISKS {
         return Err(format!("bundle: {node}: {} disks (at most {MAX_DISKS})", disks.len()));
     }
-    Ok(VmSpec { name, vcpus, memory, kernel, initrd, initrd_extra, bootargs, restart, home_node, disks })
+    let mut nets = vm.children().filter(|c| c.name.starts_with("net@"));
+    let net = nets.next().map(|n| parse_net(node, n)).transpose()?;
+    if nets.next().is_some() {
+        return Err(format!("bundle: {node}: more than one net@ node (a VM has at most one network device)"));
+    }
+    Ok(VmSpec { name, vcpus, memory, kernel, initrd, initrd_extra, bootargs, restart, home_node, disks, net })
+}
+
+/// `net@0 { mac = [6 bytes]; }`.
+fn parse_net(vm: &str, net: FdtNode<'_, 'static>) -> Result<NetSpec, String> {
+    let at = net.name;
+    let mac: [u8; 6] = net
+        .property("mac")
+        .and_then(|p| p.value.try_into().ok())
+        .ok_or_else(|| format!("bundle: {vm}/{at}: missing `mac` or not 6 bytes"))?;
+    if mac[0] & 1 != 0 {
+        return Err(format!("bundle: {vm}/{at}: mac {mac:02x?} is a group address"));
+    }
+    Ok(NetSpec { mac })
 }
 
 /// `disk@N { image = "NAME"; mode = "persistent"; read-only; }`.

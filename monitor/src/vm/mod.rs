@@ -4,10 +4,12 @@
 //! Guest-physical map (the QEMU `virt` layout, so the stock kernel needs
 //! nothing special): GICD 0x0800_0000, GICR 0x080a_0000 (0x20000 per vCPU),
 //! PL011 0x0900_0000 (SPI 1), virtio-blk disks from 0x0a00_0000 (SPI 16 +
-//! n), RAM from 0x4000_0000 (the table is `bus::REGIONS`).
+//! n), virtio-net at 0x0a00_0800 (SPI 20), RAM from 0x4000_0000 (the
+//! table is `bus::REGIONS`).
 
 pub mod bus;
 pub mod manifest;
+pub mod net;
 pub mod stats;
 
 use crate::{
@@ -135,6 +137,9 @@ pub struct Vm {
     /// Its virtio-blk disks (`bus::Device::Blk(n)`), each behind its own
     /// lock: a request holds it while the physical disk works.
     pub disks: Vec<Mutex<GuestDisk>>,
+    /// Its virtio-net device (`bus::Device::Net`), if the manifest gives
+    /// it one: a port of the switch between VMs (`io::net`).
+    pub net: Option<net::GuestNet>,
     /// Per vCPU (bit = index; at most 64 vCPUs): its vGIC state may have
     /// changed since it last looked (`virq::sync`), which otherwise skips
     /// the devices lock that all of the VM's vCPUs share.
@@ -188,6 +193,7 @@ impl Vm {
                 console: GuestLines::default(),
             }),
             disks,
+            net: spec.net.as_ref().map(|n| net::GuestNet::new(n.mac, bus::net_spi())),
             vgic_dirty: AtomicU64::new(u64::MAX),
             slots: mpidrs.iter().map(|_| Slot::new()).collect(),
             mpidrs,
@@ -352,6 +358,9 @@ impl Vm {
             (space.frames_per_node(), space.stats.clone(), space.replicas_per_node(), kernel, shared)
         };
         self.stats.print(&self.name, &frames);
+        if let Some(line) = self.net_stats_line() {
+            crate::println!("{line}");
+        }
         let mut shares = String::new();
         for (node, (local, remote)) in placement.local.iter().zip(&placement.remote).enumerate() {
             let total = local + remote;

@@ -1,6 +1,8 @@
 //! Virtio devices for guests (virtio 1.2): the virtio-mmio transport
 //! ([`transport::VirtioMmio`]), split virtqueues ([`queue::SplitQueue`]) and
-//! device models ([`blk::VirtioBlk`]).
+//! device models ([`blk::VirtioBlk`], [`net::VirtioNet`]), and the
+//! forwarding decision of the switch between VMs' network devices
+//! ([`switch::route`]).
 //!
 //! Nothing here touches guest memory by itself or runs on its own: a guest
 //! MMIO access goes to [`transport::VirtioMmio`] through [`MmioDevice`]; a
@@ -12,7 +14,9 @@
 //! [`MmioDevice`]: crate::mmio::MmioDevice
 
 pub mod blk;
+pub mod net;
 pub mod queue;
+pub mod switch;
 pub mod transport;
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 mod chains;
 mod fuzz;
+mod net;
 mod requests;
 mod transport;
 
