@@ -230,13 +230,21 @@ pub fn ensure_images(file: &Path, wanted: &[(ImageName, u64)]) -> Result<DiskHea
     Ok(header)
 }
 
+/// A base image built elsewhere (e.g. `rootfs`) to go into a disk file.
+#[derive(Clone)]
+pub struct Built {
+    pub image: PathBuf,
+    /// The stamp text: changes whenever the image's contents would.
+    pub stamp: String,
+}
+
 /// Makes sure disk file `file` holds base image `name` with the contents
 /// of `built` (a file xtask built, e.g. the Debian root filesystem): a
 /// missing file is created with it, a missing image is added after the
 /// last one, and an image whose contents are out of date (its stamp, kept
 /// beside the disk file as `FILE.NAME.stamp`, differs) is rewritten in
 /// place if the new contents fit. Other images are left alone.
-pub fn ensure_base_image(file: &Path, name: &str, built: &crate::rootfs::Built) -> Result<DiskHeader> {
+pub fn ensure_base_image(file: &Path, name: &str, built: &Built) -> Result<DiskHeader> {
     let iname = ImageName::new(name).map_err(|e| anyhow::anyhow!("image {name}: {e}"))?;
     let stamp_file = PathBuf::from(format!("{}.{name}.stamp", file.display()));
     let len = std::fs::metadata(&built.image).with_context(|| format!("{}", built.image.display()))?.len();
@@ -571,7 +579,7 @@ mod tests {
         let img = scratch("base.ext4");
         let built = |data: &[u8], stamp: &str| {
             std::fs::write(&img, data).unwrap();
-            crate::rootfs::Built { image: img.clone(), stamp: stamp.into() }
+            Built { image: img.clone(), stamp: stamp.into() }
         };
         let read_image = |h: &DiskHeader, n: usize| {
             let e = h.find("debian").unwrap();

@@ -34,6 +34,7 @@
 //! `bench/workloads/` (see `disk_tools.rs`), so editing a script needs no
 //! image rebuild.
 
+use crate::disk::Built;
 use crate::setup::{apt_get, apt_update, bookworm_stanza};
 use crate::util::{cache_dir, output, rel, run, show};
 use anyhow::{anyhow, bail, ensure, Context, Result};
@@ -79,14 +80,6 @@ const RECIPE: &str = "rootfs recipe 1";
 /// postinst would add; any free system id will do).
 const POSTGRES_UID: u32 = 102;
 const POSTGRES_GID: u32 = 104;
-
-/// A built image.
-#[derive(Clone)]
-pub struct Built {
-    pub image: PathBuf,
-    /// The stamp text: changes whenever the image's contents would.
-    pub stamp: String,
-}
 
 /// Builds `.cache/rootfs/debian.ext4` if its stamp is out of date; prints
 /// progress on stderr. Checked once per xtask invocation (resolving takes
