@@ -130,6 +130,7 @@ impl Boot {
                     bootargs: self.bootargs(),
                     restart: None,
                     home_node: None,
+                    share_group: None,
                     disks: vec![],
                     net: None,
                 }],
@@ -246,6 +247,7 @@ pub fn manifest_command(
             bootargs,
             restart: Some(vm.restart.as_str().into()),
             home_node: vm.home_node,
+            share_group: vm.share_group.clone(),
             disks: vm.disks.iter().map(|d| (d.image.clone(), d.read_only)).collect(),
             net: vm.net.as_ref().map(|n| n.mac),
         });

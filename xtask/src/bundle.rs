@@ -32,6 +32,7 @@
 //!                                              // (the monitor appends ` disco.boot=N`)
 //!             restart = "never";               // string, optional: "never" | "on-crash"
 //!             home-node = <0>;                 // u32, optional: preferred NUMA node
+//!             share-group = "g";               // string, optional: trust group for sharing ("none": nobody)
 //!             disk@0 {                         // optional, up to 4: vda, vdb, ... in order
 //!                 image = "data";              // string: an image of the physical disk's header
 //!                 mode = "persistent";         // string: the only mode yet
@@ -66,6 +67,8 @@ pub struct Vm {
     /// `"never"` or `"on-crash"`; omitted when `None` (the monitor's default: never).
     pub restart: Option<String>,
     pub home_node: Option<u32>,
+    /// Its trust group for sharing; omitted when `None` (the run's group).
+    pub share_group: Option<String>,
     /// `(image, read_only)` per virtio-blk disk, in guest order.
     pub disks: Vec<(String, bool)>,
     /// The MAC of its virtio-net device, if it has one.
@@ -149,6 +152,9 @@ impl Bundle {
             if let Some(h) = vm.home_node {
                 w.property_u32("home-node", h)?;
             }
+            if let Some(g) = &vm.share_group {
+                w.property_string("share-group", g)?;
+            }
             for (d, (image, read_only)) in vm.disks.iter().enumerate() {
                 let n = w.begin_node(&format!("disk@{d}"))?;
                 w.property_string("image", image)?;
@@ -189,6 +195,7 @@ mod tests {
                     bootargs: "console=ttyAMA0".into(),
                     restart: Some("on-crash".into()),
                     home_node: Some(1),
+                    share_group: None,
                     disks: vec![("data".into(), false), ("base".into(), true)],
                     net: Some([2, 0, 0, 0, 0, 1]),
                 },
@@ -202,6 +209,7 @@ mod tests {
                     bootargs: String::new(),
                     restart: None,
                     home_node: None,
+                    share_group: None,
                     disks: vec![],
                     net: None,
                 },

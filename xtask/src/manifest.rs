@@ -16,6 +16,7 @@
 //! exec = "nproc"             # optional: run after boot, like --exec (own initrd)
 //! restart = "on-crash"       # optional: "never" (default) | "on-crash"
 //! home_node = 1              # optional: a node of the machine
+//! share_group = "g"          # optional: who shares boot images with it (default: the run's group; "none": nobody)
 //!
 //! [[vm.disk]]                # optional, up to 4 per VM: /dev/vda, /dev/vdb, ...
 //! image = "data"             # an image of the disk file (created if missing)
@@ -80,6 +81,7 @@ struct RawVm {
     exec: Option<String>,
     restart: Option<Spanned<String>>,
     home_node: Option<Spanned<u32>>,
+    share_group: Option<Spanned<String>>,
     #[serde(default)]
     disk: Vec<Spanned<RawDisk>>,
     #[serde(default)]
@@ -116,6 +118,8 @@ pub struct VmSpec {
     pub exec: Option<String>,
     pub restart: Restart,
     pub home_node: Option<u32>,
+    /// Its trust group for sharing (None: the run's default group; Some("none"): shares with nobody).
+    pub share_group: Option<String>,
     /// Its virtio-blk disks, in guest order (vda, vdb, ...).
     pub disks: Vec<DiskSpec>,
     /// Its virtio-net device (`eth0`), if any.
@@ -295,6 +299,17 @@ pub fn parse(file: &str, text: &str, machine: &Machine, base: &Path) -> Result<M
             }
             h => h.as_ref().map(|h| *h.get_ref()),
         };
+        let share_group = match &v.share_group {
+            Some(g) if !valid_name(g.get_ref()) => {
+                return Err(err(
+                    g.span(),
+                    &name,
+                    "share_group",
+                    format!("`{}` must be 1-{MAX_NAME} of A-Z a-z 0-9 _ - (or \"none\")", g.get_ref()),
+                ))
+            }
+            g => g.as_ref().map(|g| g.get_ref().clone()),
+        };
         let path = |p: &Option<Spanned<String>>, field: &str| -> Result<Option<PathBuf>> {
             let Some(p) = p else { return Ok(None) };
             let full = base.join(p.get_ref());
@@ -369,6 +384,7 @@ pub fn parse(file: &str, text: &str, machine: &Machine, base: &Path) -> Result<M
             exec: v.exec.clone(),
             restart,
             home_node,
+            share_group,
         });
     }
     if let Some(v) = &raw.placement {
@@ -444,6 +460,10 @@ mod tests {
         assert!(e.starts_with("m.toml:8: vm `b`: field `vcpus`: 65") && e.contains("at most 64 vCPUs"), "{e}");
         let e = parse_err(&TWO.replace("\"on-crash\"", "\"always\""));
         assert!(e.starts_with("m.toml:10: vm `b`: field `restart`"), "{e}");
+        let e = parse_err(&TWO.replace("home_node = 1", "home_node = 1\nshare_group = \"a b\""));
+        assert!(e.starts_with("m.toml:12: vm `b`: field `share_group`: `a b` must be"), "{e}");
+        let m = parse("m.toml", &TWO.replace("home_node = 1", "share_group = \"none\""), &numa2(), Path::new("."));
+        assert_eq!(m.unwrap().vms[1].share_group.as_deref(), Some("none"));
     }
 
     #[test]

@@ -27,8 +27,10 @@ use numa::{
 use spin::Mutex;
 
 struct Image {
-    /// The image's bytes in the boot bundle (address and length identify it).
-    key: (usize, usize),
+    /// The image's bytes in the boot bundle (address and length identify
+    /// it) and the trust group whose VMs share this copy: VMs of different
+    /// groups never map the same frame.
+    key: (usize, usize, &'static str),
     /// One frame per whole page of the image.
     frames: Vec<Frame>,
     /// Per page, its content as booted guests left it (see the module doc).
@@ -47,8 +49,8 @@ fn owner(index: usize, block: usize) -> Use {
 /// `data` (loaded into frames from `node` on first use), one memmap
 /// reference per frame for the caller, and the image's index (for
 /// [`offer_booted`]). None: out of memory.
-pub fn share(data: &'static [u8], pages: usize, node: NodeId) -> Option<(usize, Vec<Frame>)> {
-    let key = (data.as_ptr() as usize, data.len());
+pub fn share(data: &'static [u8], pages: usize, group: &'static str, node: NodeId) -> Option<(usize, Vec<Frame>)> {
+    let key = (data.as_ptr() as usize, data.len(), group);
     let map = frames::memmap();
     let mut images = IMAGES.lock();
     let index = match images.iter().position(|i| i.key == key) {
@@ -67,6 +69,11 @@ pub fn share(data: &'static [u8], pages: usize, node: NodeId) -> Option<(usize, 
                 loaded.push(frame);
             }
             let booted = loaded.iter().map(|_| None).collect();
+            log::info!(
+                "boot image {index} ({} KiB) loaded for share group {:?}",
+                data.len() >> 10,
+                if group.is_empty() { "(the run's)" } else { group }
+            );
             images.push(Image { key, frames: loaded, booted });
             index
         }

@@ -4,13 +4,18 @@
 //! copy, so after boot the copies are merged by content, at the page's
 //! known offset in the image.
 //!
+//! Rounds run every [`EVERY`] placement intervals (half a second at the
+//! default interval): a watch lasts that long, and a VM with nothing left
+//! to merge costs a scan of its boot-image pages only that often.
+//!
 //! A page is merged only when stable: each round write-protects (watches)
 //! a batch of the VM's private boot-image pages; one still clean at the
 //! next round, so read-only and unchanged for an interval, is offered to
 //! the image: if its content equals the image's booted copy (or there is
 //! none yet and it becomes it) the VM maps that frame copy-on-write
 //! instead and its own goes back to its node. A page is tried at most
-//! [`MAX_TRIES`] times (written data pages stop costing).
+//! [`MAX_TRIES`] times, a merge counting as a try (written data pages
+//! stop costing).
 
 use super::{boot_image, frames, VmSpace};
 use crate::arch::stage2::{Stage2, PAGE_SIZE};
@@ -22,9 +27,11 @@ use stage2::{Perm, Pte};
 pub const MAX_TRIES: u8 = 3;
 /// Pages watched per VM per round.
 const BATCH: usize = 1024;
+/// Placement intervals between merge rounds.
+pub const EVERY: u32 = 5;
 
 impl VmSpace {
-    /// One merge round for this VM (each placement interval). Returns the
+    /// One merge round for this VM (every [`EVERY`] intervals). Returns the
     /// pages merged.
     pub fn merge_boot_pages(&mut self, here: NodeId) -> usize {
         let mut offers = Vec::new();
@@ -46,9 +53,9 @@ impl VmSpace {
         }
         let mut merges: Vec<(u64, Frame)> = Vec::new();
         for (gpfn, image, page, pa, node) in offers {
-            match boot_image::offer_booted(image, page, pa, node) {
-                Some(frame) => merges.push((gpfn, frame)),
-                None => self.tried(gpfn),
+            self.tried(gpfn);
+            if let Some(frame) = boot_image::offer_booted(image, page, pa, node) {
+                merges.push((gpfn, frame));
             }
         }
         for &gpfn in &watch {
@@ -82,7 +89,11 @@ impl VmSpace {
                     frames::free(own, here);
                     self.pmap.set_state(gpfn, PageState::CowShared);
                     self.pmap.reset_moves(gpfn);
-                    self.sharing.remove(&gpfn);
+                    // Its tries stay: a page the guest keeps writing after
+                    // each merge stops being merged.
+                    if let Some(s) = self.sharing.get_mut(&gpfn) {
+                        s.watched = false;
+                    }
                     let _ = self.set(gpfn * PAGE_SIZE, Pte::page(pa, Perm::RX));
                     merged += 1;
                 }

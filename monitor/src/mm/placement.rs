@@ -177,7 +177,9 @@ pub fn end() {
 pub fn run(space: &Mutex<VmSpace>, hot: &Hot, interval: u32, here: NodeId) -> usize {
     let Some(config) = CONFIG.get() else { return 0 };
     let mut space = space.lock();
-    space.merge_boot_pages(here);
+    if interval.is_multiple_of(super::merge::EVERY) {
+        space.merge_boot_pages(here);
+    }
     if config.mode == Mode::FirstTouch {
         return 0;
     }

@@ -23,6 +23,9 @@ pub struct VmSpec {
     pub restart: Restart,
     /// The node its vCPUs and memory should be on; None lets the monitor pick.
     pub home_node: Option<usize>,
+    /// The trust group it shares boot images with (`""`: the run's
+    /// default group); None: it shares with nobody.
+    pub share_group: Option<&'static str>,
     pub name: String,
     pub vcpus: usize,
     pub memory: u64,
@@ -138,6 +141,13 @@ fn parse_vm(fdt: &Fdt<'static>, vm: FdtNode<'_, 'static>) -> Result<VmSpec, Stri
         Some(other) => return Err(format!("bundle: {node}: restart is `{other}`, expected `never` or `on-crash`")),
     };
     let home_node = vm.property("home-node").and_then(|p| p.as_usize());
+    // The run's group is the empty name; "none" shares with nobody.
+    let share_group = match vm.property("share-group").map(|p| p.as_str()) {
+        None => Some(""),
+        Some(Some("none")) => None,
+        Some(Some(name)) if !name.is_empty() => Some(name),
+        Some(_) => return Err(format!("bundle: {node}: share-group is not a non-empty string")),
+    };
     let disks = vm
         .children()
         .filter(|c| c.name.starts_with("disk@"))
@@ -151,7 +161,7 @@ fn parse_vm(fdt: &Fdt<'static>, vm: FdtNode<'_, 'static>) -> Result<VmSpec, Stri
     if nets.next().is_some() {
         return Err(format!("bundle: {node}: more than one net@ node (a VM has at most one network device)"));
     }
-    Ok(VmSpec { name, vcpus, memory, kernel, initrd, initrd_extra, bootargs, restart, home_node, disks, net })
+    Ok(VmSpec { name, vcpus, memory, kernel, initrd, initrd_extra, bootargs, restart, home_node, share_group, disks, net })
 }
 
 /// `net@0 { mac = [6 bytes]; }`.

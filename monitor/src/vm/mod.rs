@@ -238,10 +238,10 @@ impl Vm {
         if entry + image_size.max(kernel.len() as u64) > low {
             return Err(format!("{} MiB is too small for kernel and initrd", self.ram_size >> 20));
         }
-        self.load_shared(entry, kernel)?;
+        self.load_shared(entry, kernel, spec.share_group)?;
         self.space.lock().kernel_image = entry / PAGE_SIZE..(entry + kernel.len() as u64).div_ceil(PAGE_SIZE);
         if let Some((start, data)) = initrd {
-            self.load_shared(start, data)?;
+            self.load_shared(start, data, spec.share_group)?;
             if let Some(extra) = spec.initrd_extra {
                 self.write(start + extra_at as u64, extra)?;
             }
@@ -270,9 +270,12 @@ impl Vm {
     /// its whole pages are mapped copy-on-write from frames every VM that
     /// boots the same image shares (`mm::boot_image`), its last partial
     /// page is written privately.
-    fn load_shared(&self, ipa: u64, data: &'static [u8]) -> Result<(), String> {
+    /// A VM that shares with nobody gets a private copy.
+    fn load_shared(&self, ipa: u64, data: &'static [u8], group: Option<&'static str>) -> Result<(), String> {
+        let Some(group) = group else { return self.write(ipa, data) };
         let pages = data.len() / PAGE_SIZE as usize;
-        let frames = boot_image::share(data, pages, self.home()).ok_or("out of memory for a shared boot image")?;
+        let frames =
+            boot_image::share(data, pages, group, self.home()).ok_or("out of memory for a shared boot image")?;
         if !self.space.lock().map_shared(ipa / PAGE_SIZE, frames, self.home()) {
             return Err(format!("boot image at {ipa:#x} overlaps memory already loaded"));
         }

@@ -23,9 +23,11 @@ fn stat(line: &str, key: &str) -> Option<u64> {
     rest.trim_start().split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
 
-/// `boot-image-shared`: VMs `a` (node 0) and `b` (node 1), 2 vCPUs each,
-/// boot the default kernel and initramfs and compute an md5. Required:
-/// both md5s equal the host's; each VM's statistics show at least
+/// `boot-image-shared`: VMs `a` (node 0) and `b` (node 1) of the run's
+/// trust group, `c` in group `x` and `d` with `share_group = "none"`, 2
+/// vCPUs each, boot the default kernel and initramfs and compute an md5.
+/// Required: every md5 equals the host's; kernel and initrd are loaded
+/// once per group (two groups), and `d` maps none of them; each VM's statistics show at least
 /// [`MIN_SHARED`] boot-image pages still shared, some pages copied on
 /// write (the kernel writes its data) and some merged back; every node
 /// reports `all frames
@@ -33,16 +35,23 @@ fn stat(line: &str, key: &str) -> Option<u64> {
 pub fn boot_image_shared(env: &mut crate::boot::Env) -> Result<()> {
     let vm = |name: &str, node: u32| {
         format!(
-            "[[vm]]\nname = \"{name}\"\nvcpus = 2\nmemory = \"256M\"\nhome_node = {node}\n\
+            "[[vm]]\nname = \"{name}\"\nvcpus = 2\nmemory = \"128M\"\nhome_node = {node}\n\
              exec = '''\necho \"md5=$(seq 1 {SEQ_TO} | md5sum | cut -d' ' -f1)\"\n'''\n"
         )
     };
-    let text = format!("{}\n{}", vm("a", 0), vm("b", 1));
+    // c has a trust group of its own, d shares with nobody.
+    let text = format!(
+        "{}\n{}\n{}share_group = \"x\"\n\n{}share_group = \"none\"\n",
+        vm("a", 0),
+        vm("b", 1),
+        vm("c", 0),
+        vm("d", 1)
+    );
     let (mut s, _) = spawn(env, "numa2", "test-boot-image-shared", &text, None)?;
     let lines = follow(&mut s, super::GUEST_TIMEOUT, None, |_, _| Ok(()))?;
     let want = host_md5(&seq_bytes(SEQ_TO))?;
     let mut report = Vec::new();
-    for name in ["a", "b"] {
+    for name in ["a", "b", "c", "d"] {
         let prefix = format!("[{name}] ");
         let out: Vec<String> = lines.iter().filter_map(|l| l.strip_prefix(&prefix)).map(|l| l.trim().into()).collect();
         let md5 = field(&out, "md5=").map_err(|e| fail(&s, format!("vm {name}: {e}")))?;
@@ -56,6 +65,12 @@ pub fn boot_image_shared(env: &mut crate::boot::Env) -> Result<()> {
         let shared = stat(line, "boot image pages shared").unwrap_or(0);
         let copied = stat(line, "copied on write").unwrap_or(0);
         let merged = stat(line, "merged back").unwrap_or(0);
+        if name == "d" {
+            if shared + copied + merged != 0 {
+                return Err(fail(&s, format!("vm d (share_group \"none\") shares boot-image pages: {line}")));
+            }
+            continue;
+        }
         if shared < MIN_SHARED || copied == 0 || merged == 0 {
             return Err(fail(
                 &s,
@@ -63,6 +78,12 @@ pub fn boot_image_shared(env: &mut crate::boot::Env) -> Result<()> {
             ));
         }
         report.push(format!("{name}: {shared} shared, {copied} copied, {merged} merged back"));
+    }
+    // One copy of kernel and initrd for the run's group (a, b), one for x (c).
+    let loads: Vec<&String> = lines.iter().filter(|l| l.contains("loaded for share group")).collect();
+    let group = |g: &str| loads.iter().filter(|l| l.contains(g)).count();
+    if loads.len() != 4 || group("\"(the run's)\"") != 2 || group("\"x\"") != 2 {
+        return Err(fail(&s, format!("boot images loaded: {loads:?}; want kernel and initrd once per group")));
     }
     if lines.iter().filter(|l| l.contains("all frames returned")).count() < 2 {
         return Err(fail(&s, "not every node reports `all frames returned`".into()));
