@@ -1,21 +1,23 @@
 //! Boot images shared between VMs (Disco's shared kernel and initrd; issue
-//! 14): the first VM that boots a kernel Image or base initramfs has its
-//! pages copied into machine frames once; every VM that boots the same
-//! image maps those frames read-only (pmap state `CowShared`, one memmap
-//! reference each), and a guest write to one breaks the sharing for that
-//! page alone (`VmSpace::write_fault`). Pages a guest only reads or runs
-//! (most of the kernel text) stay one copy for all VMs.
+//! 14). Every VM that boots a kernel Image or base initramfs first gets
+//! its own copy (written at load, as without sharing), and the monitor then
+//! merges the copies page by page (`mm::merge`): the image keeps each page
+//! *as booted*, the first stable copy any VM of the trust group offered,
+//! and a VM whose copy has equal content maps that frame read-only,
+//! copy-on-write (pmap state `CowShared`, one memmap reference each) and
+//! frees its own, as VMware ESX and KSM merge equal pages, but only at
+//! known offsets of a known image.
 //!
-//! A kernel patches its own text at boot (ftrace rewrites every function's
-//! entry, alternatives patch instructions), so most text pages are copied
-//! on write while a VM boots, every VM making the same copy. The image
-//! therefore also keeps each page *as booted*: the first VM that offers a
-//! stable copy of a page provides it, and a VM whose copy has equal
-//! content maps that one instead (`mm::merge`), as VMware ESX and KSM
-//! merge equal pages, but only at known offsets of a known image.
+//! Why not map one loaded copy into every VM from the start: a kernel
+//! patches its own text at boot (ftrace rewrites every function's entry,
+//! alternatives patch instructions), so most pages would be copied on
+//! write during boot anyway, each copy a break-before-make with a TLB
+//! broadcast. Under QEMU's TCG a broadcast stops every vCPU, and 64 VMs
+//! booting that way did not finish booting in 10 minutes (`many-vms`).
 //!
-//! The cache keeps one reference of its own, so a VM that restarts finds
-//! its images loaded; [`release_all`] drops it when the last VM ended.
+//! The cache keeps one reference of its own to each booted frame, so a
+//! VM that restarts finds them; [`release_all`] drops them when the last
+//! VM ended.
 
 use super::frames;
 use crate::arch::{mem, stage2::PAGE_SIZE};
@@ -31,8 +33,6 @@ struct Image {
     /// it) and the trust group whose VMs share this copy: VMs of different
     /// groups never map the same frame.
     key: (usize, usize, &'static str),
-    /// One frame per whole page of the image.
-    frames: Vec<Frame>,
     /// Per page, its content as booted guests left it (see the module doc).
     booted: Vec<Option<Frame>>,
 }
@@ -45,41 +45,22 @@ fn owner(index: usize, block: usize) -> Use {
     Use::Cache { disk: MAX_VM - 1 - index as u16, block: block as u64 }
 }
 
-/// References to the frames holding the first `pages` whole pages of
-/// `data` (loaded into frames from `node` on first use), one memmap
-/// reference per frame for the caller, and the image's index (for
-/// [`offer_booted`]). None: out of memory.
-pub fn share(data: &'static [u8], pages: usize, group: &'static str, node: NodeId) -> Option<(usize, Vec<Frame>)> {
+/// The index of `data`'s entry for trust group `group` (made on first
+/// use), for [`offer_booted`] of its first `pages` pages.
+pub fn register(data: &'static [u8], pages: usize, group: &'static str) -> usize {
     let key = (data.as_ptr() as usize, data.len(), group);
-    let map = frames::memmap();
     let mut images = IMAGES.lock();
-    let index = match images.iter().position(|i| i.key == key) {
-        Some(index) => index,
-        None => {
-            let index = images.len();
-            let mut loaded = Vec::with_capacity(pages);
-            for (block, chunk) in data.chunks(PAGE_SIZE as usize).take(pages).enumerate() {
-                let Some(frame) = frames::alloc(node, owner(index, block)) else {
-                    loaded.into_iter().for_each(|f| frames::free(f, node));
-                    return None;
-                };
-                // SAFETY: a frame just allocated for the cache, not mapped anywhere yet.
-                unsafe { mem::slice_mut(frame.pa(), chunk.len()) }.copy_from_slice(chunk);
-                mem::clean_for_guest(frame.pa(), PAGE_SIZE);
-                loaded.push(frame);
-            }
-            let booted = loaded.iter().map(|_| None).collect();
-            log::info!(
-                "boot image {index} ({} KiB) loaded for share group {:?}",
-                data.len() >> 10,
-                if group.is_empty() { "(the run's)" } else { group }
-            );
-            images.push(Image { key, frames: loaded, booted });
-            index
-        }
-    };
-    let frames = &images[index].frames;
-    (frames.len() >= pages).then(|| (index, frames[..pages].iter().map(|f| map.share(f)).collect()))
+    if let Some(index) = images.iter().position(|i| i.key == key) {
+        return index;
+    }
+    log::info!(
+        "boot image {} ({} KiB) registered for share group {:?}",
+        images.len(),
+        data.len() >> 10,
+        if group.is_empty() { "(the run's)" } else { group }
+    );
+    images.push(Image { key, booted: (0..pages).map(|_| None).collect() });
+    images.len() - 1
 }
 
 /// A VM offers its copy (at machine address `pa`, read-only while this
@@ -91,7 +72,7 @@ pub fn offer_booted(index: usize, page: usize, pa: u64, node: NodeId) -> Option<
     let mut images = IMAGES.lock();
     let image = images.get_mut(index)?;
     let map = frames::memmap();
-    let block = image.frames.len() + page;
+    let block = page;
     match image.booted.get(page)? {
         // SAFETY: both are whole frames nobody writes: the caller's copy
         // is mapped read-only, a booted frame only ever read-only.
@@ -111,6 +92,6 @@ pub fn offer_booted(index: usize, page: usize, pa: u64, node: NodeId) -> Option<
 /// maps go back to their nodes.
 pub fn release_all(here: NodeId) {
     for image in core::mem::take(&mut *IMAGES.lock()) {
-        image.frames.into_iter().chain(image.booted.into_iter().flatten()).for_each(|f| frames::free(f, here));
+        image.booted.into_iter().flatten().for_each(|f| frames::free(f, here));
     }
 }

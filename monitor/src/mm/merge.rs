@@ -29,11 +29,18 @@ pub const MAX_TRIES: u8 = 3;
 const BATCH: usize = 1024;
 /// Placement intervals between merge rounds.
 pub const EVERY: u32 = 5;
+/// Rounds a VM waits before its first: its kernel is still patching
+/// itself early in boot, and a page merged before it is written again.
+const DELAY_ROUNDS: u32 = 12;
 
 impl VmSpace {
     /// One merge round for this VM (every [`EVERY`] intervals). Returns the
     /// pages merged.
     pub fn merge_boot_pages(&mut self, here: NodeId) -> usize {
+        self.merge_rounds += 1;
+        if self.merge_rounds <= DELAY_ROUNDS {
+            return 0;
+        }
         let mut offers = Vec::new();
         let mut watch = Vec::new();
         for &(first, pages, image) in &self.boot_images {

@@ -205,29 +205,10 @@ impl VmSpace {
         Some(resolved)
     }
 
-    /// Maps `frames` (shared references to boot image `image`'s pages) at
-    /// guest pages `first..`, read-only and `CowShared`: a write copies the
-    /// page. False (the rest of the frames dropped) if a page was mapped
-    /// already.
-    pub fn map_shared(&mut self, first: u64, (image, frames): (usize, Vec<numa::memmap::Frame>), here: NodeId) -> bool {
-        self.boot_images.push((first, frames.len(), image));
-        let mut ok = true;
-        for (gpfn, frame) in (first..).zip(frames) {
-            let pa = frame.pa();
-            if !ok {
-                frames::free(frame, here);
-                continue;
-            }
-            if let Err(frame) = self.pmap.map(gpfn, frame) {
-                frames::free(frame, here);
-                ok = false;
-                continue;
-            }
-            self.pmap.set_state(gpfn, PageState::CowShared);
-            ok = self.set(gpfn * PAGE_SIZE, Pte::page(pa, Perm::RX)).is_some();
-        }
-        Stage2::publish();
-        ok
+    /// Guest pages `first..first + pages` hold page 0.. of boot image
+    /// `image`: `mm::merge` may share them with other VMs' copies.
+    pub fn add_boot_image(&mut self, first: u64, pages: usize, image: usize) {
+        self.boot_images.push((first, pages, image));
     }
 
     /// Pages mapped copy-on-write from a shared frame.

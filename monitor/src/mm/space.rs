@@ -84,6 +84,8 @@ pub struct VmSpace {
     /// Boot images mapped from `mm::boot_image`: (first guest page,
     /// pages, image index).
     pub(super) boot_images: Vec<(u64, usize, usize)>,
+    /// Merge rounds this VM has seen (`mm::merge`).
+    pub(super) merge_rounds: u32,
     nodes: usize,
 }
 
@@ -102,6 +104,7 @@ impl VmSpace {
             sharing: BTreeMap::new(),
             kernel_image: 0..0,
             boot_images: Vec::new(),
+            merge_rounds: 0,
             nodes,
         };
         for &(node, vmid) in roots {

@@ -266,20 +266,18 @@ impl Vm {
         Ok((entry, dtb))
     }
 
-    /// Loads a boot image (kernel or base initrd) at the page-aligned `ipa`:
-    /// its whole pages are mapped copy-on-write from frames every VM that
-    /// boots the same image shares (`mm::boot_image`), its last partial
-    /// page is written privately.
-    /// A VM that shares with nobody gets a private copy.
+    /// Loads a boot image (kernel or base initrd) at the page-aligned
+    /// `ipa`: a private copy, whose whole pages the monitor later merges
+    /// with the other VMs' of the same trust group (`mm::boot_image`); a
+    /// VM that shares with nobody (`group` None) keeps its copy.
     fn load_shared(&self, ipa: u64, data: &'static [u8], group: Option<&'static str>) -> Result<(), String> {
-        let Some(group) = group else { return self.write(ipa, data) };
-        let pages = data.len() / PAGE_SIZE as usize;
-        let frames =
-            boot_image::share(data, pages, group, self.home()).ok_or("out of memory for a shared boot image")?;
-        if !self.space.lock().map_shared(ipa / PAGE_SIZE, frames, self.home()) {
-            return Err(format!("boot image at {ipa:#x} overlaps memory already loaded"));
+        self.write(ipa, data)?;
+        if let Some(group) = group {
+            let pages = data.len() / PAGE_SIZE as usize;
+            let index = boot_image::register(data, pages, group);
+            self.space.lock().add_boot_image(ipa / PAGE_SIZE, pages, index);
         }
-        self.write(ipa + (pages as u64) * PAGE_SIZE, &data[pages * PAGE_SIZE as usize..])
+        Ok(())
     }
 
     /// Copies `data` into guest memory at `ipa`, page by page through stage 2.

@@ -10,12 +10,13 @@ use anyhow::Result;
 /// Numbers `seq` prints for the md5 each VM computes.
 const SEQ_TO: u64 = 100_000;
 /// Kernel and initrd pages each VM must still share after boot and a
-/// computation. The Debian kernel Image has about 8000 pages; the kernel
-/// patches its own text at boot (ftrace rewrites every function's entry,
-/// alternatives patch instructions), which copies most of it, and the
-/// monitor merges the stable copies back (`mm::merge`): a run ends with
-/// about 5000 shared (2200 without merging).
-const MIN_SHARED: u64 = 3500;
+/// computation. The Debian kernel Image has about 8000 pages; each VM
+/// loads its own copy, the kernel patches it at boot (ftrace, alternatives)
+/// as every VM's does, and the monitor merges the stable pages
+/// (`mm::merge`, from 6 s after boot): a run ends with about 2800 shared
+/// (the rest is written again after merging: freed init memory and
+/// initrd pages reused, data).
+const MIN_SHARED: u64 = 2000;
 
 /// The number after `key` in `line`.
 fn stat(line: &str, key: &str) -> Option<u64> {
@@ -26,10 +27,10 @@ fn stat(line: &str, key: &str) -> Option<u64> {
 /// `boot-image-shared`: VMs `a` (node 0) and `b` (node 1) of the run's
 /// trust group, `c` in group `x` and `d` with `share_group = "none"`, 2
 /// vCPUs each, boot the default kernel and initramfs and compute an md5.
-/// Required: every md5 equals the host's; kernel and initrd are loaded
-/// once per group (two groups), and `d` maps none of them; each VM's statistics show at least
-/// [`MIN_SHARED`] boot-image pages still shared, some pages copied on
-/// write (the kernel writes its data) and some merged back; every node
+/// Required: every md5 equals the host's; kernel and initrd are
+/// registered once per group (two groups), and `d` maps none of them; each VM's statistics show at least
+/// [`MIN_SHARED`] boot-image pages shared (merged back from their own
+/// copies); every node
 /// reports `all frames
 /// returned` after the run, the shared frames included.
 pub fn boot_image_shared(env: &mut crate::boot::Env) -> Result<()> {
@@ -71,7 +72,7 @@ pub fn boot_image_shared(env: &mut crate::boot::Env) -> Result<()> {
             }
             continue;
         }
-        if shared < MIN_SHARED || copied == 0 || merged == 0 {
+        if shared < MIN_SHARED || merged == 0 {
             return Err(fail(
                 &s,
                 format!("vm {name}: {shared} pages shared, {copied} copied, {merged} merged: {line}"),
@@ -79,8 +80,8 @@ pub fn boot_image_shared(env: &mut crate::boot::Env) -> Result<()> {
         }
         report.push(format!("{name}: {shared} shared, {copied} copied, {merged} merged back"));
     }
-    // One copy of kernel and initrd for the run's group (a, b), one for x (c).
-    let loads: Vec<&String> = lines.iter().filter(|l| l.contains("loaded for share group")).collect();
+    // Kernel and initrd registered once for the run's group (a, b), once for x (c).
+    let loads: Vec<&String> = lines.iter().filter(|l| l.contains("registered for share group")).collect();
     let group = |g: &str| loads.iter().filter(|l| l.contains(g)).count();
     if loads.len() != 4 || group("\"(the run's)\"") != 2 || group("\"x\"") != 2 {
         return Err(fail(&s, format!("boot images loaded: {loads:?}; want kernel and initrd once per group")));
