@@ -16,7 +16,7 @@
 //! exec = "nproc"             # optional: run after boot, like --exec (own initrd)
 //! restart = "on-crash"       # optional: "never" (default) | "on-crash"
 //! home_node = 1              # optional: a node of the machine
-//! share_group = "g"          # optional: who shares boot images with it (default: the run's group; "none": nobody)
+//! share_group = "g"          # optional: who shares boot images with it (default and "none": nobody, for now)
 //!
 //! [[vm.disk]]                # optional, up to 4 per VM: /dev/vda, /dev/vdb, ...
 //! image = "data"             # an image of the disk file (created if missing)

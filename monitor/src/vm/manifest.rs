@@ -141,9 +141,10 @@ fn parse_vm(fdt: &Fdt<'static>, vm: FdtNode<'_, 'static>) -> Result<VmSpec, Stri
         Some(other) => return Err(format!("bundle: {node}: restart is `{other}`, expected `never` or `on-crash`")),
     };
     let home_node = vm.property("home-node").and_then(|p| p.as_usize());
-    // The run's group is the empty name; "none" shares with nobody.
+    // Sharing is opt-in for now (see `mm::merge` on its cost under TCG);
+    // "none" shares with nobody.
     let share_group = match vm.property("share-group").map(|p| p.as_str()) {
-        None => Some(""),
+        None => None,
         Some(Some("none")) => None,
         Some(Some(name)) if !name.is_empty() => Some(name),
         Some(_) => return Err(format!("bundle: {node}: share-group is not a non-empty string")),
