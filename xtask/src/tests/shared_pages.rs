@@ -43,7 +43,7 @@ fn expected_sums() -> (u64, u64) {
 }
 
 /// Numbers after `key` in a monitor statistics line, e.g. `replicated 12,`.
-fn stat(line: &str, key: &str) -> Option<u64> {
+pub(super) fn stat(line: &str, key: &str) -> Option<u64> {
     let rest = &line[line.find(key)? + key.len()..];
     rest.trim_start().split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
@@ -113,6 +113,9 @@ mod tests {
         assert_eq!(super::stat(l, "replicated"), Some(2048));
         assert_eq!(super::stat(l, "collapses"), Some(16));
         assert_eq!(super::stat(l, "missing"), None);
+        let l = "stats: vm a: replication: replicated 0, ...; boot image pages shared 7000, copied on write 1000";
+        assert_eq!(super::stat(l, "boot image pages shared"), Some(7000));
+        assert_eq!(super::stat(l, "copied on write"), Some(1000));
     }
 
     #[test]

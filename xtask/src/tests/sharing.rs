@@ -2,6 +2,7 @@
 //! boot the same kernel and initramfs map one copy of their pages,
 //! copy-on-write, and only the pages a guest writes become its own.
 
+use super::shared_pages::stat;
 use super::{field, host_md5};
 use crate::follow::{fail, follow, spawn};
 use crate::tests::placement::seq_bytes;
@@ -17,12 +18,6 @@ const SEQ_TO: u64 = 100_000;
 /// (the rest is written again after merging: freed init memory and
 /// initrd pages reused, data).
 const MIN_SHARED: u64 = 2000;
-
-/// The number after `key` in `line`.
-fn stat(line: &str, key: &str) -> Option<u64> {
-    let rest = &line[line.find(key)? + key.len()..];
-    rest.trim_start().split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
-}
 
 /// `boot-image-shared`: VMs `a` (node 0) and `b` (node 1) of the run's
 /// trust group, `c` in group `x` and `d` with `share_group = "none"`, 2
@@ -91,14 +86,4 @@ pub fn boot_image_shared(env: &mut crate::boot::Env) -> Result<()> {
     }
     println!("  boot-image-shared: {}", report.join("; "));
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn reads_statistics() {
-        let l = "stats: vm a: replication: replicated 0, ...; boot image pages shared 7000, copied on write 1000";
-        assert_eq!(super::stat(l, "boot image pages shared"), Some(7000));
-        assert_eq!(super::stat(l, "copied on write"), Some(1000));
-    }
 }
