@@ -201,20 +201,7 @@ fn native(env: &mut Env, m: &Machine, far: usize, a: &PlacementArgs, w: &Workloa
     );
     let tag = format!("bench-placement-{}-native-{}", w.name, if on { "on" } else { "off" });
     let r = native_run(env, m, &cmd, &a.params, &tag)?;
-    let migrated =
-        r.output.iter().find_map(|l| l.strip_prefix("numa_pages_migrated ")).and_then(|n| n.trim().parse().ok());
-    let (sim_ms, local_pct) = roi_totals(&r.report)?;
-    Ok(Row {
-        workload: w.name,
-        mode: if on { "native numa_balancing=1" } else { "native numa_balancing=0" },
-        sim_ms,
-        local_pct,
-        migrated,
-        replicated: None,
-        us_per_page: None,
-        wall_s: r.wall.as_secs_f64(),
-        checksum_ok: checksum_ok(&r.output, a),
-    })
+    Ok(Row::native(w.name, on, roi_totals(&r.report)?, &r.output, r.wall.as_secs_f64(), checksum_ok(&r.output, a)))
 }
 
 /// Simulated CPU time (ms, all CPUs) and local-miss share (%, all nodes)

@@ -78,25 +78,16 @@ pub fn rows(env: &mut Env, m: &Machine, a: &PlacementArgs, initrd: &Path) -> Res
             );
             let tag = format!("bench-placement-scene-native-{}", if on { "on" } else { "off" });
             let r = native_run(env, m, &cmd, &a.params, &tag)?;
-            let (sim_ms, local_pct) = both_phases(&r.report)?;
-            let migrated = r
-                .output
-                .iter()
-                .find_map(|l| l.strip_prefix("numa_pages_migrated "))
-                .and_then(|n| n.trim().parse().ok());
-            let mode = if on { "native numa_balancing=1" } else { "native numa_balancing=0" };
-            eprintln!("bench: scene / {mode}: {sim_ms:.1} ms simulated, {local_pct:.1}% local");
-            rows.push(Row {
-                workload: "scene",
-                mode,
-                sim_ms,
-                local_pct,
-                migrated,
-                replicated: None,
-                us_per_page: None,
-                wall_s: r.wall.as_secs_f64(),
-                checksum_ok: checksum_ok(&r.output, a),
-            });
+            let row = Row::native(
+                "scene",
+                on,
+                both_phases(&r.report)?,
+                &r.output,
+                r.wall.as_secs_f64(),
+                checksum_ok(&r.output, a),
+            );
+            eprintln!("bench: scene / {}: {:.1} ms simulated, {:.1}% local", row.mode, row.sim_ms, row.local_pct);
+            rows.push(row);
         }
     }
     Ok(rows)

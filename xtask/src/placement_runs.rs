@@ -52,6 +52,24 @@ pub struct Row {
     pub checksum_ok: bool,
 }
 
+impl Row {
+    /// A native Linux run (NUMA balancing `on` or off): pages it migrated
+    /// from `/proc/vmstat` in `output`, no replicas or mover cost.
+    pub fn native(
+        workload: &'static str,
+        on: bool,
+        (sim_ms, local_pct): (f64, f64),
+        output: &[String],
+        wall_s: f64,
+        checksum_ok: bool,
+    ) -> Row {
+        let migrated =
+            output.iter().find_map(|l| l.strip_prefix("numa_pages_migrated ")).and_then(|n| n.trim().parse().ok());
+        let mode = if on { "native numa_balancing=1" } else { "native numa_balancing=0" };
+        Row { workload, mode, sim_ms, local_pct, migrated, replicated: None, us_per_page: None, wall_s, checksum_ok }
+    }
+}
+
 /// The number after `key` in vm w's last statistics line that has it
 /// (`key` e.g. `placement: migrated `).
 pub fn vm_stat(lines: &[String], key: &str) -> Option<u64> {
