@@ -11,6 +11,7 @@
 extern crate alloc;
 
 mod bitmap;
+pub mod census;
 pub mod code_table;
 pub mod counters;
 mod dtb_check;
@@ -27,6 +28,7 @@ mod range;
 pub mod replica_protocol;
 pub mod ring;
 mod sync;
+pub mod tlb_sync;
 mod topology;
 
 pub use dtb_check::check as check_dtb;

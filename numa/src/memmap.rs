@@ -51,6 +51,15 @@ pub enum Use {
         /// Block number, below [`MAX_INDEX`].
         block: u64,
     },
+    /// Block `block` (in frames) of VM `vm`'s copy-on-write disk overlay:
+    /// the VM's own version of a base-image block it wrote
+    /// (`cow_disk::overlay`).
+    Overlay {
+        /// VM id, below [`MAX_VM`].
+        vm: u16,
+        /// Block number, below [`MAX_INDEX`].
+        block: u64,
+    },
     /// A stage-2 page table of VM `vm`.
     Table {
         /// VM id, below [`MAX_VM`].
@@ -61,7 +70,7 @@ pub enum Use {
 }
 
 // Entry packing, one u64 per frame:
-//   bits 63..61  kind: 0 free, 1 Guest, 2 Replica, 3 Cache, 4 Table, 5 Monitor
+//   bits 63..61  kind: 0 free, 1 Guest, 2 Replica, 3 Cache, 4 Table, 5 Monitor, 6 Overlay
 //   bits 60..48  reference count (13 bits; saturates and sticks, see below)
 //   bits 47..36  vm or disk id (12 bits)
 //   bits 35..0   gpfn or block (36 bits: 256 GiB of guest, 256 TiB of disk)
@@ -91,6 +100,7 @@ fn encode(owner: Use) -> Option<u64> {
         Use::Cache { disk, block } => (3, disk, block),
         Use::Table { vm } => (4, vm, 0),
         Use::Monitor => (5, 0, 0),
+        Use::Overlay { vm, block } => (6, vm, block),
     };
     (id < MAX_VM && index < MAX_INDEX).then_some(kind << KIND_SHIFT | (id as u64) << ID_SHIFT | index)
 }
@@ -104,6 +114,7 @@ fn decode(word: u64) -> Option<(Use, u32)> {
         3 => Use::Cache { disk: id, block: index },
         4 => Use::Table { vm: id },
         5 => Use::Monitor,
+        6 => Use::Overlay { vm: id, block: index },
         _ => return None,
     };
     Some((owner, refs(word)))
@@ -453,12 +464,15 @@ impl MemMap {
         self.nodes.get(node).map_or(0, |n| n.total)
     }
 
-    /// Guest, Replica and Table frames of `vm` on `node` (teardown checks,
-    /// statistics). Scans the node's entries without a lock.
+    /// Guest, Replica, Table and Overlay frames of `vm` on `node` (teardown
+    /// checks, statistics). Scans the node's entries without a lock.
     pub fn owned_by_vm(&self, node: NodeId, vm: u16) -> usize {
         let Some(mem) = self.nodes.get(node) else { return 0 };
         let mine = |w: u64| match decode(w) {
-            Some((Use::Guest { vm: v, .. } | Use::Replica { vm: v, .. } | Use::Table { vm: v }, _)) => v == vm,
+            Some((
+                Use::Guest { vm: v, .. } | Use::Replica { vm: v, .. } | Use::Table { vm: v } | Use::Overlay { vm: v, .. },
+                _,
+            )) => v == vm,
             _ => false,
         };
         mem.entries.iter().filter(|e| mine(e.load(Ordering::Relaxed))).count()
@@ -494,6 +508,7 @@ mod tests {
             Use::Cache { disk: 3, block: 1 << 35 },
             Use::Table { vm: 9 },
             Use::Monitor,
+            Use::Overlay { vm: 4, block: MAX_INDEX - 1 },
         ] {
             let w = encode(owner).unwrap() | 5 << REF_SHIFT;
             assert_eq!(decode(w), Some((owner, 5)));

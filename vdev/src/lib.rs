@@ -13,6 +13,7 @@ pub mod fdt;
 pub mod mem;
 pub mod mmio;
 pub mod pl011;
+pub mod psci;
 pub mod vgic;
 pub mod virtio;
 

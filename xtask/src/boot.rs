@@ -129,12 +129,14 @@ impl Boot {
                     initrd_extra: None,
                     bootargs: self.bootargs(),
                     restart: None,
+                    max_restarts: None,
                     home_node: None,
                     share_group: None,
                     disks: vec![],
                     net: None,
                 }],
                 placement: self.placement.clone(),
+                census: false,
             };
             let path = run_file("bundle", &self.tag, "dtb")?;
             write_if_changed(&path, &bundle.to_dtb()?)?;
@@ -145,6 +147,11 @@ impl Boot {
         Ok(cmd)
     }
 }
+
+/// The guest-physical windows of the devices the monitor emulates
+/// (`monitor/src/vm/bus.rs`), as `LO-HI` hex ranges: GICD, the
+/// redistributors of up to 64 vCPUs, the PL011, the virtio-mmio slots.
+pub const GUEST_DEVICE_WINDOWS: &str = "8000000-88fffff 9000000-9000fff a000000-a000fff";
 
 /// Memory the guest kernel needs to boot beyond its image, its initrd and
 /// the unpacked initramfs (measured: the Debian kernel's early allocations,
@@ -246,15 +253,20 @@ pub fn manifest_command(
             initrd_extra: initrd_extra.as_ref().map(|(name, _)| name.clone()),
             bootargs,
             restart: Some(vm.restart.as_str().into()),
+            max_restarts: vm.max_restarts,
             home_node: vm.home_node,
             share_group: vm.share_group.clone(),
-            disks: vm.disks.iter().map(|d| (d.image.clone(), d.read_only)).collect(),
+            disks: vm
+                .disks
+                .iter()
+                .map(|d| crate::bundle::Disk { image: d.image.clone(), read_only: d.read_only, cow: d.cow })
+                .collect(),
             net: vm.net.as_ref().map(|n| n.mac),
         });
         extras.extend(initrd_extra);
     }
     images.extend(extras);
-    let bundle = Bundle { images, vms: bvms, placement: placement.clone() };
+    let bundle = Bundle { images, vms: bvms, placement: placement.clone(), census: man.census };
     let path = run_file("bundle", tag, "dtb")?;
     write_if_changed(&path, &bundle.to_dtb()?)?;
     let mut cmd = Command::new(qemu::QEMU);
@@ -350,11 +362,13 @@ pub fn native_manifest_command(env: &mut Env, machine: &Machine, man: &Manifest,
             let e =
                 header.find(&d.image).with_context(|| format!("{}: no image {}", man.disk_file.display(), d.image))?;
             cmd.arg("-drive").arg(format!(
-                "file={},if=none,format=raw,id=disk{i},offset={},size={},readonly={},cache=writeback",
+                "file={},if=none,format=raw,id=disk{i},offset={},size={},readonly={},snapshot={},cache=writeback",
                 man.disk_file.display(),
                 e.offset,
                 e.size,
-                if d.read_only { "on" } else { "off" }
+                if d.read_only { "on" } else { "off" },
+                // QEMU's own copy-on-write for a `cow` disk: the base image stays as it is.
+                if d.cow { "on" } else { "off" }
             ));
             cmd.arg("-device").arg(format!("virtio-blk-device,drive=disk{i}"));
         }

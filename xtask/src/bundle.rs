@@ -13,6 +13,7 @@
 //!     compatible = "disco,bundle-v1";
 //!     placement = "migrate";            // optional: "first-touch" | "migrate" | "replicate" (absent: the monitor's default)
 //!     placement-params = "trigger=64";  // optional: numa::policy::parse_params syntax
+//!     census;                           // optional: the sharing census when the first VM ends
 //!     images {                       // any node names; each holds one blob
 //!         kernel { data = [..]; };   // raw bytes (here: Debian's arm64 Image)
 //!         initrd { data = [..]; };   // raw bytes (here: a newc cpio archive)
@@ -30,12 +31,15 @@
 //!                                              // VMs share one base image
 //!             bootargs = "console=ttyAMA0";    // string: the guest's /chosen/bootargs
 //!                                              // (the monitor appends ` disco.boot=N`)
-//!             restart = "never";               // string, optional: "never" | "on-crash"
+//!             restart = "never";               // string, optional: "never" | "on-crash" | "always"
+//!             max-restarts = <5>;              // u32, optional: restart while booted at most this often
 //!             home-node = <0>;                 // u32, optional: preferred NUMA node
 //!             share-group = "g";               // string, optional: trust group for sharing ("none": nobody)
 //!             disk@0 {                         // optional, up to 4: vda, vdb, ... in order
 //!                 image = "data";              // string: an image of the physical disk's header
-//!                 mode = "persistent";         // string: the only mode yet
+//!                 mode = "persistent";         // string: "persistent" (reads and writes go to
+//!                                              // the image) or "cow" (a base image; writes go
+//!                                              // to the VM's overlay in the monitor)
 //!                 read-only;                   // empty, optional: the guest may not write
 //!             };
 //!         };
@@ -66,13 +70,25 @@ pub struct Vm {
     pub bootargs: String,
     /// `"never"` or `"on-crash"`; omitted when `None` (the monitor's default: never).
     pub restart: Option<String>,
+    /// The restart bound; omitted when `None` (the monitor's default: 5).
+    pub max_restarts: Option<u32>,
     pub home_node: Option<u32>,
     /// Its trust group for sharing; omitted when `None` (the run's group).
     pub share_group: Option<String>,
-    /// `(image, read_only)` per virtio-blk disk, in guest order.
-    pub disks: Vec<(String, bool)>,
+    /// Its virtio-blk disks, in guest order.
+    pub disks: Vec<Disk>,
     /// The MAC of its virtio-net device, if it has one.
     pub net: Option<[u8; 6]>,
+}
+
+/// One disk of a VM in the bundle.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Disk {
+    /// An image of the physical disk.
+    pub image: String,
+    pub read_only: bool,
+    /// Copy-on-write over a base image (else reads and writes go to it).
+    pub cow: bool,
 }
 
 /// Named images plus the VMs that use them.
@@ -81,6 +97,8 @@ pub struct Bundle {
     pub images: Vec<(String, Vec<u8>)>,
     pub vms: Vec<Vm>,
     pub placement: crate::manifest::Placement,
+    /// The monitor takes the sharing census when the run's first VM ends.
+    pub census: bool,
 }
 
 /// FDT node names: 1-31 of `[A-Za-z0-9,._+-]`.
@@ -125,6 +143,9 @@ impl Bundle {
         if let Some(params) = &self.placement.params {
             w.property_string("placement-params", params)?;
         }
+        if self.census {
+            w.property_null("census")?;
+        }
         let images = w.begin_node("images")?;
         for (name, data) in &self.images {
             let n = w.begin_node(name)?;
@@ -149,17 +170,20 @@ impl Bundle {
             if let Some(r) = &vm.restart {
                 w.property_string("restart", r)?;
             }
+            if let Some(m) = vm.max_restarts {
+                w.property_u32("max-restarts", m)?;
+            }
             if let Some(h) = vm.home_node {
                 w.property_u32("home-node", h)?;
             }
             if let Some(g) = &vm.share_group {
                 w.property_string("share-group", g)?;
             }
-            for (d, (image, read_only)) in vm.disks.iter().enumerate() {
+            for (d, disk) in vm.disks.iter().enumerate() {
                 let n = w.begin_node(&format!("disk@{d}"))?;
-                w.property_string("image", image)?;
-                w.property_string("mode", "persistent")?;
-                if *read_only {
+                w.property_string("image", &disk.image)?;
+                w.property_string("mode", if disk.cow { "cow" } else { "persistent" })?;
+                if disk.read_only {
                     w.property_null("read-only")?;
                 }
                 w.end_node(n)?;
@@ -194,9 +218,14 @@ mod tests {
                     initrd_extra: Some("initrd".into()),
                     bootargs: "console=ttyAMA0".into(),
                     restart: Some("on-crash".into()),
+                    max_restarts: Some(40),
                     home_node: Some(1),
                     share_group: None,
-                    disks: vec![("data".into(), false), ("base".into(), true)],
+                    disks: vec![
+                        Disk { image: "data".into(), read_only: false, cow: false },
+                        Disk { image: "base".into(), read_only: true, cow: false },
+                        Disk { image: "debian".into(), read_only: false, cow: true },
+                    ],
                     net: Some([2, 0, 0, 0, 0, 1]),
                 },
                 Vm {
@@ -208,6 +237,7 @@ mod tests {
                     initrd_extra: None,
                     bootargs: String::new(),
                     restart: None,
+                    max_restarts: None,
                     home_node: None,
                     share_group: None,
                     disks: vec![],
@@ -215,6 +245,7 @@ mod tests {
                 },
             ],
             placement: Default::default(),
+            census: false,
         }
     }
 
@@ -240,6 +271,7 @@ mod tests {
         assert_eq!(vm1.property("memory-size").unwrap().as_usize(), Some(6 << 30));
         assert!(vm1.property("initrd").is_none());
         assert_eq!(vm0.property("restart").unwrap().as_str(), Some("on-crash"));
+        assert_eq!(vm0.property("max-restarts").unwrap().as_usize(), Some(40));
         assert_eq!(vm0.property("home-node").unwrap().value, &1u32.to_be_bytes());
         assert!(vm1.property("restart").is_none() && vm1.property("home-node").is_none());
         assert_eq!(fdt.find_node("/vms").unwrap().children().count(), 2);
@@ -248,6 +280,9 @@ mod tests {
         assert_eq!(d0.property("mode").unwrap().as_str(), Some("persistent"));
         assert!(d0.property("read-only").is_none());
         assert!(fdt.find_node("/vms/vm@0/disk@1").unwrap().property("read-only").is_some());
+        let d2 = fdt.find_node("/vms/vm@0/disk@2").unwrap();
+        assert_eq!(d2.property("mode").unwrap().as_str(), Some("cow"));
+        assert!(d2.property("read-only").is_none());
         assert_eq!(fdt.find_node("/vms/vm@1").unwrap().children().count(), 0);
     }
 

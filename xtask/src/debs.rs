@@ -62,30 +62,42 @@ pub fn parse_depends(text: &str) -> Option<String> {
 /// `apt-get download PKG:arm64` into `.cache/debs`, with one `apt-get update`
 /// and retry when the lists are stale (a superseded version 404s).
 fn fetch(pkg: &str) -> Result<PathBuf> {
+    fetch_arch(pkg, "arm64")
+}
+
+/// [`fetch`] for any architecture: `arm64`, `all` (no qualifier) or the
+/// host's (the kernel's build scripts, which run on the host).
+pub fn fetch_arch(pkg: &str, arch: &str) -> Result<PathBuf> {
     let dir = cache_dir("debs")?;
+    if let Ok(deb) = newest_deb(&dir, pkg, arch) {
+        return Ok(deb);
+    }
+    let spec = if arch == "all" { pkg.to_string() } else { format!("{pkg}:{arch}") };
+    eprintln!("setup: downloading {spec} ...");
     let download = || {
         // Root downloads normally drop to the _apt user, who cannot write
         // here; keep root instead of loosening the directory's permissions.
-        run(apt_get().current_dir(&dir).args(["-o", "APT::Sandbox::User=root", "download"]).arg(format!("{pkg}:arm64")))
+        run(apt_get().current_dir(&dir).args(["-o", "APT::Sandbox::User=root", "download"]).arg(&spec))
     };
     if download().is_err() {
         apt_update()?;
         download()?;
     }
-    newest_deb(&dir, pkg)
+    newest_deb(&dir, pkg, arch)
 }
 
-fn newest_deb(dir: &Path, pkg: &str) -> Result<PathBuf> {
+fn newest_deb(dir: &Path, pkg: &str, arch: &str) -> Result<PathBuf> {
     let prefix = format!("{pkg}_");
+    let suffix = format!("_{arch}.deb");
     std::fs::read_dir(dir)?
         .flatten()
         .filter(|e| {
             let n = e.file_name().to_string_lossy().into_owned();
-            n.starts_with(&prefix) && n.ends_with("_arm64.deb")
+            n.starts_with(&prefix) && n.ends_with(&suffix)
         })
         .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
         .map(|e| e.path())
-        .ok_or_else(|| anyhow!("apt-get download left no {pkg}_*_arm64.deb in {}", rel(dir)))
+        .ok_or_else(|| anyhow!("apt-get download left no {pkg}_*{suffix} in {}", rel(dir)))
 }
 
 /// Unpacks into a fresh sibling directory, then swaps it in: an interrupted
@@ -102,18 +114,17 @@ fn unpack(deb: &Path, dest: &Path) -> Result<()> {
 /// Downloads `pkgs` (arm64) and unpacks them all into `dest`, swapped in
 /// whole as [`unpack`] does; nothing is installed.
 pub fn unpack_all(pkgs: &[&str], dest: &Path) -> Result<()> {
+    let debs = pkgs.iter().map(|p| fetch(p)).collect::<Result<Vec<_>>>()?;
+    unpack_debs(&debs, dest)
+}
+
+/// Unpacks `debs` all into `dest`, swapped in whole.
+pub fn unpack_debs(debs: &[PathBuf], dest: &Path) -> Result<()> {
     let tmp = dest.with_extension("unpacking");
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)?;
-    for p in pkgs {
-        let deb = match newest_deb(&cache_dir("debs")?, p) {
-            Ok(deb) => deb,
-            Err(_) => {
-                eprintln!("setup: downloading {p}:arm64 ...");
-                fetch(p)?
-            }
-        };
-        run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tmp))?;
+    for deb in debs {
+        run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&tmp))?;
     }
     let _ = std::fs::remove_dir_all(dest);
     std::fs::rename(&tmp, dest).with_context(|| format!("moving {} into place", rel(&tmp)))

@@ -347,6 +347,14 @@ impl MultiWatcher {
     }
 }
 
+/// What a long multi-VM run (soak, fault campaign) showed: the lines of
+/// its report, and the problems that fail it.
+#[derive(Default)]
+pub struct Report {
+    pub lines: Vec<String>,
+    pub problems: Vec<String>,
+}
+
 /// Result of a multi-VM exec run (successful or not: see [`VmRun::ok`]).
 #[derive(Debug)]
 pub struct MultiOutcome {
@@ -358,6 +366,24 @@ pub struct MultiOutcome {
 }
 
 impl MultiOutcome {
+    /// Adds the monitor's health at the end to `r`: its faults
+    /// (`MONITOR PANIC`) and each node's free memory against the start
+    /// (`all frames returned`, or what is missing).
+    pub fn health(&self, r: &mut Report) {
+        let faults: Vec<&String> = self.lines.iter().filter(|l| l.contains("MONITOR PANIC")).collect();
+        r.lines.push(format!("monitor faults: {}", faults.len()));
+        r.problems.extend(faults.iter().map(|l| format!("monitor fault: {l}")));
+        let returned: Vec<&String> = self.lines.iter().filter(|l| l.contains("all frames returned")).collect();
+        let missing: Vec<&String> = self.lines.iter().filter(|l| l.contains("KiB free after all VMs ended")).collect();
+        for l in returned.iter().chain(&missing) {
+            r.lines.push(format!("memory: {}", l.split("] ").nth(1).unwrap_or(l)));
+        }
+        r.problems.extend(missing.iter().map(|l| format!("frames lost: {l}")));
+        if returned.is_empty() && missing.is_empty() {
+            r.problems.push("the monitor printed no free-memory check at the end".into());
+        }
+    }
+
     pub fn ok(&self) -> bool {
         self.vms.iter().all(VmRun::ok)
     }
@@ -380,7 +406,30 @@ impl MultiOutcome {
 /// Drives a session until QEMU exits (or the monitor says all VMs ended),
 /// every VM's exec has ended, or `timeout`; QEMU is always killed before
 /// returning. A crash that the monitor follows with a restart is not an end.
-pub fn run_multi(mut s: Session, names: &[&str], timeout: Duration) -> Result<MultiOutcome> {
+pub fn run_multi(s: Session, names: &[&str], timeout: Duration) -> Result<MultiOutcome> {
+    run_multi_with(s, names, timeout, &mut ())
+}
+
+/// What a caller of [`run_multi_with`] does beside the judging: sees
+/// every line as it arrives, and is asked at least every [`TICK`] while
+/// the console is quiet (a watchdog may type a console command).
+pub trait Observer {
+    fn line(&mut self, _line: &str, _s: &mut Session) {}
+    fn quiet(&mut self, _s: &mut Session) {}
+}
+
+impl Observer for () {}
+
+/// How often a quiet console asks the [`Observer`].
+pub const TICK: Duration = Duration::from_secs(5);
+
+/// [`run_multi`] with an [`Observer`].
+pub fn run_multi_with(
+    mut s: Session,
+    names: &[&str],
+    timeout: Duration,
+    observer: &mut dyn Observer,
+) -> Result<MultiOutcome> {
     let deadline = s.started + timeout;
     let mut w = MultiWatcher::new(names.iter().copied());
     let mut lines = Vec::new();
@@ -388,8 +437,10 @@ pub fn run_multi(mut s: Session, names: &[&str], timeout: Duration) -> Result<Mu
     let mut why: Option<String> = None;
     loop {
         let limit = done_at.map_or(deadline, |t| (t + EXIT_GRACE).min(deadline));
-        match s.next(limit) {
+        match s.next(limit.min(Instant::now() + TICK)) {
+            Event::Timeout if Instant::now() < limit => observer.quiet(&mut s),
             Event::Line(l) => {
+                observer.line(&l, &mut s);
                 w.feed(&l);
                 lines.push(l);
                 if let Some(f) = &w.fatal {

@@ -152,13 +152,13 @@ const UNIFORM_KEYS: &str = "`nodes`, `cpus-per-node` and `memory-per-node-mib`";
 /// Parses and validates; `file` only appears in messages.
 pub fn parse(name: &str, file: &str, text: &str) -> Result<Machine> {
     let raw: Raw = toml::from_str(text).map_err(|e| {
-        let msg = e.to_string();
+        let msg = e.message();
         // A top-level key written below a [[node]] header lands in that table.
         let misplaced = ["`description`", "`distances`", "`extra-args`", "`nodes`", "`cpus-per-node`"]
             .iter()
             .any(|k| msg.contains(&format!("unknown field {k}")));
         let hint = if misplaced { "\n(top-level keys must come before the first [[node]] table)" } else { "" };
-        anyhow!("{file}: {msg}{hint}")
+        anyhow!("{}{hint}", crate::toml_error::describe(file, text, &e))
     })?;
     let line_of = |span: Range<usize>| text[..span.start.min(text.len())].matches('\n').count() + 1;
     let err =
@@ -478,7 +478,9 @@ memory-mib = 512
         let e = err(&NUMA2.replace("1024", "1023"));
         assert!(e.starts_with("t.toml:3: field `memory-per-node-mib`"), "{e}");
         let e = err(&format!("{NUMA2}colour = 1\n"));
-        assert!(e.contains("t.toml") && e.contains("colour") && e.contains("line 5"), "{e}");
+        assert!(e.starts_with("t.toml:5: unknown field `colour`"), "{e}");
+        let e = err(&NUMA2.replace("nodes = 2", "nodes = \"two\""));
+        assert!(e.starts_with("t.toml:1: field `nodes`: invalid type: string"), "{e}");
         let e = err(&NUMA2.replace("nodes = 2", "nodes = 3"));
         assert!(e.contains("field `distances`: 2 rows for 3 nodes"), "{e}");
         let e = err(&NUMA2.replace("cpus-per-node = 2", "cpus-per-node = 0"));

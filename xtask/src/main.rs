@@ -7,6 +7,7 @@ extern crate alloc; // numa/src/code_table.rs (shared with the no_std side) uses
 
 mod bench;
 mod bench_io;
+mod bench_isolation;
 mod bench_placement;
 mod bench_scene;
 mod bench_smp;
@@ -17,9 +18,13 @@ mod debs;
 mod disk;
 mod disk_tools;
 mod exec;
+mod faults;
+mod figures;
 mod follow;
+mod fuzz;
 mod image;
 mod initramfs;
+mod isolation_report;
 mod machine;
 mod manifest;
 mod numasim;
@@ -29,9 +34,12 @@ mod placement_runs;
 mod qemu;
 mod rootfs;
 mod setup;
+mod soak;
 mod tests;
+mod toml_error;
 mod topology;
 mod util;
+mod workload_results;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -67,6 +75,12 @@ enum Cmd {
         #[command(subcommand)]
         cmd: disk::DiskCmd,
     },
+    /// Fuzz the parsers of guest- and user-controlled input (every target, or --target NAME), S seconds each.
+    Fuzz(fuzz::FuzzArgs),
+    /// Eight guests of mixed load (compute, memory, disk, crash and restart) for M minutes; reports monitor faults, restarts and frames per node.
+    Soak(soak::SoakArgs),
+    /// Fault-injection campaign: an attacker VM injects N faults of twelve kinds (panics, resets, CPU_OFF, masked spins, wild accesses, device registers, garbage virtqueues, HVC/SMC, system registers), restarted after each, beside victims that check their results; reports containment, restarts, recovery time and frames.
+    Faults(faults::FaultsArgs),
     /// Build the Debian arm64 root filesystem of the workloads (cached) and put it into the default disk file as base image `debian`.
     Disks,
 }
@@ -116,8 +130,8 @@ struct TestArgs {
     /// Run the integration tests on the native kernel instead of the monitor (checks the harness).
     #[arg(long)]
     native: bool,
-    /// Only run tests whose name contains this.
-    #[arg(long, value_name = "SUBSTR")]
+    /// Only run tests whose name contains this (or one of these, comma-separated).
+    #[arg(long, value_name = "SUBSTR[,SUBSTR...]")]
     only: Option<String>,
 }
 
@@ -141,6 +155,17 @@ enum BenchCmd {
     Smp(bench_smp::SmpArgs),
     /// Inter-VM TCP throughput through the monitor's switch (and the guest's loopback as a reference).
     Io(bench_io::IoArgs),
+    /// Antisocial VMs (Xen's test): a CPU-bound and a memory-bound workload in a 1-vCPU VM alone and beside a fork bomb, a memory hog and a disk/UDP storm; its slowdown in simulated time (numa-sim, per VM) and wall time.
+    Isolation(bench_isolation::IsolationArgs),
+    /// Disco's Fig. 5: each workload natively and in one VM, simulated time normalized to native (default engineering, raytrace, database; pmake with --workloads).
+    Fig5(figures::FigArgs),
+    /// Disco's Fig. 6: 1, 2, 4 and 8 VMs from one copy-on-write root, with sharing and without: machine memory in use (the census), sharing captured of possible, workload time (default engineering small; pmake with --workloads, slow under TCG).
+    #[command(alias = "footprint")]
+    Fig6(figures::FigArgs),
+    /// Disco's Fig. 8: engineering and raytrace with first-touch, migration, replication, the all-local bound and native Linux with NUMA balancing off/on.
+    Fig8(figures::FigArgs),
+    /// One run of a figure, as the lines of `bench figN --jobs FILE` give it (writes its --out directory).
+    FigRun(figures::jobs::Spec),
 }
 
 fn main() -> ExitCode {
@@ -176,8 +201,16 @@ fn dispatch(cmd: Cmd) -> Result<u8> {
         Cmd::Bench { what: BenchCmd::NumaSimCost(a) } => numasim_bench::cost_cmd(a),
         Cmd::Bench { what: BenchCmd::Smp(a) } => bench_smp::smp_cmd(a),
         Cmd::Bench { what: BenchCmd::Io(a) } => bench_io::io_cmd(a),
+        Cmd::Bench { what: BenchCmd::Isolation(a) } => bench_isolation::isolation_cmd(a),
+        Cmd::Bench { what: BenchCmd::Fig5(a) } => figures::main(&figures::fig5::FIGURE, a),
+        Cmd::Bench { what: BenchCmd::Fig6(a) } => figures::main(&figures::fig6::FIGURE, a),
+        Cmd::Bench { what: BenchCmd::Fig8(a) } => figures::main(&figures::fig8::FIGURE, a),
+        Cmd::Bench { what: BenchCmd::FigRun(s) } => figures::run::run(&mut boot::Env::prepare()?, &s).map(|_| 0),
         Cmd::Disk { cmd } => disk::main(cmd),
         Cmd::Disks => rootfs::main(),
+        Cmd::Fuzz(a) => fuzz::main(a),
+        Cmd::Soak(a) => soak::main(a),
+        Cmd::Faults(a) => faults::main(a),
         Cmd::Machines => {
             for m in machine::check_all()? {
                 println!("{:8} {}", m.name, m.description);

@@ -5,6 +5,8 @@
 //! machine = "numa2"          # optional: the topology (default numa2; --machine overrides)
 //! placement = "migrate"      # optional: "first-touch" | "migrate" | "replicate" (default: migrate under --numa-sim, else first-touch; --placement overrides)
 //! placement_params = "trigger=64,interval=100"  # optional: numa::policy parameters
+//! census = true              # optional (default false): the sharing census when the first VM ends
+//!                            # (hashes every mapped guest page: seconds per GiB of guests under TCG)
 //!
 //! [[vm]]
 //! name = "a"                 # 1-16 of [A-Za-z0-9_-], unique: console prefix `[a] `
@@ -14,16 +16,20 @@
 //! initrd = "path/x.cpio"     # optional: default the project initramfs
 //! cmdline = "quiet"          # optional: appended to the base kernel arguments
 //! exec = "nproc"             # optional: run after boot, like --exec (own initrd)
-//! restart = "on-crash"       # optional: "never" (default) | "on-crash"
+//! restart = "on-crash"       # optional: "never" (default) | "on-crash" | "always" (after power-off too)
+//! max_restarts = 5           # optional (default 5, with restart): restarts while the VM has booted at most
+//!                            # this many times (resets count as boots)
 //! home_node = 1              # optional: a node of the machine
-//! share_group = "g"          # optional: who shares boot images with it (default and "none": nobody, for now)
+//! share_group = "g"          # optional: who shares boot images and disk blocks with it (default: the run's one group; "none": nobody)
 //!
 //! [[vm.disk]]                # optional, up to 4 per VM: /dev/vda, /dev/vdb, ...
 //! image = "data"             # an image of the disk file (created if missing)
-//! mode = "persistent"        # required; the only mode yet (copy-on-write comes later)
+//! mode = "persistent"        # required: "persistent" (its own image), "base" (a base image, read-only)
+//!                            # or "cow" (a base image under the VM's overlay in the monitor, gone at its end)
 //! readonly = false           # optional (default false)
 //! size = "64M"               # optional: size when the image is created (default 64 MiB)
-//! mount = "/data"            # optional: the guest's init mounts it there (ext4; ro if readonly)
+//! mount = "/data"            # optional: the guest's init mounts it there (ext4; ro if readonly;
+//!                            # "/": the exec's root, for a read-only or copy-on-write disk)
 //!
 //! [[vm.net]]                 # optional, at most 1 per VM: eth0 on the switch between the run's VMs
 //! mac = "02:00:00:00:00:01"  # optional: default 02:d1:5c:00:HH:LL from the VM's index (unique)
@@ -45,10 +51,13 @@ use toml::Spanned;
 
 mod disk;
 mod net;
+mod restart;
 pub use disk::{default_disk_file, mount_arg, DiskSpec, MAX_DISKS};
 use disk::{disk, RawDisk};
 pub use net::{default_mac, ip_arg, mac_text, NetSpec};
 use net::{net, RawNet, MAX_NETS};
+pub use restart::Restart;
+use restart::restart;
 
 /// vCPUs one VM may have: the virtual GIC routes SGIs to at most 64.
 pub const MAX_VCPUS: u32 = 64;
@@ -66,6 +75,8 @@ struct RawFile {
     placement_params: Option<Spanned<String>>,
     disk_file: Option<Spanned<String>>,
     #[serde(default)]
+    census: bool,
+    #[serde(default)]
     vm: Vec<Spanned<RawVm>>,
 }
 
@@ -80,27 +91,13 @@ struct RawVm {
     cmdline: Option<String>,
     exec: Option<String>,
     restart: Option<Spanned<String>>,
+    max_restarts: Option<Spanned<u32>>,
     home_node: Option<Spanned<u32>>,
     share_group: Option<Spanned<String>>,
     #[serde(default)]
     disk: Vec<Spanned<RawDisk>>,
     #[serde(default)]
     net: Vec<Spanned<RawNet>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Restart {
-    Never,
-    OnCrash,
-}
-
-impl Restart {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Restart::Never => "never",
-            Restart::OnCrash => "on-crash",
-        }
-    }
 }
 
 /// One validated VM.
@@ -117,6 +114,8 @@ pub struct VmSpec {
     pub cmdline: String,
     pub exec: Option<String>,
     pub restart: Restart,
+    /// The monitor's restart bound (None: its default, 5).
+    pub max_restarts: Option<u32>,
     pub home_node: Option<u32>,
     /// Its trust group for sharing (None: the run's default group; Some("none"): shares with nobody).
     pub share_group: Option<String>,
@@ -134,6 +133,9 @@ pub struct Manifest {
     #[allow(dead_code)]
     pub machine: Option<String>,
     pub placement: Placement,
+    /// `census = true`: the monitor takes the sharing census when the
+    /// run's first VM ends (the bundle's `census`).
+    pub census: bool,
     pub vms: Vec<VmSpec>,
     /// The disk file holding the VMs' images (`disk_file`, or the default).
     pub disk_file: PathBuf,
@@ -202,10 +204,7 @@ fn valid_name(n: &str) -> bool {
 /// relative kernel/initrd paths are taken from `base`.
 pub fn parse(file: &str, text: &str, machine: &Machine, base: &Path) -> Result<Manifest> {
     let line_of = |at: usize| text[..at.min(text.len())].matches('\n').count() + 1;
-    let raw: RawFile = toml::from_str(text).map_err(|e| match e.span() {
-        Some(span) => anyhow!("{file}:{}: {}", line_of(span.start), e.message().trim()),
-        None => anyhow!("{file}: {}", e.message().trim()),
-    })?;
+    let raw: RawFile = toml::from_str(text).map_err(|e| anyhow!("{}", crate::toml_error::describe(file, text, &e)))?;
     let err = |span: Range<usize>, vm: &str, field: &str, msg: String| {
         let who = if vm.is_empty() { String::new() } else { format!("vm `{vm}`: ") };
         anyhow!("{file}:{}: {who}field `{field}`: {msg}", line_of(span.start))
@@ -263,13 +262,7 @@ pub fn parse(file: &str, text: &str, machine: &Machine, base: &Path) -> Result<M
                 ),
             ));
         }
-        let restart = match v.restart.as_ref().map(|r| (r.get_ref().as_str(), r.span())) {
-            None | Some(("never", _)) => Restart::Never,
-            Some(("on-crash", _)) => Restart::OnCrash,
-            Some((other, span)) => {
-                return Err(err(span, &name, "restart", format!("`{other}`: expected \"never\" or \"on-crash\"")))
-            }
-        };
+        let (restart, max_restarts) = restart(v.restart.as_ref(), v.max_restarts.as_ref(), &name, &err)?;
         let home_node = match &v.home_node {
             Some(h) if *h.get_ref() as usize >= machine.nodes => {
                 return Err(err(
@@ -344,7 +337,7 @@ pub fn parse(file: &str, text: &str, machine: &Machine, base: &Path) -> Result<M
                 ));
             }
             if let Some(o) =
-                vms.iter().find(|o| o.disks.iter().any(|od| od.image == d.image && !(od.read_only && d.read_only)))
+                vms.iter().find(|o| o.disks.iter().any(|od| od.image == d.image && !(od.base && d.base || od.read_only && d.read_only)))
             {
                 return Err(err(
                     v.disk[i].get_ref().image.span(),
@@ -383,6 +376,7 @@ pub fn parse(file: &str, text: &str, machine: &Machine, base: &Path) -> Result<M
             cmdline: v.cmdline.clone().unwrap_or_default(),
             exec: v.exec.clone(),
             restart,
+            max_restarts,
             home_node,
             share_group,
         });
@@ -396,7 +390,7 @@ pub fn parse(file: &str, text: &str, machine: &Machine, base: &Path) -> Result<M
     let placement =
         Placement { mode: raw.placement.map(|v| v.into_inner()), params: raw.placement_params.map(|v| v.into_inner()) };
     let disk_file = raw.disk_file.map_or_else(default_disk_file, |f| base.join(f.get_ref()));
-    Ok(Manifest { file: file.to_string(), machine: raw.machine, placement, vms, disk_file })
+    Ok(Manifest { file: file.to_string(), machine: raw.machine, placement, census: raw.census, vms, disk_file })
 }
 
 /// Loads a manifest file for `machine`.
@@ -458,8 +452,15 @@ mod tests {
         assert!(e.starts_with("m.toml:11: vm `b`: field `home_node`: node 2 of machine numa-far has no CPUs"), "{e}");
         let e = parse_err(&TWO.replace("vcpus = 2\nmemory = \"1G\"", "vcpus = 65\nmemory = \"1G\""));
         assert!(e.starts_with("m.toml:8: vm `b`: field `vcpus`: 65") && e.contains("at most 64 vCPUs"), "{e}");
-        let e = parse_err(&TWO.replace("\"on-crash\"", "\"always\""));
+        let e = parse_err(&TWO.replace("\"on-crash\"", "\"sometimes\""));
         assert!(e.starts_with("m.toml:10: vm `b`: field `restart`"), "{e}");
+        let m = parse("m.toml", &TWO.replace("\"on-crash\"", "\"always\"\nmax_restarts = 500"), &numa2(), Path::new("."));
+        let b = &m.unwrap().vms[1];
+        assert_eq!((b.restart, b.max_restarts), (Restart::Always, Some(500)));
+        let e = parse_err(&TWO.replace("vcpus = 2\nmemory = \"512M\"", "vcpus = 2\nmemory = \"512M\"\nmax_restarts = 3"));
+        assert!(e.contains("vm `a`: field `max_restarts`: needs `restart"), "{e}");
+        let e = parse_err(&TWO.replace("\"on-crash\"", "\"on-crash\"\nmax_restarts = 0"));
+        assert!(e.starts_with("m.toml:11: vm `b`: field `max_restarts`: 0: expected 1..="), "{e}");
         let e = parse_err(&TWO.replace("home_node = 1", "home_node = 1\nshare_group = \"a b\""));
         assert!(e.starts_with("m.toml:12: vm `b`: field `share_group`: `a b` must be"), "{e}");
         let m = parse("m.toml", &TWO.replace("home_node = 1", "share_group = \"none\""), &numa2(), Path::new("."));
@@ -476,6 +477,15 @@ mod tests {
         let m = parse("m.toml", &file, &numa2(), Path::new("/")).unwrap();
         assert_eq!(m.placement.mode.as_deref(), Some("migrate"));
         assert_eq!(m.placement.params.as_deref(), Some("batch=64"));
+    }
+
+    #[test]
+    fn census_is_asked_for_at_the_top_level() {
+        assert!(!parse("m.toml", TWO, &numa2(), Path::new("/")).unwrap().census);
+        let m = parse("m.toml", &format!("census = true\n{TWO}"), &numa2(), Path::new("/")).unwrap();
+        assert!(m.census);
+        let e = parse_err(&format!("census = \"yes\"\n{TWO}"));
+        assert!(e.starts_with("m.toml:1:") && e.contains("census"), "{e}");
     }
 
     /// A `[[vm.disk]]` table of `image` plus `extra` lines.
@@ -527,8 +537,8 @@ mod tests {
     #[test]
     fn disk_errors_name_file_line_and_field() {
         let with = |disk: &str| parse_err(&format!("{TWO}[[vm.disk]]\n{disk}"));
-        let e = with("image = \"data\"\nmode = \"cow\"\n");
-        assert!(e.starts_with("m.toml:14: vm `b`: field `mode`: `cow`") && e.contains("persistent"), "{e}");
+        let e = with("image = \"data\"\nmode = \"cw\"\n");
+        assert!(e.starts_with("m.toml:14: vm `b`: field `mode`: `cw`") && e.contains("persistent"), "{e}");
         let e = with("image = \"data\"\n");
         assert!(e.starts_with("m.toml:13: vm `b`: field `mode`: missing"), "{e}");
         let e = with("image = \"no/slash\"\nmode = \"persistent\"\n");
@@ -552,6 +562,11 @@ mod tests {
         assert!(e.starts_with("m.toml:13: vm `b`: field `image`: `data` is also vm `a`'s disk"), "{e}");
         let ro = |t: &str| t.to_string() + "readonly = true\n";
         parse("m.toml", &format!("{}{}", ro(a), ro(&b)), &numa2(), Path::new("/")).unwrap();
+        // One base image under many VMs' copy-on-write overlays (or read-only) is fine.
+        let cow = |t: &str| t.replace("mode = \"persistent\"", "mode = \"cow\"");
+        let base = |t: &str| t.replace("mode = \"persistent\"", "mode = \"base\"");
+        parse("m.toml", &format!("{}{}", cow(a), base(&b)), &numa2(), Path::new("/")).unwrap();
+        parse("m.toml", &format!("{}{}", cow(a), cow(&b)), &numa2(), Path::new("/")).unwrap();
     }
 
     #[test]

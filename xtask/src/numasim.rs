@@ -166,6 +166,10 @@ pub fn payload() -> Result<PathBuf> {
     }
     c.file("usr/bin/memloop", 0o755, &read(&memloop)?);
     c.file("usr/bin/sharedscan", 0o755, &read(&memloop.with_file_name("sharedscan"))?);
+    // `bench isolation`'s well-behaved workloads, memory hog and UDP flood.
+    for bin in ["isoload", "memhog", "udpflood"] {
+        c.file(&format!("usr/bin/{bin}"), 0o755, &read(&memloop.with_file_name(bin))?);
+    }
     c.file("usr/bin/numactl", 0o755, &read(&g.join("usr/bin/numactl"))?);
     for lib in ["libc.so.6", "ld-linux-aarch64.so.1"] {
         c.file(&format!("lib/aarch64-linux-gnu/{lib}"), 0o755, &read(&g.join("lib/aarch64-linux-gnu").join(lib))?);

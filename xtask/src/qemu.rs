@@ -222,6 +222,27 @@ impl Session {
         self.started.elapsed()
     }
 
+    /// Asks QEMU to quit (SIGTERM to its group: QEMU shuts down cleanly, so
+    /// plugins write their reports at exit) and returns the lines it still
+    /// prints; kills it if it has not exited within `wait`.
+    pub fn terminate(&mut self, wait: Duration) -> Vec<String> {
+        let mut lines = Vec::new();
+        if self.exited.is_none() {
+            let pid = self.child.id() as libc::pid_t;
+            // SAFETY: signalling our own child's process group; no memory involved.
+            unsafe {
+                libc::kill(-pid, libc::SIGTERM);
+            }
+            let _ = writeln!(self.log, "# xtask sent SIGTERM to {QEMU}");
+            let until = Instant::now() + wait;
+            while let Event::Line(l) = self.next(until) {
+                lines.push(l);
+            }
+        }
+        self.kill();
+        lines
+    }
+
     /// Kills QEMU's process group (idempotent) and reaps it.
     pub fn kill(&mut self) {
         if self.exited.is_some() {

@@ -194,3 +194,18 @@ mod tests {
         assert_eq!(show(&c), "sh -c 'echo hi' plain");
     }
 }
+
+/// Numbers after `key` in a monitor statistics line, e.g. `replicated 12,`.
+pub fn stat(line: &str, key: &str) -> Option<u64> {
+    let rest = &line[line.find(key)? + key.len()..];
+    rest.trim_start().split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+/// The md5 of `data`, by the host's md5sum (as the guests compute theirs).
+pub fn host_md5(data: &[u8]) -> Result<String> {
+    use std::io::Write;
+    let mut child = Command::new("md5sum").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().context("md5sum")?;
+    child.stdin.take().expect("piped").write_all(data)?;
+    let out = child.wait_with_output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_string())
+}

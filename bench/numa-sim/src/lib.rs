@@ -25,6 +25,11 @@
 //! is skipped). Not modelled: instruction fetches, coherence invalidations,
 //! write-backs, prefetching (see `cache.rs`).
 //!
+//! Per-VM time (`vm_time.rs`): a register-reading callback on the
+//! monitor's `msr vttbr_el2, xN` tells which VM each CPU runs; a region
+//! of interest opened inside a VM also reports that VM's own simulated
+//! time (run and waited) between the markers.
+//!
 //! Instruction fetches (`ifetch`, on when every node's RAM is a file named
 //! by `ram_prefix`): each executed TB looks up the cache lines its code
 //! occupies, found at translation time from the instructions' host
@@ -34,10 +39,13 @@
 
 pub mod cache;
 pub mod config;
+pub mod el;
 pub mod hostmap;
 pub mod monitor_code;
 pub mod region;
+pub mod regs;
 pub mod report;
+pub mod vm_time;
 
 pub use numa::counters;
 
@@ -52,6 +60,7 @@ use std::cell::{Cell, UnsafeCell};
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, OnceLock};
+use vm_time::{VmClock, VmTimes};
 
 /// Most nodes a machine may have (the counter region's limit).
 pub const MAX_NODES: usize = counters::MAX_COUNTED_NODES;
@@ -84,6 +93,11 @@ struct Cpu {
     misses: [AtomicU64; MAX_NODES],
     stall_ps: AtomicU64,
     imisses: AtomicU64,
+    /// The exception level of the block running now (`el.rs`), and the
+    /// per-level instructions and miss latency.
+    level: Cell<u8>,
+    el_insns: [AtomicU64; el::LEVELS],
+    el_stall_ps: [AtomicU64; el::LEVELS],
     /// The open charged interval's start, and the finished ones' sum.
     charge: Mutex<Charge>,
 }
@@ -114,6 +128,8 @@ struct Sim {
     hostmap: OnceLock<HostMap>,
     /// Open region-of-interest snapshots and finished intervals.
     roi: Mutex<RoiState>,
+    /// Which VM each CPU runs, and per-VM simulated time.
+    vms: Mutex<VmClock>,
     /// The monitor's instruction-fetch misses, local and remote.
     monitor: MonitorCode,
 }
@@ -122,8 +138,9 @@ struct Sim {
 unsafe impl Sync for Sim {}
 unsafe impl Send for Sim {}
 
-/// The open region of interest (opening vCPU, snapshot) and the finished ones.
-type RoiState = (Option<(u32, Vec<CpuStats>)>, Vec<Roi>);
+/// The open region of interest (opening vCPU, snapshot, and the VM it ran
+/// with that VM's times) and the finished ones.
+type RoiState = (Option<(u32, Vec<CpuStats>, Option<(u16, VmTimes)>)>, Vec<Roi>);
 
 static SIM: OnceLock<Sim> = OnceLock::new();
 
@@ -146,7 +163,10 @@ impl Sim {
         }
         let m = &cpu.misses[home];
         m.store(m.load(Relaxed) + 1, Relaxed);
-        cpu.stall_ps.store(cpu.stall_ps.load(Relaxed) + self.lat[cpu.node as usize][home], Relaxed);
+        let lat = self.lat[cpu.node as usize][home];
+        cpu.stall_ps.store(cpu.stall_ps.load(Relaxed) + lat, Relaxed);
+        let e = &cpu.el_stall_ps[cpu.level.get() as usize];
+        e.store(e.load(Relaxed) + lat, Relaxed);
         if !cpu.charging.get() {
             self.region.count(pa >> 12, cpu.node, home != cpu.node as usize);
         }
@@ -171,6 +191,22 @@ impl Sim {
         (0..self.cpus.len()).map(|i| self.cpu_stats(i)).collect()
     }
 
+    /// CPU `i`'s simulated clock, ps (any thread may read it: a racy but
+    /// monotonic snapshot).
+    fn cpu_sim_ps(&self, i: usize) -> u64 {
+        let Some(c) = self.cpus.get(i) else { return 0 };
+        // SAFETY: reading a scoreboard entry through QEMU's API.
+        let insns = unsafe { qemu_plugin_u64_get(self.insns, i as c_uint) };
+        insns * self.cfg.insn_ps + c.stall_ps.load(Relaxed)
+    }
+
+    /// The VM `vcpu` runs now, with its times so far.
+    fn vm_now(&self, vcpu: usize) -> Option<(u16, VmTimes)> {
+        let k = self.vms.lock().unwrap_or_else(|e| e.into_inner());
+        let id = k.current(vcpu)?;
+        Some((id, k.times(id, |c| self.cpu_sim_ps(c))))
+    }
+
     fn cpu_stats(&self, i: usize) -> CpuStats {
         let c = &self.cpus[i];
         CpuStats {
@@ -181,6 +217,8 @@ impl Sim {
             misses: c.misses[..self.cfg.nodes()].iter().map(|m| m.load(Relaxed)).collect(),
             stall_ps: c.stall_ps.load(Relaxed),
             imisses: c.imisses.load(Relaxed),
+            el_insns: std::array::from_fn(|i| c.el_insns[i].load(Relaxed)),
+            el_stall_ps: std::array::from_fn(|i| c.el_stall_ps[i].load(Relaxed)),
         }
     }
 
@@ -238,7 +276,9 @@ unsafe extern "C" fn mem_cb(vcpu: c_uint, info: qemu_plugin_meminfo_t, vaddr: u6
     sim.access(cpu, pa);
 }
 
-/// Instruction fetch of one TB segment: `userdata` is `first_line << 6 | (lines - 1)`.
+/// Instruction fetch of one TB segment: `userdata` is an [`el::Run`]; a
+/// block's first run also sets the CPU's exception level and counts the
+/// block's instructions there.
 ///
 /// # Safety
 /// Called by QEMU only, for a TB this plugin instrumented (`userdata` as
@@ -248,9 +288,16 @@ unsafe extern "C" fn ifetch_cb(vcpu: c_uint, userdata: *mut c_void) {
     let Some(cpu) = sim.cpus.get(vcpu as usize) else {
         return;
     };
-    let u = userdata as u64;
-    let first = u >> 6;
-    for line in first..=first + (u & 63) {
+    let run = el::Run::decode(userdata as u64);
+    let first = run.first_line;
+    if let Some((n, upper)) = run.block {
+        let in_monitor = sim.monitor.contains(&sim.region, first << sim.line_shift);
+        let level = el::level(in_monitor, if upper { u64::MAX } else { 0 });
+        cpu.level.set(level as u8);
+        let c = &cpu.el_insns[level];
+        c.store(c.load(Relaxed) + n, Relaxed);
+    }
+    for line in first..=first + run.extra_lines {
         if sim.access(cpu, line << sim.line_shift) {
             cpu.imisses.store(cpu.imisses.load(Relaxed) + 1, Relaxed);
             sim.monitor_fetch_miss(vcpu as usize, cpu, line << sim.line_shift);
@@ -259,7 +306,8 @@ unsafe extern "C" fn ifetch_cb(vcpu: c_uint, userdata: *mut c_void) {
 }
 
 /// Registers the instruction-fetch callbacks of a TB: its code's physical
-/// lines, in runs of consecutive lines (a TB may span two pages).
+/// lines, in runs of consecutive lines (a TB may span two pages); the
+/// first run carries the block's size and address half (`el.rs`).
 ///
 /// # Safety
 /// `tb` must be the TB being translated.
@@ -289,14 +337,17 @@ unsafe fn instrument_ifetch(sim: &Sim, tb: *mut qemu_plugin_tb, n: usize) {
             _ => runs.push((a, b)),
         }
     }
-    for (a, b) in runs {
+    // SAFETY: valid during translation (caller's contract).
+    let upper = unsafe { qemu_plugin_tb_vaddr(tb) } >> 63 == 1;
+    for (k, (a, b)) in runs.into_iter().enumerate() {
+        let run = el::Run { first_line: a, extra_lines: b - a, block: (k == 0).then_some((n as u64, upper)) };
         // SAFETY: registering a plain callback on the TB being translated.
         unsafe {
             qemu_plugin_register_vcpu_tb_exec_cb(
                 tb,
                 Some(ifetch_cb),
                 qemu_plugin_cb_flags::QEMU_PLUGIN_CB_NO_REGS,
-                ((a << 6) | (b - a)) as *mut c_void,
+                run.encode() as *mut c_void,
             );
         }
     }
@@ -322,13 +373,38 @@ unsafe extern "C" fn marker_cb(vcpu: c_uint, userdata: *mut c_void) {
         return;
     }
     let snap = sim.snapshot();
+    let vm = sim.vm_now(vcpu as usize);
     let mut g = sim.roi.lock().unwrap_or_else(|e| e.into_inner());
     if kind == MARK_ROI_BEGIN {
-        g.0 = Some((vcpu, snap));
-    } else if let Some((begin_vcpu, before)) = g.0.take() {
+        g.0 = Some((vcpu, snap, vm));
+    } else if let Some((begin_vcpu, before, vm_before)) = g.0.take() {
         let cpus = snap.iter().zip(&before).map(|(a, b)| a.since(b)).collect();
-        g.1.push(Roi { begin_vcpu, end_vcpu: vcpu, cpus });
+        // The VM that opened the region, if it also closed it.
+        let vm = match (vm_before, vm) {
+            (Some((id, t0)), Some((end_id, t1))) if id == end_id => Some((id, t1.since(&t0))),
+            _ => None,
+        };
+        g.1.push(Roi { begin_vcpu, end_vcpu: vcpu, cpus, vm });
     }
+}
+
+/// The monitor's `msr vttbr_el2, xN` on `vcpu`: `userdata` is N.
+///
+/// # Safety
+/// Called by QEMU only, registered with `QEMU_PLUGIN_CB_R_REGS`.
+unsafe extern "C" fn vttbr_cb(vcpu: c_uint, userdata: *mut c_void) {
+    let Some(sim) = SIM.get() else { return };
+    // SAFETY: this callback was registered with register read access.
+    let Some(v) = (unsafe { regs::read_x(userdata as u32) }) else { return };
+    let mut k = sim.vms.lock().unwrap_or_else(|e| e.into_inner());
+    k.switch(vcpu as usize, vm_time::vmid(v), |c| sim.cpu_sim_ps(c));
+}
+
+/// # Safety
+/// Called by QEMU only, in the new vCPU's context.
+unsafe extern "C" fn vcpu_init_cb(_id: qemu_plugin_id_t, _vcpu: c_uint) {
+    // SAFETY: we are in a vCPU's context.
+    unsafe { regs::init() };
 }
 
 /// # Safety
@@ -359,6 +435,14 @@ unsafe extern "C" fn tb_trans_cb(_id: qemu_plugin_id_t, tb: *mut qemu_plugin_tb)
             if qemu_plugin_insn_size(insn) == 4 {
                 let mut w = [0u8; 4];
                 qemu_plugin_insn_data(insn, w.as_mut_ptr().cast(), 4);
+                if let Some(rt) = vm_time::msr_vttbr_rt(u32::from_le_bytes(w)).filter(|_| regs::available()) {
+                    qemu_plugin_register_vcpu_insn_exec_cb(
+                        insn,
+                        Some(vttbr_cb),
+                        qemu_plugin_cb_flags::QEMU_PLUGIN_CB_R_REGS,
+                        rt as usize as *mut c_void,
+                    );
+                }
                 let kind = match u32::from_le_bytes(w) {
                     ROI_BEGIN_INSN => MARK_ROI_BEGIN,
                     ROI_END_INSN => MARK_ROI_END,
@@ -393,6 +477,7 @@ unsafe extern "C" fn exit_cb(_id: qemu_plugin_id_t, _: *mut c_void) {
     let Some(sim) = SIM.get() else { return };
     let cpus = sim.snapshot();
     let rois = sim.roi.lock().map(|g| g.1.clone()).unwrap_or_default();
+    let vms = sim.vms.lock().map(|k| k.all(|c| sim.cpu_sim_ps(c))).unwrap_or_default();
     let l = sim.region.layout;
     let top = report::top_pages(sim.region.counters(), sim.cfg.nodes(), l.first_pfn, sim.cfg.top, |pfn| {
         sim.node_end.iter().position(|&e| pfn << 12 < e).unwrap_or(0)
@@ -403,6 +488,7 @@ unsafe extern "C" fn exit_cb(_id: qemu_plugin_id_t, _: *mut c_void) {
         insn_ps: sim.cfg.insn_ps,
         cpus: &cpus,
         rois: &rois,
+        vms: &vms,
         charged: sim.charged(),
         top: &top,
         region_base: l.region_base,
@@ -450,6 +536,9 @@ fn setup(argc: c_int, argv: *const *const c_char, max_vcpus: usize) -> Result<Si
             misses: Default::default(),
             stall_ps: AtomicU64::new(0),
             imisses: AtomicU64::new(0),
+            level: Cell::new(0),
+            el_insns: Default::default(),
+            el_stall_ps: Default::default(),
             charge: Mutex::default(),
         })
         .collect();
@@ -466,6 +555,7 @@ fn setup(argc: c_int, argv: *const *const c_char, max_vcpus: usize) -> Result<Si
         region,
         hostmap: OnceLock::new(),
         roi: Mutex::new((None, Vec::new())),
+        vms: Mutex::new(VmClock::new(max_vcpus.max(cpu_nodes.len()))),
         monitor: MonitorCode::new(max_vcpus.max(cpu_nodes.len())),
         cfg,
     })
@@ -503,6 +593,7 @@ pub unsafe extern "C" fn qemu_plugin_install(
     }
     // SAFETY: registering plain extern "C" callbacks with our plugin id.
     unsafe {
+        qemu_plugin_register_vcpu_init_cb(id, Some(vcpu_init_cb));
         qemu_plugin_register_vcpu_tb_trans_cb(id, Some(tb_trans_cb));
         qemu_plugin_register_flush_cb(id, Some(flush_cb));
         qemu_plugin_register_atexit_cb(id, Some(exit_cb), std::ptr::null_mut());

@@ -63,6 +63,12 @@ impl MonitorCode {
         }
     }
 
+    /// Whether `pa` is monitor code (false until the table is published).
+    #[inline]
+    pub fn contains(&self, region: &Region, pa: u64) -> bool {
+        self.table(region).is_some_and(|t| t.iter().any(|r| pa >= r.start && pa < r.end))
+    }
+
     /// Ranges in the table (0: the monitor published none).
     pub fn ranges(&self) -> usize {
         self.table.get().map_or(0, Vec::len)

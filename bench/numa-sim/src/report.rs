@@ -1,5 +1,6 @@
 //! The end-of-run report: a JSON file and a human summary, from plain data.
 
+use crate::vm_time::VmTimes;
 use std::fmt::Write;
 
 /// Totals of one CPU at one instant.
@@ -15,6 +16,11 @@ pub struct CpuStats {
     pub stall_ps: u64,
     /// Of the misses, those of instruction fetches.
     pub imisses: u64,
+    /// Instructions and miss latency (ps) by exception level (`el.rs`):
+    /// EL0, EL1, EL2. Blocks without a known physical address (no
+    /// `ifetch`) are in none of them.
+    pub el_insns: [u64; crate::el::LEVELS],
+    pub el_stall_ps: [u64; crate::el::LEVELS],
 }
 
 impl CpuStats {
@@ -27,6 +33,10 @@ impl CpuStats {
     pub fn sim_ps(&self, insn_ps: u64) -> u64 {
         self.insns * insn_ps + self.stall_ps
     }
+    /// Simulated time by exception level, ns.
+    pub fn el_sim_ns(&self, insn_ps: u64) -> [u64; crate::el::LEVELS] {
+        std::array::from_fn(|i| (self.el_insns[i] * insn_ps + self.el_stall_ps[i]) / 1000)
+    }
     /// `self - before`, field by field.
     pub fn since(&self, before: &CpuStats) -> CpuStats {
         CpuStats {
@@ -36,6 +46,8 @@ impl CpuStats {
             misses: self.misses.iter().zip(&before.misses).map(|(a, b)| a - b).collect(),
             stall_ps: self.stall_ps - before.stall_ps,
             imisses: self.imisses - before.imisses,
+            el_insns: std::array::from_fn(|i| self.el_insns[i] - before.el_insns[i]),
+            el_stall_ps: std::array::from_fn(|i| self.el_stall_ps[i] - before.el_stall_ps[i]),
         }
     }
 }
@@ -77,6 +89,21 @@ pub struct Roi {
     pub begin_vcpu: u32,
     pub end_vcpu: u32,
     pub cpus: Vec<CpuStats>,
+    /// The VM (VMID) whose CPU opened and closed it, and that VM's own
+    /// times in between (`vm_time.rs`); None outside VMs (natively).
+    pub vm: Option<(u16, VmTimes)>,
+}
+
+/// `{"vmid":..,"run_ns":..,"wait_ns":..,"elapsed_ns":..,"switches":..}`.
+fn json_vm(s: &mut String, id: u16, t: &VmTimes) {
+    let _ = write!(
+        s,
+        "{{\"vmid\":{id},\"run_ns\":{},\"wait_ns\":{},\"elapsed_ns\":{},\"switches\":{}}}",
+        t.run_ps / 1000,
+        t.wait_ps / 1000,
+        t.elapsed_ps() / 1000,
+        t.switches
+    );
 }
 
 /// Per requesting node: (local misses, remote misses).
@@ -104,10 +131,11 @@ fn json_cpus(s: &mut String, cpus: &[CpuStats], insn_ps: u64) {
         let total = c.total_misses();
         let _ = write!(
             s,
-            "{}{{\"cpu\":{i},\"node\":{},\"insns\":{},\"accesses\":{},\"misses\":{:?},\"local_misses\":{},\"remote_misses\":{},\"local_pct\":{:.3},\"ifetch_misses\":{},\"stall_ns\":{},\"sim_ns\":{}}}",
+            "{}{{\"cpu\":{i},\"node\":{},\"insns\":{},\"accesses\":{},\"misses\":{:?},\"local_misses\":{},\"remote_misses\":{},\"local_pct\":{:.3},\"ifetch_misses\":{},\"stall_ns\":{},\"sim_ns\":{},\"el_insns\":{:?},\"el_sim_ns\":{:?}}}",
             if i > 0 { "," } else { "" },
             c.node, c.insns, c.accesses, c.misses, c.local(), total - c.local(),
-            pct(c.local(), total), c.imisses, c.stall_ps / 1000, c.sim_ps(insn_ps) / 1000
+            pct(c.local(), total), c.imisses, c.stall_ps / 1000, c.sim_ps(insn_ps) / 1000,
+            c.el_insns, c.el_sim_ns(insn_ps)
         );
     }
     s.push(']');
@@ -133,6 +161,8 @@ pub struct Report<'a> {
     pub insn_ps: u64,
     pub cpus: &'a [CpuStats],
     pub rois: &'a [Roi],
+    /// Every VM the plugin saw loaded (VMID, times over the whole run).
+    pub vms: &'a [(u16, VmTimes)],
     pub charged: Charged,
     pub top: &'a [HotPage],
     pub region_base: u64,
@@ -162,7 +192,19 @@ impl Report<'_> {
             json_nodes(&mut s, &r.cpus, self.nodes);
             s.push_str(",\"cpus\":");
             json_cpus(&mut s, &r.cpus, self.insn_ps);
+            s.push_str(",\"vm\":");
+            match &r.vm {
+                Some((id, t)) => json_vm(&mut s, *id, t),
+                None => s.push_str("null"),
+            }
             s.push('}');
+        }
+        s.push_str("],\"vms\":[");
+        for (i, (id, t)) in self.vms.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            json_vm(&mut s, *id, t);
         }
         let c = &self.charged;
         let _ = write!(
@@ -221,6 +263,16 @@ impl Report<'_> {
         for (i, r) in self.rois.iter().enumerate() {
             let _ = writeln!(s, " region of interest {i} (vcpu {} -> {}):", r.begin_vcpu, r.end_vcpu);
             nodes(&mut s, &r.cpus);
+            if let Some((id, t)) = &r.vm {
+                let _ = writeln!(
+                    s,
+                    "  vm (VMID {id}): run {:.3} ms, waited {:.3} ms, elapsed {:.3} ms, {} switches to it",
+                    t.run_ps as f64 / 1e9,
+                    t.wait_ps as f64 / 1e9,
+                    t.elapsed_ps() as f64 / 1e9,
+                    t.switches
+                );
+            }
         }
         if self.charged.intervals > 0 {
             let c = &self.charged;
@@ -274,12 +326,17 @@ pub fn top_pages(
 mod tests {
     use super::*;
 
+    /// A CPU's totals with no instruction-fetch misses and no level split.
+    fn stats(node: u32, insns: u64, accesses: u64, misses: Vec<u64>, stall_ps: u64) -> CpuStats {
+        CpuStats { node, insns, accesses, misses, stall_ps, ..Default::default() }
+    }
+
     #[test]
     fn split_and_delta() {
-        let a = CpuStats { node: 0, insns: 10, accesses: 5, misses: vec![1, 9], stall_ps: 100, imisses: 0 };
-        let b = CpuStats { node: 1, insns: 10, accesses: 5, misses: vec![2, 2], stall_ps: 100, imisses: 0 };
+        let a = stats(0, 10, 5, vec![1, 9], 100);
+        let b = stats(1, 10, 5, vec![2, 2], 100);
         assert_eq!(node_split(&[a.clone(), b], 2), vec![(1, 9), (2, 2)]);
-        let z = CpuStats { node: 0, insns: 0, accesses: 0, misses: vec![0, 0], stall_ps: 0, imisses: 0 };
+        let z = stats(0, 0, 0, vec![0, 0], 0);
         assert_eq!(a.since(&z), a);
         assert_eq!(a.sim_ps(1000), 10_100);
     }
@@ -296,13 +353,28 @@ mod tests {
 
     #[test]
     fn json_is_well_formed_enough() {
-        let cpus = [CpuStats { node: 0, insns: 1, accesses: 1, misses: vec![1, 0], stall_ps: 300_000, imisses: 0 }];
+        let cpus = [CpuStats {
+            node: 0,
+            insns: 1,
+            accesses: 1,
+            misses: vec![1, 0],
+            stall_ps: 300_000,
+            imisses: 0,
+            el_insns: [0, 1, 0],
+            el_stall_ps: [0, 300_000, 0],
+        }];
         let r = Report {
             config_json: "{}".into(),
             nodes: 2,
             insn_ps: 1000,
             cpus: &cpus,
-            rois: &[],
+            rois: &[Roi {
+                begin_vcpu: 0,
+                end_vcpu: 0,
+                cpus: cpus.to_vec(),
+                vm: Some((2, VmTimes { run_ps: 5_000_000, wait_ps: 1_000_000, switches: 3 })),
+            }],
+            vms: &[(1, VmTimes::default())],
             charged: Charged { intervals: 2, insns: 10, misses: 3, sim_ps: 4_000_000 },
             top: &[],
             region_base: 0xbfa00000,
@@ -314,7 +386,14 @@ mod tests {
         let j = r.json();
         assert_eq!(j.matches('{').count(), j.matches('}').count());
         assert!(j.contains("\"sim_ns\":301"));
+        assert!(j.contains("\"el_insns\":[0, 1, 0],\"el_sim_ns\":[0, 301, 0]"), "{j}");
         assert!(j.contains("\"charged\":{\"intervals\":2,\"insns\":10,\"misses\":3,\"sim_ns\":4000}"), "{j}");
         assert!(r.summary().contains("local 100.00%"));
+        assert!(
+            j.contains("\"vm\":{\"vmid\":2,\"run_ns\":5000,\"wait_ns\":1000,\"elapsed_ns\":6000,\"switches\":3}}]"),
+            "{j}"
+        );
+        assert!(j.contains("\"vms\":[{\"vmid\":1,\"run_ns\":0,"), "{j}");
+        assert!(r.summary().contains("vm (VMID 2): run 0.005 ms, waited 0.001 ms, elapsed 0.006 ms, 3 switches"));
     }
 }

@@ -10,6 +10,7 @@ use aarch64_cpu::{
     registers::{Readable, Writeable, ID_AA64MMFR1_EL1, VTCR_EL2, VTTBR_EL2},
 };
 use core::arch::asm;
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 pub use stage2::PAGE_SIZE;
 
@@ -67,6 +68,12 @@ pub fn write_entry(table: u64, index: usize, value: u64) {
     unsafe { core::ptr::write_volatile((table as *mut u64).add(index.min(511)), value) };
 }
 
+/// Invalidations of guest mappings made by broadcast and on one CPU only
+/// (`numa::tlb_sync`), for the statistics: under TCG a broadcast stops
+/// every vCPU of the machine.
+pub static BROADCASTS: AtomicU64 = AtomicU64::new(0);
+pub static LOCAL_ONLY: AtomicU64 = AtomicU64::new(0);
+
 /// One stage-2 root of a VM and its VMID.
 pub struct Stage2 {
     root: u64,
@@ -106,6 +113,7 @@ impl Stage2 {
         if ipas.is_empty() {
             return;
         }
+        BROADCASTS.fetch_add(1, Relaxed);
         self.with_vmid(|| {
             if ipas.len() > MAX_PER_IPA {
                 // SAFETY: TLB maintenance for the loaded VMID only.
@@ -120,6 +128,30 @@ impl Stage2 {
             }
             // SAFETY: as above.
             unsafe { asm!("dsb ish", "tlbi vmalle1is", "dsb ish", "isb") };
+        });
+    }
+
+    /// [`Stage2::invalidate`] on this CPU only: enough when no other CPU
+    /// runs the VM now, and the others flush before they next run it
+    /// (`numa::tlb_sync`).
+    pub fn invalidate_here(&self, ipas: &[u64]) {
+        if ipas.is_empty() {
+            return;
+        }
+        LOCAL_ONLY.fetch_add(1, Relaxed);
+        self.with_vmid(|| {
+            if ipas.len() > MAX_PER_IPA {
+                flush_local_vmid();
+                return;
+            }
+            // SAFETY: TLB maintenance for the loaded VMID, this CPU only.
+            unsafe { asm!("dsb nshst") };
+            for &ipa in ipas {
+                // SAFETY: as above; the operand is IPA[51:12].
+                unsafe { asm!("tlbi ipas2e1, {0}", in(reg) ipa >> 12) };
+            }
+            // SAFETY: as above.
+            unsafe { asm!("dsb nsh", "tlbi vmalle1", "dsb nsh", "isb") };
         });
     }
 
@@ -154,6 +186,14 @@ pub fn copy_frame(to: u64, from: u64) {
     // VM's space lock, and the source is unmapped from the guest).
     unsafe { mem::copy_frame(to, from) };
     mem::clean_for_guest(to, PAGE_SIZE);
+}
+
+/// Invalidates every TLB entry (stage 1 and 2) of the VM whose VTTBR_EL2
+/// is loaded, on this CPU only: a CPU marked stale for the VM does it
+/// before running it (`numa::tlb_sync`).
+pub fn flush_local_vmid() {
+    // SAFETY: TLB maintenance for the loaded VMID only; no memory is touched.
+    unsafe { asm!("dsb nshst", "tlbi vmalls12e1", "dsb nsh", "isb") };
 }
 
 /// Invalidates the stage-1 TLB entries of the VM whose VTTBR_EL2 is loaded,

@@ -7,7 +7,10 @@ use super::{Here, Next, Outcome};
 use crate::{
     arch::{esr::inject, exit::Abort, exit::Fault},
     mm::fault::{self, Resolved},
-    vm::{stats::ExitReason, End, Vcpu, Vm},
+    vm::{
+        stats::{ExitReason, Injected},
+        End, Vcpu, Vm,
+    },
 };
 use vdev::mmio::MmioError;
 
@@ -28,19 +31,22 @@ pub fn handle(vm: &Vm, vcpu: &mut Vcpu, abort: Abort, here: Here) -> Outcome {
             return Outcome { next: Next::Run, kick };
         }
         Err(error) => {
-            log::warn!(
-                "{}: {} guest-physical {:#x} at pc {:#x} ({error:?}): external abort injected",
-                vm.name,
-                if abort.fetch {
-                    "instruction fetch from"
-                } else if abort.write {
-                    "write to"
-                } else {
-                    "read of"
-                },
-                abort.ipa,
-                regs.pc
-            );
+            if let Some(n) = vm.stats.injected(Injected::ExternalAbort) {
+                log::warn!(
+                    "{}: {} guest-physical {:#x} at pc {:#x} ({error:?}): external abort injected ({n} so far; \
+                     logged at the 1st, 2nd, 4th, ...)",
+                    vm.name,
+                    if abort.fetch {
+                        "instruction fetch from"
+                    } else if abort.write {
+                        "write to"
+                    } else {
+                        "read of"
+                    },
+                    abort.ipa,
+                    regs.pc
+                );
+            }
             // The exception the guest took (a fetch whose walk faulted
             // is still an instruction abort).
             let syndrome = if abort.esr.class() == crate::arch::esr::ec::IABT_LOWER {

@@ -13,7 +13,10 @@ mod sysreg;
 
 use crate::{
     arch::{esr::inject, exit::ExitInfo},
-    vm::{stats::ExitReason, End, Vcpu, Vm},
+    vm::{
+        stats::{ExitReason, Injected},
+        End, Vcpu, Vm,
+    },
 };
 use numa::NodeId;
 
@@ -92,13 +95,15 @@ pub fn handle(vm: &Vm, vcpu: &mut Vcpu, exit: ExitInfo, here: Here) -> Outcome {
         ExitInfo::Other(esr) => {
             vm.stats.exit(ExitReason::Other);
             let regs = &mut vcpu.regs;
-            log::warn!(
-                "{}: unhandled {} trap (ESR {:#x}) at pc {:#x}: undefined instruction injected",
-                vm.name,
-                esr.class_name(),
-                esr.0,
-                regs.pc
-            );
+            if let Some(n) = vm.stats.injected(Injected::Undefined) {
+                log::warn!(
+                    "{}: unhandled {} trap (ESR {:#x}) at pc {:#x}: undefined instruction injected ({n} so far)",
+                    vm.name,
+                    esr.class_name(),
+                    esr.0,
+                    regs.pc
+                );
+            }
             regs.inject_sync(inject::undefined(), 0);
             Next::Run.into()
         }

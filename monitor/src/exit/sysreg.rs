@@ -8,7 +8,7 @@ use crate::{
         esr::{inject, SysRegAccess},
         idregs,
     },
-    vm::{Vcpu, Vm},
+    vm::{stats::Injected, Vcpu, Vm},
 };
 
 /// ICC_SGI1R_EL1: op0 3, op1 0, CRn 12, CRm 11, op2 5.
@@ -25,17 +25,20 @@ pub fn access(vm: &Vm, vcpu: &mut Vcpu, access: SysRegAccess) -> Outcome {
         vm.vgic_changed(targets);
         kick = targets & !(1 << vcpu.index);
     } else {
-        log::warn!(
-            "{}: {} of system register op0={} op1={} CRn={} CRm={} op2={} at pc {:#x}: undefined instruction injected",
-            vm.name,
-            if access.read { "read" } else { "write" },
-            access.op0,
-            access.op1,
-            access.crn,
-            access.crm,
-            access.op2,
-            regs.pc
-        );
+        if let Some(n) = vm.stats.injected(Injected::Undefined) {
+            log::warn!(
+                "{}: {} of system register op0={} op1={} CRn={} CRm={} op2={} at pc {:#x}: undefined instruction \
+                 injected ({n} so far)",
+                vm.name,
+                if access.read { "read" } else { "write" },
+                access.op0,
+                access.op1,
+                access.crn,
+                access.crm,
+                access.op2,
+                regs.pc
+            );
+        }
         regs.inject_sync(inject::undefined(), 0);
         return Next::Run.into();
     }

@@ -81,9 +81,12 @@ pub fn print_emergency(args: fmt::Arguments) {
 /// (see [`Command`]), not guest input.
 pub const ESCAPE: u8 = 0x1d;
 static ESCAPED: AtomicBool = AtomicBool::new(false);
-/// Keys of a `Ctrl-] m VM NODE` sequence still expected (2, 1) and the VM.
-static MOVE_KEYS: AtomicU8 = AtomicU8::new(0);
-static MOVE_VM: AtomicUsize = AtomicUsize::new(0);
+/// The digit a command typed so far waits for: [`NO_DIGIT`], the VM of
+/// `Ctrl-] m V N` or `Ctrl-] r V` (`b'm'`, `b'r'`), or the node of
+/// `Ctrl-] m V N` (`b'n'`, the VM in [`DIGIT_VM`]).
+static DIGIT_FOR: AtomicU8 = AtomicU8::new(NO_DIGIT);
+static DIGIT_VM: AtomicUsize = AtomicUsize::new(0);
+const NO_DIGIT: u8 = 0;
 /// The VM (by number) that console input goes to.
 static FOCUS: AtomicUsize = AtomicUsize::new(0);
 
@@ -95,10 +98,16 @@ pub enum Command {
     Stats,
     /// `c`: the hottest pages of the miss counters.
     HotPages,
+    /// `f`: the sharing census (machine frames, shared, possible sharing).
+    Census,
     /// `0`-`9`: console input goes to VM n.
     Focus(usize),
     /// `m`, VM digit, node digit: move a VM's vCPUs and memory to a node.
     Move { vm: usize, node: usize },
+    /// `r`, VM digit: reset a VM (its guest boots again), as a hung
+    /// guest's operator would: a guest that masked its interrupts or
+    /// disabled its interrupt controller cannot reset itself.
+    Reset(usize),
 }
 
 /// Bytes typed on the console since the last call, for the guest with the
@@ -113,8 +122,9 @@ pub fn take_input() -> (Vec<u8>, Vec<Command>) {
     let mut input = Vec::new();
     let mut commands = Vec::new();
     for byte in typed {
-        if MOVE_KEYS.load(Ordering::Relaxed) > 0 {
-            commands.extend(move_key(byte));
+        let waiting = DIGIT_FOR.swap(NO_DIGIT, Ordering::Relaxed);
+        if waiting != NO_DIGIT {
+            commands.extend(digit_key(waiting, byte));
         } else if ESCAPED.swap(false, Ordering::Relaxed) {
             match byte {
                 ESCAPE => input.push(ESCAPE),
@@ -134,34 +144,42 @@ fn command(key: u8) -> Option<Command> {
     match key {
         b'c' => Some(Command::HotPages),
         b's' => Some(Command::Stats),
+        b'f' => Some(Command::Census),
         digit @ b'0'..=b'9' => Some(Command::Focus((digit - b'0') as usize)),
         b'm' => {
             print(format_args!("\ndisco: move which VM (0-9), then to which node (0-9)?\n"));
-            MOVE_KEYS.store(2, Ordering::Relaxed);
+            DIGIT_FOR.store(b'm', Ordering::Relaxed);
+            None
+        }
+        b'r' => {
+            print(format_args!("\ndisco: reset which VM (0-9)?\n"));
+            DIGIT_FOR.store(b'r', Ordering::Relaxed);
             None
         }
         _ => {
             print(format_args!(
-                "\ndisco console: Ctrl-] then: 0-9 = send input to VM n, s = statistics (and start a new window), c = hottest pages (miss counters), m V N = move VM V's vCPUs and memory to node N, h = this help, Ctrl-] = send Ctrl-] to the guest\n"
+                "\ndisco console: Ctrl-] then: 0-9 = send input to VM n, s = statistics (and start a new window), c = hottest pages (miss counters), f = sharing census (frames in use, shared, possible), m V N = move VM V's vCPUs and memory to node N, r V = reset VM V, h = this help, Ctrl-] = send Ctrl-] to the guest\n"
             ));
             None
         }
     }
 }
 
-/// The VM and node digits after `Ctrl-] m`; anything else cancels.
-fn move_key(byte: u8) -> Option<Command> {
-    let left = MOVE_KEYS.fetch_sub(1, Ordering::Relaxed);
+/// The digit `byte` for the command `waiting` for it (see [`DIGIT_FOR`]);
+/// anything but a digit cancels.
+fn digit_key(waiting: u8, byte: u8) -> Option<Command> {
     let Some(digit) = (byte as char).to_digit(10).map(|d| d as usize) else {
-        MOVE_KEYS.store(0, Ordering::Relaxed);
-        print(format_args!("\ndisco: move cancelled\n"));
+        print(format_args!("\ndisco: {} cancelled\n", if waiting == b'r' { "reset" } else { "move" }));
         return None;
     };
-    if left == 2 {
-        MOVE_VM.store(digit, Ordering::Relaxed);
-        None
-    } else {
-        Some(Command::Move { vm: MOVE_VM.load(Ordering::Relaxed), node: digit })
+    match waiting {
+        b'm' => {
+            DIGIT_VM.store(digit, Ordering::Relaxed);
+            DIGIT_FOR.store(b'n', Ordering::Relaxed);
+            None
+        }
+        b'n' => Some(Command::Move { vm: DIGIT_VM.load(Ordering::Relaxed), node: digit }),
+        _ => Some(Command::Reset(digit)),
     }
 }
 

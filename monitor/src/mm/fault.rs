@@ -33,9 +33,21 @@ pub fn resolve(space: &Mutex<VmSpace>, abort: &Abort, node: NodeId) -> Result<Re
         // A mapping changed under the vCPU (the TLB entry it faulted on is
         // gone, or another CPU mapped the page first): retry.
         (Fault::Translation, Some(pte)) if pte.is_valid() => Ok(Resolved::Retry),
+        // The descriptor already allows the access: another CPU relaxed
+        // it and invalidated only its own TLB, so this CPU's stale,
+        // stricter entry goes now (or it would fault forever).
         (Fault::Permission | Fault::AccessFlag, Some(pte))
             if pte.is_valid() && pte.perm().allows(abort.write, abort.fetch) =>
         {
+            space.invalidate_local(ipa);
+            Ok(Resolved::Retry)
+        }
+        // The descriptor is gone since the vCPU faulted: another CPU
+        // unmapped it (sampling, migration, a merge's break) between the
+        // fault and this lock. The retry takes the translation fault
+        // that describes the page as it is now.
+        (Fault::Permission | Fault::AccessFlag, pte) if !pte.is_some_and(|p| p.is_valid()) => {
+            space.invalidate_local(ipa);
             Ok(Resolved::Retry)
         }
         (Fault::Translation, Some(pte)) if pte.is_sampled() => {

@@ -4,9 +4,14 @@
 //! copy, so after boot the copies are merged by content, at the page's
 //! known offset in the image.
 //!
-//! Rounds run every [`EVERY`] placement intervals (half a second at the
-//! default interval): a watch lasts that long, and a VM with nothing left
-//! to merge costs a scan of its boot-image pages only that often.
+//! Rounds start once the guest runs user space (its kernel has finished
+//! patching itself and unpacking the initrd) and run every [`EVERY`]
+//! placement intervals (half a second at the default interval): a watch
+//! lasts that long, and a VM with nothing left to merge costs a scan of
+//! its boot-image pages only that often. A round costs up to two TLB
+//! broadcasts (the watch, the remap), and under QEMU's TCG a broadcast
+//! stops every vCPU of the machine, so VMs take turns, [`PER_TURN`] a
+//! round ([`due`]), each with a batch of at most [`BATCH`] pages.
 //!
 //! A page is merged only when stable: each round write-protects (watches)
 //! a batch of the VM's private boot-image pages; one still clean at the
@@ -17,30 +22,35 @@
 //! [`MAX_TRIES`] times, a merge counting as a try (written data pages
 //! stop costing).
 
-use super::{boot_image, frames, VmSpace};
-use crate::arch::stage2::{Stage2, PAGE_SIZE};
+use super::{boot_image, VmSpace};
 use alloc::vec::Vec;
 use numa::{memmap::Frame, pmap::PageState, NodeId};
-use stage2::{Perm, Pte};
+use stage2::Perm;
 
 /// Watches per page before the monitor gives up merging it.
 pub const MAX_TRIES: u8 = 3;
-/// Pages watched per VM per round.
-const BATCH: usize = 1024;
+/// Pages watched per round. The round holds the VM's space lock (its
+/// vCPUs' faults wait) and keeps its CPU from running vCPUs, so it is
+/// kept short: 64 booting VMs with whole-image rounds (16384 pages) were
+/// several times slower to come up (`many-vms`).
+const BATCH: usize = 2048;
 /// Placement intervals between merge rounds.
 pub const EVERY: u32 = 5;
-/// Rounds a VM waits before its first: its kernel is still patching
-/// itself early in boot, and a page merged before it is written again.
-const DELAY_ROUNDS: u32 = 12;
+/// VMs that merge in one round, machine-wide: the rounds' cost stays that
+/// of one VM's batch however many VMs run.
+pub const PER_TURN: usize = 1;
+
+/// Is it the turn, in placement interval `interval`, of the VM at
+/// `position` among the `count` VMs whose guests run user space?
+pub fn due(interval: u32, position: usize, count: usize) -> bool {
+    let turns = count.div_ceil(PER_TURN).max(1);
+    interval.is_multiple_of(EVERY) && (interval / EVERY) as usize % turns == position / PER_TURN
+}
 
 impl VmSpace {
     /// One merge round for this VM (every [`EVERY`] intervals). Returns the
     /// pages merged.
     pub fn merge_boot_pages(&mut self, here: NodeId) -> usize {
-        self.merge_rounds += 1;
-        if self.merge_rounds <= DELAY_ROUNDS {
-            return 0;
-        }
         let mut offers = Vec::new();
         let mut watch = Vec::new();
         for &(first, pages, image) in &self.boot_images {
@@ -69,7 +79,8 @@ impl VmSpace {
             self.tried(gpfn);
         }
         self.watch(&watch);
-        let merged = self.map_booted(merges, here);
+        // A page whose frame could not be replaced stays watched (read-only).
+        let merged = self.map_cow_shared(merges, here, (Perm::RX, false));
         self.stats.merged += merged as u64;
         merged
     }
@@ -77,44 +88,5 @@ impl VmSpace {
     fn tried(&mut self, gpfn: u64) {
         let s = self.sharing.entry(gpfn).or_default();
         s.merge_tries = s.merge_tries.saturating_add(1);
-    }
-
-    /// Replaces each page's private frame by the shared `frame` (equal
-    /// content), mapped read-only copy-on-write: broken in every root, one
-    /// invalidation, then remapped; the private frames are freed.
-    fn map_booted(&mut self, merges: Vec<(u64, Frame)>, here: NodeId) -> usize {
-        let ipas: Vec<u64> = merges.iter().map(|(gpfn, _)| gpfn * PAGE_SIZE).collect();
-        for &ipa in &ipas {
-            let _ = self.set(ipa, Pte::EMPTY);
-        }
-        self.invalidate(&ipas);
-        let mut merged = 0;
-        for (gpfn, frame) in merges {
-            let pa = frame.pa();
-            match self.pmap.replace(gpfn, frame) {
-                Ok(own) => {
-                    frames::free(own, here);
-                    self.pmap.set_state(gpfn, PageState::CowShared);
-                    self.pmap.reset_moves(gpfn);
-                    // Its tries stay: a page the guest keeps writing after
-                    // each merge stops being merged.
-                    if let Some(s) = self.sharing.get_mut(&gpfn) {
-                        s.watched = false;
-                    }
-                    let _ = self.set(gpfn * PAGE_SIZE, Pte::page(pa, Perm::RX));
-                    merged += 1;
-                }
-                Err(frame) => {
-                    frames::free(frame, here);
-                    // Unchanged: the page keeps its own frame, read-only
-                    // until a write ends the watch.
-                    if let Some(info) = self.pmap.get(gpfn) {
-                        let _ = self.set(gpfn * PAGE_SIZE, Pte::page(info.pa, Perm::RX));
-                    }
-                }
-            }
-        }
-        Stage2::publish();
-        merged
     }
 }

@@ -16,8 +16,9 @@
 //!   tells which node uses it, as Linux's NUMA hinting faults do. A page
 //!   then has at most one touch per interval, so the trigger is 1.
 //!
-//! Every interval, in every mode, also merges each VM's stable copies of
-//! boot-image pages back into shared frames (`mm::merge`).
+//! Intervals run in every mode: they also merge VMs' stable copies of
+//! boot-image pages back into shared frames (`mm::merge`, when it is the
+//! VM's turn).
 //!
 //! One CPU at a time runs an interval (whichever claims it first; the
 //! scheduler arms CPU 0's timer for it), for all VMs.
@@ -172,12 +173,16 @@ pub fn end() {
     }
 }
 
-/// One interval for one VM, run on a CPU of node `here`, after [`begin`].
+/// One interval for one VM, run on a CPU of node `here`, after [`begin`],
+/// with a boot-image merge round first when `merge` (`mm::merge::due`).
 /// Returns the pages moved.
-pub fn run(space: &Mutex<VmSpace>, hot: &Hot, interval: u32, here: NodeId) -> usize {
+pub fn run(space: &Mutex<VmSpace>, hot: &Hot, interval: u32, here: NodeId, merge: bool) -> usize {
     let Some(config) = CONFIG.get() else { return 0 };
+    if config.mode == Mode::FirstTouch && !merge {
+        return 0;
+    }
     let mut space = space.lock();
-    if interval.is_multiple_of(super::merge::EVERY) {
+    if merge {
         space.merge_boot_pages(here);
     }
     if config.mode == Mode::FirstTouch {

@@ -193,53 +193,19 @@ impl VmSpace {
             Stage2::publish();
             self.stats.collapses += 1;
         } else {
-            // More permissions, same frame: the old read-only entry may
-            // still be cached (it faulted), so it is invalidated too.
+            // More permissions, same frame: no break-before-make. The
+            // read-only entry this CPU faulted on may still be cached, so
+            // it goes here; other CPUs drop theirs when they fault on them
+            // (`mm::fault`'s retry).
             let _ = self.set(page, writable);
-            self.invalidate(&[page]);
+            Stage2::publish();
+            self.invalidate_local(page);
             self.stats.write_faults += 1;
         }
         if let Some(s) = self.sharing.get_mut(&gpfn) {
             *s = Sharing { watched: false, written: true, collapses: s.collapses.saturating_add(1), ..*s };
         }
         Some(resolved)
-    }
-
-    /// Guest pages `first..first + pages` hold page 0.. of boot image
-    /// `image`: `mm::merge` may share them with other VMs' copies.
-    pub fn add_boot_image(&mut self, first: u64, pages: usize, image: usize) {
-        self.boot_images.push((first, pages, image));
-    }
-
-    /// Pages mapped copy-on-write from a shared frame.
-    pub fn cow_shared_pages(&self) -> usize {
-        self.pmap.iter_mapped().filter(|(_, i)| i.state == PageState::CowShared).count()
-    }
-
-    /// Gives a `CowShared` page its own frame, a copy, mapped writable in
-    /// every root; the shared frame loses a reference. False: no memory.
-    fn break_cow(&mut self, gpfn: u64, shared: u64, here: NodeId) -> bool {
-        let Some(frame) = frames::alloc(here, Use::Guest { vm: self.vm(), gpfn }) else { return false };
-        let (ipa, pa) = (gpfn * PAGE_SIZE, frame.pa());
-        copy_frame(pa, shared);
-        // Another frame: break, invalidate, make.
-        let _ = self.set(ipa, Pte::EMPTY);
-        self.invalidate(&[ipa]);
-        match self.pmap.replace(gpfn, frame) {
-            Ok(old) => {
-                frames::free(old, here);
-                self.pmap.set_state(gpfn, PageState::Private);
-                self.pmap.reset_moves(gpfn);
-                let _ = self.set(ipa, Pte::page(pa, Perm::RWX));
-            }
-            Err(frame) => {
-                frames::free(frame, here);
-                let _ = self.set(ipa, Pte::page(shared, Perm::RX));
-            }
-        }
-        Stage2::publish();
-        self.stats.cow_breaks += 1;
-        true
     }
 
     /// Backs `ipa` as [`VmSpace::touch`] does, for a write by the monitor

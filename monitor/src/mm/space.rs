@@ -5,13 +5,14 @@
 //! invalidation by IPA on every CPU, then the new descriptor.
 
 use super::frames;
-use crate::arch::marker;
 use crate::arch::stage2::{copy_frame, read_entry, write_entry, Stage2, PAGE_SIZE};
-use alloc::{collections::BTreeMap, vec, vec::Vec};
+use crate::arch::{cpu, marker};
+use alloc::{collections::BTreeMap, sync::Arc, vec, vec::Vec};
 use numa::{
     counters::MAX_COUNTED_NODES,
     memmap::{Frame, Use},
     pmap::{PageInfo, PageState, Pmap},
+    tlb_sync::TlbSync,
     NodeId,
 };
 use stage2::{walk, Action, Flags, Perm, Pte};
@@ -39,6 +40,8 @@ pub struct SpaceStats {
     pub cow_breaks: u64,
     /// Private copies of boot-image pages merged back (`mm::merge`).
     pub merged: u64,
+    /// Guest pages a disk read mapped to a cached block (`mm::block_cache`).
+    pub disk_shared: u64,
     pub frozen: u64,
     pub sampling_faults: u64,
     /// Per requesting node: accesses (misses or sampled touches) to pages
@@ -84,9 +87,9 @@ pub struct VmSpace {
     /// Boot images mapped from `mm::boot_image`: (first guest page,
     /// pages, image index).
     pub(super) boot_images: Vec<(u64, usize, usize)>,
-    /// Merge rounds this VM has seen (`mm::merge`).
-    pub(super) merge_rounds: u32,
     nodes: usize,
+    /// CPUs that must flush its TLB entries before running it.
+    tlb: Arc<TlbSync>,
 }
 
 impl VmSpace {
@@ -104,8 +107,8 @@ impl VmSpace {
             sharing: BTreeMap::new(),
             kernel_image: 0..0,
             boot_images: Vec::new(),
-            merge_rounds: 0,
             nodes,
+            tlb: Arc::new(TlbSync::new()),
         };
         for &(node, vmid) in roots {
             let Some(frame) = frames::alloc(node, Use::Table { vm }) else {
@@ -170,11 +173,35 @@ impl VmSpace {
         self.roots.iter().map(|r| r.node)
     }
 
-    /// The invalidation half of break-before-make for `ipas`, on every
-    /// CPU: the roots share the VM's VMID (`sched::vms::roots`), so one
-    /// broadcast by it reaches the TLB entries of all of them.
+    /// The invalidation half of break-before-make for `ipas`: on this CPU,
+    /// and on every other by a broadcast only if another CPU runs the VM
+    /// now; the rest flush before they next run it (`numa::tlb_sync`). The
+    /// roots share the VM's VMID (`sched::vms::roots`), so one invalidation
+    /// by it reaches the TLB entries of all of them.
     pub(super) fn invalidate(&self, ipas: &[u64]) {
-        self.roots[0].stage2.invalidate(ipas);
+        if ipas.is_empty() {
+            return;
+        }
+        if self.tlb.changed(cpu::index()) {
+            self.roots[0].stage2.invalidate(ipas);
+        } else {
+            self.roots[0].stage2.invalidate_here(ipas);
+        }
+    }
+
+    /// Which CPUs must flush the VM's TLB entries before running it; the
+    /// VM's dispatch shares it.
+    pub fn tlb(&self) -> Arc<TlbSync> {
+        self.tlb.clone()
+    }
+
+    /// Invalidates `ipa` on this CPU only, after its descriptor gained
+    /// permissions, as KVM does (`__kvm_tlb_flush_vmid_ipa_nsh`): more
+    /// permissions need no break-before-make, and another CPU still
+    /// holding the stricter entry faults on it and drops it then
+    /// (`mm::fault`'s retry). A broadcast would stop every CPU under TCG.
+    pub(super) fn invalidate_local(&self, ipa: u64) {
+        self.roots[0].stage2.invalidate_here(&[ipa]);
     }
 
     /// Backs the guest page at `ipa` with a zeroed frame from `node` (or
@@ -189,7 +216,8 @@ impl VmSpace {
         let owner = Use::Guest { vm: self.vm, gpfn };
         // Replicas are the first memory to go when memory runs short.
         let frame = frames::alloc(node, owner)
-            .or_else(|| (self.reclaim_replicas(node) > 0).then(|| frames::alloc(node, owner)).flatten())?;
+            .or_else(|| (self.reclaim_replicas(node) > 0).then(|| frames::alloc(node, owner)).flatten())
+            .or_else(|| (super::block_cache::drop_unmapped(node) > 0).then(|| frames::alloc(node, owner)).flatten())?;
         let pa = frame.pa();
         if let Err(frame) = self.pmap.map(gpfn, frame) {
             frames::free(frame, node);
@@ -365,6 +393,8 @@ impl VmSpace {
         }
     }
 }
+
+const _: () = assert!(crate::arch::MAX_CPUS <= numa::tlb_sync::MAX_CPUS, "TlbSync's masks hold every CPU");
 
 /// The walker's view of table memory: new tables come from `node` (the
 /// nearest with memory) and are recorded in `tables`; freed ones leave it.

@@ -72,8 +72,13 @@ fn run_task(me: usize, mut task: Task, last_ran: &mut Vec<(u64, usize)>) {
             stage2::flush_local_guest_tlb();
         }
     }
+    // Descriptors changed while no vCPU of the VM ran here (numa::tlb_sync).
+    if vm.tlb.load(me) {
+        stage2::flush_local_vmid();
+    }
     vcpu.last_cpu = Some(me);
     let leave = run_slice(me, vm, vcpu, timer::now());
+    vm.tlb.unload(me);
     vcpu.el1.save(lrs);
     timer::cancel_hyp_timer();
     match leave {
@@ -126,6 +131,9 @@ fn run_slice(me: usize, vm: &Vm, vcpu: &mut Vcpu, loaded: u64) -> Leave {
         let entered = timer::now();
         let exit = decode::decode(vcpu::run(&mut vcpu.regs));
         vm.stats.run_ticks.fetch_add(timer::now() - entered, Ordering::Relaxed);
+        if !vm.user_ran() && vcpu.regs.at_el0() {
+            vm.note_user();
+        }
         let outcome = exit::handle(vm, vcpu, exit, Here { node: sched::node_of(me) });
         sched::kick_mask(vm, outcome.kick);
         vms::kick_owed();

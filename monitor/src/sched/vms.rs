@@ -25,9 +25,6 @@ struct Placement {
     boots: AtomicUsize,
 }
 
-/// A guest that keeps crashing is not restarted more often than this.
-const MAX_RESTARTS: usize = 5;
-
 static VMS: Mutex<Vec<Option<Arc<Vm>>>> = Mutex::new(Vec::new());
 static SPECS: Once<&'static [VmSpec]> = Once::new();
 static PLACEMENTS: Once<Vec<Placement>> = Once::new();
@@ -89,6 +86,8 @@ pub fn run(topology: &Topology, specs: Vec<VmSpec>, settings: Settings) -> Resul
     *VMS.lock() = specs.iter().map(|_| None).collect();
     LIVE.store(specs.len(), Ordering::Release);
     mm::placement::init(settings.placement, settings.params, timer::ms_to_ticks(1), timer::now());
+    // Not asked for: as if already taken.
+    CENSUS_TAKEN.store(!settings.census, Ordering::Relaxed);
     READY.store(true, Ordering::Release);
     aarch64_cpu::asm::sev();
     (0..specs.len()).for_each(start_vm);
@@ -169,7 +168,18 @@ fn roots(id: usize) -> Vec<(NodeId, u16)> {
 /// The last vCPU has left the VM: free it, then restart or retire it.
 pub fn teardown(vm: Arc<Vm>) {
     let id = vm.id;
-    VMS.lock()[id] = None;
+    // The census at the end of a run, if the bundle asks for it: by the
+    // first VM to end, while it and the others are still in the registry,
+    // so that it sees what they share (in a run of one VM: that VM). A VM
+    // ending meanwhile waits here until the census is taken, so that it
+    // is counted too.
+    {
+        let _census = CENSUS.lock();
+        if !CENSUS_TAKEN.swap(true, Ordering::Relaxed) {
+            print_census();
+        }
+        VMS.lock()[id] = None;
+    }
     // The switch holds the VM too: frames to it are dropped from now on.
     crate::io::net::detach(id);
     let end = vm.end_reason().unwrap_or(End::PoweredOff);
@@ -193,19 +203,28 @@ pub fn teardown(vm: Arc<Vm>) {
         }
         End::PoweredOff => {
             log::info!("vm {name} ended: powered off");
-            vm_gone();
+            restart_or_gone(id, &name, Restart::Always);
         }
         End::Crashed(reason) => {
             log::error!("vm {name} ended: crashed: {reason}");
-            let spec = &SPECS.get().unwrap()[id];
-            let boots = PLACEMENTS.get().unwrap()[id].boots.load(Ordering::Relaxed);
-            if spec.restart == Restart::OnCrash && boots <= MAX_RESTARTS {
-                log::info!("vm {name} restarting (restart = on-crash, boot {})", boots + 1);
-                start_vm(id);
-            } else {
-                vm_gone();
-            }
+            restart_or_gone(id, &name, Restart::OnCrash);
         }
+    }
+}
+
+/// Boots VM `id` again if its restart policy covers the end (`on-crash`
+/// covers crashes, `always` power-offs too) and it has not booted more
+/// often than its bound; otherwise it is gone.
+fn restart_or_gone(id: usize, name: &str, needs: Restart) {
+    let spec = &SPECS.get().unwrap()[id];
+    let boots = PLACEMENTS.get().unwrap()[id].boots.load(Ordering::Relaxed);
+    let covered = spec.restart == Restart::Always || spec.restart == needs;
+    if covered && boots <= spec.max_restarts {
+        let policy = if spec.restart == Restart::Always { "always" } else { "on-crash" };
+        log::info!("vm {name} restarting (restart = {policy}, boot {})", boots + 1);
+        start_vm(id);
+    } else {
+        vm_gone();
     }
 }
 
@@ -230,8 +249,13 @@ pub fn kick_owed() {
 pub fn placement_interval(interval: u32, here: usize) {
     let vms: Vec<Arc<Vm>> = VMS.lock().iter().flatten().cloned().collect();
     let hot = mm::placement::begin(interval);
+    let merging = vms.iter().filter(|vm| !vm.ending() && vm.user_ran()).count();
+    let mut position = 0;
     for vm in vms.iter().filter(|vm| !vm.ending()) {
-        mm::placement::run(&vm.space, &hot, interval, here);
+        // Boot images merge once the guest runs user space, a few VMs a turn.
+        let merge = vm.user_ran() && mm::merge::due(interval, position, merging);
+        position += vm.user_ran() as usize;
+        mm::placement::run(&vm.space, &hot, interval, here, merge);
     }
     mm::placement::end();
 }
@@ -257,6 +281,18 @@ fn print_stats() {
     stats::print_cpus(sched::cpu_count());
 }
 
+/// Prints the sharing census of every VM in the registry.
+fn print_census() {
+    let vms: Vec<Arc<Vm>> = VMS.lock().iter().flatten().cloned().collect();
+    let pages: Vec<Vec<numa::census::Page>> = vms.iter().map(|vm| mm::census::pages_of(&vm.space)).collect();
+    crate::println!("stats: {}", numa::census::Census::of(&pages, mm::census::zero_hash()));
+}
+
+/// The census was printed at the first VM's end (`teardown`), or the run
+/// did not ask for it; `CENSUS` is held while it is taken.
+static CENSUS_TAKEN: AtomicBool = AtomicBool::new(false);
+static CENSUS: Mutex<()> = Mutex::new(());
+
 /// Typed bytes go to the VM with the focus; monitor commands are carried
 /// out.
 pub fn console_input() {
@@ -265,8 +301,10 @@ pub fn console_input() {
         match command {
             Command::Stats => print_stats(),
             Command::HotPages => crate::println!("{}", mm::counters::report(10)),
+            Command::Census => print_census(),
             Command::Focus(id) => set_focus(id),
             Command::Move { vm, node } => move_vm(vm, node),
+            Command::Reset(vm) => reset_vm(vm),
         }
     }
     if input.is_empty() {
@@ -282,14 +320,20 @@ pub fn console_input() {
     }
 }
 
+/// VM number `id` of a console command, if it runs (else says so).
+fn running(id: usize) -> Option<Arc<Vm>> {
+    let vm = VMS.lock().get(id).cloned().flatten();
+    if vm.is_none() {
+        crate::println!("\ndisco: there is no running VM number {id}");
+    }
+    vm
+}
+
 /// Moves VM `id` to `node` (Ctrl-] m): its vCPUs prefer that node's CPUs
 /// from their next wake-up, and the placement loop migrates its memory
 /// after them.
 fn move_vm(id: usize, node: usize) {
-    let Some(vm) = VMS.lock().get(id).cloned().flatten() else {
-        crate::println!("\ndisco: there is no running VM number {id}");
-        return;
-    };
+    let Some(vm) = running(id) else { return };
     if node >= NODES.load(Ordering::Relaxed) || !sched::node_has_cpus(node) {
         crate::println!("\ndisco: node {node} does not exist or has no CPUs");
         return;
@@ -300,9 +344,23 @@ fn move_vm(id: usize, node: usize) {
     (0..vm.mpidrs.len()).for_each(|v| sched::kick(&vm, v));
 }
 
+/// Resets VM `id` (Ctrl-] r): it ends as if it had called PSCI
+/// SYSTEM_RESET, and boots again.
+fn reset_vm(id: usize) {
+    let Some(vm) = running(id) else { return };
+    crate::println!("\ndisco: resetting vm {}", vm.name);
+    vm.end(End::Reset);
+    (0..vm.mpidrs.len()).for_each(|v| sched::kick(&vm, v));
+}
+
 /// The last VM ended: check that all memory came back, then power off.
 fn finish() -> ! {
     mm::boot_image::release_all(sched::node_of(cpu::index()));
+    let cached = mm::block_cache::len();
+    if cached > 0 {
+        log::info!("block cache: {cached} blocks ({} KiB) cached at the end", cached * 4);
+    }
+    mm::block_cache::release_all(sched::node_of(cpu::index()));
     let now = frames::free_bytes();
     let baseline = BASELINE.get().cloned().unwrap_or_default();
     for (node, (&free, &base)) in now.iter().zip(&baseline).enumerate() {

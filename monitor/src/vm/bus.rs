@@ -194,6 +194,10 @@ impl Vm {
             let mut ram =
                 GuestRam { space: &self.space, base: super::RAM_BASE, size: self.ram_size, node: self.home() };
             mmio.process_notified(&mut ram, backend);
+            let cached = backend.take_cached();
+            if !cached.is_empty() {
+                self.space.lock().map_disk_blocks(cached, self.home());
+            }
             if !had_failed && mmio.needs_reset() {
                 let why = mmio.last_error().map(|e| alloc::format!("{e}")).unwrap_or_default();
                 log::warn!("vm {}: disk {n}: malformed request or queue ({why}): device needs reset", self.name);

@@ -3,17 +3,23 @@
 //! loads as the initrd. A DTB because the monitor already parses DTBs
 //! safely; everything in it is checked before use.
 
-use crate::mm::placement::Mode;
+use crate::{io::blk::Mode as DiskMode, mm::placement::Mode};
 use alloc::{format, string::String, vec::Vec};
 use fdt::{node::FdtNode, Fdt};
 use numa::policy::{self, Params};
 
-/// What happens when a VM's guest crashes.
+/// What happens when a VM's guest crashes or powers off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Restart {
     Never,
     OnCrash,
+    /// After a crash and after a power-off (a fault campaign's attacker).
+    Always,
 }
+
+/// A guest that keeps crashing is not restarted once it has booted more
+/// often than this, unless its manifest says otherwise (`max-restarts`).
+pub const DEFAULT_MAX_RESTARTS: usize = 5;
 
 /// vCPUs per VM: the virtual GIC's SGI target lists have 64 entries.
 pub const MAX_VCPUS: usize = 64;
@@ -21,6 +27,8 @@ pub const MAX_VCPUS: usize = 64;
 /// One VM as the bundle describes it.
 pub struct VmSpec {
     pub restart: Restart,
+    /// Restarts happen while the VM has booted at most this often.
+    pub max_restarts: usize,
     /// The node its vCPUs and memory should be on; None lets the monitor pick.
     pub home_node: Option<usize>,
     /// The trust group it shares boot images with (`""`: the run's
@@ -51,7 +59,7 @@ pub struct NetSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskSpec {
     pub image: String,
-    pub read_only: bool,
+    pub mode: DiskMode,
 }
 
 /// Disks one VM may have (the device-region table has this many slots).
@@ -62,6 +70,10 @@ pub struct Settings {
     /// None: the default (see `mm::placement::init`).
     pub placement: Option<Mode>,
     pub params: Params,
+    /// Take the sharing census when the run's first VM ends (`census`):
+    /// it hashes every mapped guest page, minutes for 64 VMs under TCG,
+    /// so it is asked for, not taken by default.
+    pub census: bool,
 }
 
 /// Parses the bundle at `blob`, which lives (reserved) for the whole run.
@@ -92,7 +104,8 @@ pub fn parse(blob: &'static [u8]) -> Result<(Vec<VmSpec>, Settings), String> {
         None => Params::default(),
         Some(text) => policy::parse_params(text).map_err(|e| format!("bundle: placement-params: {e}"))?,
     };
-    Ok((specs, Settings { placement, params }))
+    let census = root.property("census").is_some();
+    Ok((specs, Settings { placement, params, census }))
 }
 
 fn parse_vm(fdt: &Fdt<'static>, vm: FdtNode<'_, 'static>) -> Result<VmSpec, String> {
@@ -138,13 +151,17 @@ fn parse_vm(fdt: &Fdt<'static>, vm: FdtNode<'_, 'static>) -> Result<VmSpec, Stri
     let restart = match vm.property("restart").and_then(|p| p.as_str()) {
         None | Some("never") => Restart::Never,
         Some("on-crash") => Restart::OnCrash,
-        Some(other) => return Err(format!("bundle: {node}: restart is `{other}`, expected `never` or `on-crash`")),
+        Some("always") => Restart::Always,
+        Some(other) => {
+            return Err(format!("bundle: {node}: restart is `{other}`, expected `never`, `on-crash` or `always`"))
+        }
     };
+    let max_restarts = vm.property("max-restarts").and_then(|p| p.as_usize()).unwrap_or(DEFAULT_MAX_RESTARTS);
     let home_node = vm.property("home-node").and_then(|p| p.as_usize());
-    // Sharing is opt-in for now (see `mm::merge` on its cost under TCG);
-    // "none" shares with nobody.
+    // By default the run's VMs form one trust group (`""`), as on Disco's
+    // machine, which one user owned; "none" shares with nobody.
     let share_group = match vm.property("share-group").map(|p| p.as_str()) {
-        None => None,
+        None => Some(""),
         Some(Some("none")) => None,
         Some(Some(name)) if !name.is_empty() => Some(name),
         Some(_) => return Err(format!("bundle: {node}: share-group is not a non-empty string")),
@@ -162,7 +179,21 @@ fn parse_vm(fdt: &Fdt<'static>, vm: FdtNode<'_, 'static>) -> Result<VmSpec, Stri
     if nets.next().is_some() {
         return Err(format!("bundle: {node}: more than one net@ node (a VM has at most one network device)"));
     }
-    Ok(VmSpec { name, vcpus, memory, kernel, initrd, initrd_extra, bootargs, restart, home_node, share_group, disks, net })
+    Ok(VmSpec {
+        name,
+        vcpus,
+        memory,
+        kernel,
+        initrd,
+        initrd_extra,
+        bootargs,
+        restart,
+        max_restarts,
+        home_node,
+        share_group,
+        disks,
+        net,
+    })
 }
 
 /// `net@0 { mac = [6 bytes]; }`.
@@ -178,16 +209,20 @@ fn parse_net(vm: &str, net: FdtNode<'_, 'static>) -> Result<NetSpec, String> {
     Ok(NetSpec { mac })
 }
 
-/// `disk@N { image = "NAME"; mode = "persistent"; read-only; }`.
+/// `disk@N { image = "NAME"; mode = "persistent"; read-only; }`, or
+/// `mode = "cow"` (a base image under the VM's own overlay).
 fn parse_disk(vm: &str, disk: FdtNode<'_, 'static>) -> Result<DiskSpec, String> {
     let at = disk.name;
     let image = disk
         .property("image")
         .and_then(|p| p.as_str())
         .ok_or_else(|| format!("bundle: {vm}/{at}: missing or non-string `image`"))?;
-    match disk.property("mode").and_then(|p| p.as_str()) {
-        Some("persistent") => {}
-        other => return Err(format!("bundle: {vm}/{at}: mode is {other:?}, expected \"persistent\"")),
-    }
-    Ok(DiskSpec { image: image.into(), read_only: disk.property("read-only").is_some() })
+    let read_only = disk.property("read-only").is_some();
+    let mode = match disk.property("mode").and_then(|p| p.as_str()) {
+        Some("persistent") => DiskMode::Direct { read_only },
+        Some("cow") if !read_only => DiskMode::Cow,
+        Some("cow") => return Err(format!("bundle: {vm}/{at}: a copy-on-write disk is not read-only")),
+        other => return Err(format!("bundle: {vm}/{at}: mode is {other:?}, expected \"persistent\" or \"cow\"")),
+    };
+    Ok(DiskSpec { image: image.into(), mode })
 }

@@ -14,7 +14,10 @@ pub mod stats;
 
 use crate::{
     arch::{context::El1Context, gicv3, mem, stage2::PAGE_SIZE, vcpu::VcpuRegs},
-    io::{blk::ImageDisk, console::GuestLines},
+    io::{
+        blk::{ImageDisk, Mode},
+        console::GuestLines,
+    },
     mm::{boot_image, VmSpace},
 };
 use alloc::{boxed::Box, format, string::String, sync::Arc, vec::Vec};
@@ -59,10 +62,12 @@ pub enum Power {
     On,
 }
 
-/// A guest disk for `spec`: the image it names, behind virtio-blk.
-fn guest_disk(spec: &manifest::DiskSpec) -> Result<Mutex<GuestDisk>, String> {
-    let backend = ImageDisk::open(&spec.image, spec.read_only)?;
-    let config = BlkConfig::new(backend.sectors(), spec.read_only, spec.image.as_bytes());
+/// A guest disk for `spec`: the image it names, behind virtio-blk, for the
+/// VM with memmap owner id `vm` homed on `home`.
+fn guest_disk(spec: &manifest::DiskSpec, vm: u16, home: NodeId, group: Option<&'static str>) -> Result<Mutex<GuestDisk>, String> {
+    let backend = ImageDisk::open(&spec.image, spec.mode, (vm, home), group)?;
+    let read_only = spec.mode == (Mode::Direct { read_only: true });
+    let config = BlkConfig::new(backend.sectors(), read_only, spec.image.as_bytes());
     Ok(Mutex::new(GuestDisk { mmio: VirtioMmio::new(VirtioBlk::new(config)), backend, line: false }))
 }
 
@@ -146,6 +151,12 @@ pub struct Vm {
     pub vgic_dirty: AtomicU64,
     end: Mutex<Option<End>>,
     ending: AtomicBool,
+    /// A vCPU exited from EL0: the guest kernel has booted and runs user
+    /// space (its boot-time self-patching is over: `mm::merge` may start).
+    user_ran: AtomicBool,
+    /// Which CPUs run it, and which must flush its TLB entries first
+    /// (shared with its space, which changes the descriptors).
+    pub tlb: Arc<numa::tlb_sync::TlbSync>,
     /// Its vCPU tasks still alive; the last to retire tears the VM down.
     pub tasks: AtomicUsize,
     pub stats: stats::VmStats,
@@ -168,13 +179,14 @@ impl Vm {
         let space =
             VmSpace::new(id as u16 + 1, roots, spec.memory, nodes).ok_or("out of memory for the stage-2 roots")?;
         let mpidrs: Vec<u64> = (0..spec.vcpus as u64).map(|i| (i / 16) << 8 | (i % 16)).collect();
-        let disks = match spec.disks.iter().map(guest_disk).collect::<Result<Vec<_>, String>>() {
+        let disks = match spec.disks.iter().map(|d| guest_disk(d, id as u16 + 1, home, spec.share_group)).collect::<Result<Vec<_>, _>>() {
             Ok(disks) => disks,
             Err(e) => {
                 space.destroy(home);
                 return Err(e);
             }
         };
+        let tlb = space.tlb();
         let vm = Vm {
             id,
             name: spec.name.clone(),
@@ -200,6 +212,8 @@ impl Vm {
             space: Mutex::new(space),
             end: Mutex::new(None),
             ending: AtomicBool::new(false),
+            user_ran: AtomicBool::new(false),
+            tlb,
             tasks: AtomicUsize::new(0),
             stats: Default::default(),
         };
@@ -328,6 +342,19 @@ impl Vm {
         }
     }
 
+    /// Has the guest run user space yet?
+    pub fn user_ran(&self) -> bool {
+        self.user_ran.load(Ordering::Relaxed)
+    }
+
+    /// A vCPU exited from EL0 (once per VM matters).
+    pub fn note_user(&self) {
+        if !self.user_ran.swap(true, Ordering::Relaxed) {
+            let ms = crate::arch::timer::ticks_to_ms(self.stats.run_ticks.load(Ordering::Relaxed));
+            log::info!("vm {}: the guest runs user space ({ms} ms of vCPU time)", self.name);
+        }
+    }
+
     pub fn ending(&self) -> bool {
         self.ending.load(Ordering::Acquire)
     }
@@ -344,6 +371,9 @@ impl Vm {
     }
 
     pub fn destroy(self, here: NodeId) {
+        for disk in self.disks {
+            disk.into_inner().backend.discard();
+        }
         self.space.into_inner().destroy(here);
     }
 
@@ -362,6 +392,13 @@ impl Vm {
         if let Some(line) = self.net_stats_line() {
             crate::println!("{line}");
         }
+        for (n, disk) in self.disks.iter().enumerate() {
+            let blocks = disk.lock().backend.overlay_blocks();
+            if blocks > 0 {
+                let dev = (b'a' + n as u8) as char;
+                crate::println!("stats: vm {}: disk vd{dev}: copy-on-write blocks {blocks} ({} KiB)", self.name, blocks * 4);
+            }
+        }
         let mut shares = String::new();
         for (node, (local, remote)) in placement.local.iter().zip(&placement.remote).enumerate() {
             let total = local + remote;
@@ -379,7 +416,7 @@ impl Vm {
         crate::println!(
             "stats: vm {}: replication: replicated {}, replicas alive {} per node {replicas:?}, collapses {}, \
              watched {}, write faults {}; kernel image {} of {} pages replicated; boot image pages shared {}, \
-             copied on write {}, merged back {}",
+             copied on write {}, merged back {}; disk blocks from the block cache mapped {}, now {}",
             self.name,
             placement.replicated,
             replicas.iter().sum::<usize>(),
@@ -388,9 +425,11 @@ impl Vm {
             placement.write_faults,
             kernel.0,
             kernel.1,
-            shared,
+            shared.0,
             placement.cow_breaks,
-            placement.merged
+            placement.merged,
+            placement.disk_shared,
+            shared.1
         );
     }
 

@@ -37,11 +37,41 @@ pub struct VmStats {
     pub run_ticks: AtomicU64,
     /// Counter ticks its vCPUs spent waiting in WFI.
     pub idle_ticks: AtomicU64,
+    /// Exceptions injected for what the guest may not do: external aborts
+    /// (accesses to guest-physical addresses with nothing there) and
+    /// undefined instructions (traps the monitor does not emulate).
+    aborts: AtomicU64,
+    undefs: AtomicU64,
+    /// HVC/SMC function IDs the monitor does not implement (answered
+    /// NOT_SUPPORTED).
+    unknown_calls: AtomicU64,
+}
+
+/// What the guest was refused, as counted: an exception injected, or a
+/// hypercall answered NOT_SUPPORTED.
+#[derive(Clone, Copy)]
+pub enum Injected {
+    ExternalAbort,
+    Undefined,
+    NotSupported,
 }
 
 impl VmStats {
     pub fn exit(&self, reason: ExitReason) {
         self.exits[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Counts an injected exception. Returns the count so far when this
+    /// occurrence is worth a log line (the 1st, 2nd, 4th, ...): a guest
+    /// probing its address space must not flood the console every VM
+    /// shares.
+    pub fn injected(&self, what: Injected) -> Option<u64> {
+        let counter = match what {
+            Injected::ExternalAbort => &self.aborts,
+            Injected::Undefined => &self.undefs,
+            Injected::NotSupported => &self.unknown_calls,
+        };
+        Some(counter.fetch_add(1, Relaxed) + 1).filter(|n| n.is_power_of_two())
     }
 
     pub fn print(&self, name: &str, frames: &[usize]) {
@@ -54,6 +84,14 @@ impl VmStats {
             timer::ticks_to_ms(self.run_ticks.load(Relaxed)),
             timer::ticks_to_ms(self.idle_ticks.load(Relaxed)),
         );
+        let (aborts, undefs) = (self.aborts.load(Relaxed), self.undefs.load(Relaxed));
+        let unknown = self.unknown_calls.load(Relaxed);
+        if aborts + undefs + unknown > 0 {
+            println!(
+                "stats: vm {name}: injected external aborts {aborts}, undefined instructions {undefs}; \
+                 unknown hypercalls {unknown}"
+            );
+        }
     }
 }
 
@@ -78,7 +116,8 @@ pub fn idle_wait() -> u64 {
 }
 
 /// Prints every CPU's busy and idle time since the window started, then
-/// starts a new window (so a user can measure an interval by printing twice).
+/// starts a new window (so a user can measure an interval by printing twice);
+/// and the TLB invalidations so far.
 pub fn print_cpus(cpus: usize) {
     let now = timer::now();
     let window_start = WINDOW_START.swap(now, Relaxed);
@@ -96,4 +135,9 @@ pub fn print_cpus(cpus: usize) {
             timer::ticks_to_ms(window)
         );
     }
+    println!(
+        "stats: TLB invalidations of guest mappings: {} broadcast, {} on one CPU only",
+        crate::arch::stage2::BROADCASTS.load(Relaxed),
+        crate::arch::stage2::LOCAL_ONLY.load(Relaxed)
+    );
 }

@@ -76,7 +76,15 @@ pub trait BlockBackend {
     fn flush(&mut self) -> Result<(), IoError>;
     /// The disk's size in sectors.
     fn sectors(&self) -> u64;
+    /// A read just filled the whole guest page at `gpa` with `data`, the
+    /// disk's [`PAGE_BYTES`] at `sector`, a page-aligned offset: a backend
+    /// with a block cache may map its own copy of the block there instead
+    /// (Disco's global buffer cache). The default does nothing.
+    fn filled(&mut self, _sector: u64, _gpa: u64, _data: &[u8]) {}
 }
+
+/// Guest pages and disk blocks that [`BlockBackend::filled`] hears of.
+pub const PAGE_BYTES: u64 = 4096;
 
 /// A disk in a `Vec`, for tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -86,12 +94,14 @@ pub struct MemDisk {
     pub flushes: u64,
     /// Make every access fail (to test IOERR).
     pub fail: bool,
+    /// What [`BlockBackend::filled`] heard: (sector, guest address).
+    pub filled: Vec<(u64, u64)>,
 }
 
 impl MemDisk {
     /// A zeroed disk of `sectors` sectors.
     pub fn new(sectors: u64) -> Self {
-        Self { bytes: vec![0; (sectors * SECTOR_SIZE) as usize], flushes: 0, fail: false }
+        Self { bytes: vec![0; (sectors * SECTOR_SIZE) as usize], flushes: 0, fail: false, filled: Vec::new() }
     }
 
     fn span(&self, sector: u64, len: usize) -> Result<core::ops::Range<usize>, IoError> {
@@ -124,6 +134,11 @@ impl BlockBackend for MemDisk {
     }
     fn sectors(&self) -> u64 {
         self.bytes.len() as u64 / SECTOR_SIZE
+    }
+    fn filled(&mut self, sector: u64, gpa: u64, data: &[u8]) {
+        let at = (sector * SECTOR_SIZE) as usize;
+        assert_eq!(data, &self.bytes[at..at + PAGE_BYTES as usize], "filled() gets the disk's bytes");
+        self.filled.push((sector, gpa));
     }
 }
 
@@ -327,13 +342,22 @@ impl BlkRequest {
                 let mut at = sector;
                 let mut written = 0u64;
                 let mut status = VIRTIO_BLK_S_OK;
+                let mut pages = Vec::new();
                 while out.remaining() > 0 {
                     let n = (out.remaining() as usize).min(chunk_max);
                     if backend.read(at, &mut bounce[..n]).is_err() {
                         status = VIRTIO_BLK_S_IOERR;
                         break;
                     }
-                    let wrote = out.write(mem, &bounce[..n])?;
+                    let disk = at * SECTOR_SIZE;
+                    let wrote = out.write_visiting(mem, &bounce[..n], |gpa, off, len| {
+                        whole_pages((gpa, off, len), disk, &mut pages)
+                    })?;
+                    for &(gpa, off) in &pages {
+                        let at = (disk + off as u64) / SECTOR_SIZE;
+                        backend.filled(at, gpa, &bounce[off..off + PAGE_BYTES as usize]);
+                    }
+                    pages.clear();
                     written += wrote as u64;
                     if wrote < n {
                         break;
@@ -369,5 +393,21 @@ impl BlkRequest {
         mem.write_u8(self.status_addr, status)?;
         let len = u32::try_from(self.written + 1).unwrap_or(u32::MAX);
         q.add_used(mem, self.chain.head(), len)
+    }
+}
+
+/// The whole guest pages of one piece a read wrote (guest address `gpa`,
+/// `off` bytes into a chunk read from disk byte `disk`, `len` bytes) that
+/// are page-aligned on the disk too, as (guest address, offset in the
+/// chunk): where [`BlockBackend::filled`] may map a cached block.
+fn whole_pages((gpa, off, len): (u64, usize, usize), disk: u64, pages: &mut Vec<(u64, usize)>) {
+    let end = gpa + len as u64;
+    let mut page = gpa.next_multiple_of(PAGE_BYTES);
+    while page + PAGE_BYTES <= end {
+        let at = off + (page - gpa) as usize;
+        if (disk + at as u64).is_multiple_of(PAGE_BYTES) {
+            pages.push((page, at));
+        }
+        page += PAGE_BYTES;
     }
 }

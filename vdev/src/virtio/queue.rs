@@ -214,10 +214,22 @@ impl<'a> Cursor<'a> {
 
     /// Writes up to `data.len()` bytes; returns how many were written.
     pub fn write(&mut self, mem: &mut dyn GuestMemory, data: &[u8]) -> Result<usize, MemError> {
+        self.write_visiting(mem, data, |_, _, _| {})
+    }
+
+    /// [`Cursor::write`], telling `visit` where each piece went: its guest
+    /// address, its offset in `data` and its length.
+    pub fn write_visiting(
+        &mut self,
+        mem: &mut dyn GuestMemory,
+        data: &[u8],
+        mut visit: impl FnMut(u64, usize, usize),
+    ) -> Result<usize, MemError> {
         let mut done = 0usize;
         self.walk(data.len() as u64, |addr, len| {
             let end = done + len as usize;
             mem.write(addr, &data[done..end])?;
+            visit(addr, done, len as usize);
             done = end;
             Ok(())
         })?;

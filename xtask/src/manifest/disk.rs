@@ -29,15 +29,20 @@ pub const DEFAULT_DISK_BYTES: u64 = 64 << 20;
 #[derive(Debug, Clone, PartialEq)]
 pub struct DiskSpec {
     pub image: String,
-    /// `mode = "base"`: a read-only base image (e.g. `debian`, which
-    /// `cargo xtask disks` builds); else a persistent disk.
+    /// `mode = "base"` or `"cow"`: a base image (e.g. `debian`, which
+    /// `cargo xtask disks` builds), read-only or under the VM's own
+    /// copy-on-write overlay; else a persistent disk.
     pub base: bool,
+    /// `mode = "cow"`: the VM writes to its overlay in the monitor, which
+    /// ends with the VM; the base image never changes.
+    pub cow: bool,
     pub read_only: bool,
     /// Bytes, used when the image does not exist yet.
     pub size: u64,
     /// Where the guest's init mounts it (an absolute path), if anywhere;
-    /// `/` (read-only disks only): the root the `exec` runs in, under a
-    /// writable overlay (see `guest-hints/guest/init`).
+    /// `/`: the root the `exec` runs in (a read-only disk under a writable
+    /// tmpfs overlay, or a copy-on-write disk itself; see
+    /// `guest-hints/guest/init`).
     pub mount: Option<String>,
     /// `file:line: vm `name`: field `image`` for errors found later (an
     /// image the disk file lacks).
@@ -86,18 +91,26 @@ pub(super) fn disk(
 ) -> Result<DiskSpec> {
     let image = d.image.get_ref();
     cow_disk::ImageName::new(image).map_err(|e| err(d.image.span(), vm, "image", format!("`{image}`: {e}")))?;
-    let base = match d.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
-        Some(("persistent", _)) => false,
-        Some(("base", _)) => true,
+    let (base, cow) = match d.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
+        Some(("persistent", _)) => (false, false),
+        Some(("base", _)) => (true, false),
+        Some(("cow", _)) => (true, true),
         Some((other, span)) => {
-            return Err(err(span, vm, "mode", format!("`{other}`: the disk modes are \"persistent\" and \"base\"")))
+            return Err(err(
+                span,
+                vm,
+                "mode",
+                format!("`{other}`: the disk modes are \"persistent\", \"base\" and \"cow\""),
+            ))
         }
         None => {
             return Err(err(
                 d.image.span(),
                 vm,
                 "mode",
-                "missing: say mode = \"persistent\" (a VM's own disk) or \"base\" (a read-only base image)".into(),
+                "missing: say mode = \"persistent\" (a VM's own disk), \"base\" (a read-only base image) or \"cow\" \
+                 (a base image under the VM's own copy-on-write overlay)"
+                    .into(),
             ))
         }
     };
@@ -122,10 +135,25 @@ pub(super) fn disk(
         }
     };
     let read_only = match &d.readonly {
-        None => base,
+        None => base && !cow,
         Some(v) => match v.get_ref() {
-            toml::Value::Boolean(false) if base => {
-                return Err(err(v.span(), vm, "readonly", "a base image is read-only: say true or drop it".into()))
+            toml::Value::Boolean(true) if cow => {
+                return Err(err(
+                    v.span(),
+                    vm,
+                    "readonly",
+                    "a copy-on-write disk is writable (its writes stay in the VM's overlay): drop it, or say \
+                     mode = \"base\""
+                        .into(),
+                ))
+            }
+            toml::Value::Boolean(false) if base && !cow => {
+                return Err(err(
+                    v.span(),
+                    vm,
+                    "readonly",
+                    "a base image is read-only: say true or drop it (or mode = \"cow\" to write to an overlay)".into(),
+                ))
             }
             toml::Value::Boolean(b) => *b,
             other => return Err(err(v.span(), vm, "readonly", format!("`{other}`: expected true or false"))),
@@ -133,13 +161,15 @@ pub(super) fn disk(
     };
     let mount = match &d.mount {
         None => None,
-        Some(m) if m.get_ref() == "/" && read_only => Some("/".into()),
+        Some(m) if m.get_ref() == "/" && (read_only || cow) => Some("/".into()),
         Some(m) if m.get_ref() == "/" => {
             return Err(err(
                 m.span(),
                 vm,
                 "mount",
-                "`/` (the exec's root, under a writable overlay) needs a read-only disk: add readonly = true".into(),
+                "`/` (the exec's root) needs a read-only disk (under a tmpfs overlay: add readonly = true) or a \
+                 copy-on-write one"
+                    .into(),
             ))
         }
         Some(m) if valid_mount(m.get_ref()) => Some(m.get_ref().clone()),
@@ -153,7 +183,7 @@ pub(super) fn disk(
         }
     };
     let image_at = err(d.image.span(), vm, "image", String::new()).to_string().trim_end_matches([':', ' ']).to_string();
-    Ok(DiskSpec { image: image.clone(), base, read_only, size, mount, image_at })
+    Ok(DiskSpec { image: image.clone(), base, cow, read_only, size, mount, image_at })
 }
 
 #[cfg(test)]
@@ -186,6 +216,19 @@ mod tests {
         // A read-only persistent disk may be the root too.
         let d = with("image = \"data\"\nmode = \"persistent\"\nreadonly = true\nmount = \"/\"\n").unwrap();
         assert!(!d[0].base && d[0].mount.as_deref() == Some("/"));
+    }
+
+    #[test]
+    fn cow_disks_are_writable_base_images() {
+        let d = with("image = \"debian\"\nmode = \"cow\"\nmount = \"/\"\n").unwrap();
+        assert!(d[0].base && d[0].cow && !d[0].read_only, "{d:?}");
+        assert_eq!(mount_arg(&d).as_deref(), Some("disco.mount=vda:/"));
+        let e = with("image = \"debian\"\nmode = \"cow\"\nreadonly = true\n").unwrap_err().to_string();
+        assert!(e.starts_with("w.toml:9: vm `w`: field `readonly`: a copy-on-write disk is writable"), "{e}");
+        let e = with("image = \"debian\"\nmode = \"cow\"\nsize = \"1G\"\n").unwrap_err().to_string();
+        assert!(e.starts_with("w.toml:9: vm `w`: field `size`: a base image's size"), "{e}");
+        let e = with("image = \"debian\"\nmode = \"cw\"\n").unwrap_err().to_string();
+        assert!(e.starts_with("w.toml:8: vm `w`: field `mode`: `cw`") && e.contains("\"cow\""), "{e}");
     }
 
     #[test]

@@ -42,11 +42,7 @@ fn expected_sums() -> (u64, u64) {
     (before, after)
 }
 
-/// Numbers after `key` in a monitor statistics line, e.g. `replicated 12,`.
-pub(super) fn stat(line: &str, key: &str) -> Option<u64> {
-    let rest = &line[line.find(key)? + key.len()..];
-    rest.trim_start().split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
-}
+pub(crate) use crate::util::stat;
 
 /// `replicate-shared`: numa2 under the ccNUMA plugin with placement
 /// `replicate`; one VM with 4 vCPUs runs sharedscan (8 MiB scene, a

@@ -14,14 +14,20 @@ const SEQ_TO: u64 = 100_000;
 /// computation. The Debian kernel Image has about 8000 pages; each VM
 /// loads its own copy, the kernel patches it at boot (ftrace, alternatives)
 /// as every VM's does, and the monitor merges the stable pages
-/// (`mm::merge`, from 6 s after boot): a run ends with about 2800 shared
+/// (`mm::merge`, once the guest runs user space): a run ends with about 2800 shared
 /// (the rest is written again after merging: freed init memory and
 /// initrd pages reused, data).
 const MIN_SHARED: u64 = 2000;
 
+/// Seconds each VM stays up after its md5: merging starts once the guest
+/// runs user space; the VMs take turns, one a round of half a second,
+/// each merging at most 2048 pages a turn.
+const SETTLE_S: u32 = 15;
+
 /// `boot-image-shared`: VMs `a` (node 0) and `b` (node 1) of the run's
 /// trust group, `c` in group `x` and `d` with `share_group = "none"`, 2
-/// vCPUs each, boot the default kernel and initramfs and compute an md5.
+/// vCPUs each, boot the default kernel and initramfs, compute an md5 and
+/// stay up [`SETTLE_S`] s.
 /// Required: every md5 equals the host's; kernel and initrd are
 /// registered once per group (two groups), and `d` maps none of them; each VM's statistics show at least
 /// [`MIN_SHARED`] boot-image pages shared (merged back from their own
@@ -32,7 +38,7 @@ pub fn boot_image_shared(env: &mut crate::boot::Env) -> Result<()> {
     let vm = |name: &str, node: u32| {
         format!(
             "[[vm]]\nname = \"{name}\"\nvcpus = 2\nmemory = \"128M\"\nhome_node = {node}\n\
-             exec = '''\necho \"md5=$(seq 1 {SEQ_TO} | md5sum | cut -d' ' -f1)\"\n'''\n"
+             exec = '''\necho \"md5=$(seq 1 {SEQ_TO} | md5sum | cut -d' ' -f1)\"\nsleep {SETTLE_S}\n'''\n"
         )
     };
     // c has a trust group of its own, d shares with nobody.
