@@ -1,4 +1,4 @@
-//! sharedscan SCENE_MIB WORKERS PASSES [PATCH_PAGES [MIN_WARM_MS]]
+//! sharedscan SCENE_MIB WORKERS PASSES [PATCH_PAGES]
 //!
 //! A raytrace-shaped workload for page replication: one read-only
 //! "scene", read by workers on every CPU, each writing its own private
@@ -8,10 +8,7 @@
 //! 1. region of interest 0 (numa-sim markers): every worker reads one word
 //!    of every 64-byte line of the scene PASSES times, writing one word
 //!    per line read into its private output (the scene pages become hot
-//!    and read-shared); with MIN_WARM_MS, they go on with more passes
-//!    until that much time has passed since the phase began, so that the
-//!    monitor's placement intervals (wall-clock) see the same warm-up on
-//!    a fast host as on a slow one;
+//!    and read-shared);
 //! 2. region of interest 1: the same again (the steady state);
 //! 3. the parent rewrites the first word of PATCH_PAGES pages spread over
 //!    the scene (default 16; `!word`), then every worker sums every word of
@@ -44,14 +41,12 @@ fn fork() -> isize {
 }
 
 /// Shared counters: workers ready, done with phase 1, done with phase 2;
-/// the phase the parent lets them start; and whether phase 1's minimum
-/// time is over.
+/// and the phase the parent lets them start.
 struct Control {
     ready: AtomicU64,
     done1: AtomicU64,
     done2: AtomicU64,
     phase: AtomicU64,
-    warm_over: AtomicU64,
 }
 
 fn wait_until(v: &AtomicU64, at_least: u64) {
@@ -90,8 +85,7 @@ fn worker(w: usize, scene: *const u64, words: usize, passes: usize, ctl: &Contro
     ctl.ready.fetch_add(1, SeqCst);
     for (phase, done) in [(1, &ctl.done1), (2, &ctl.done2)] {
         wait_until(&ctl.phase, phase);
-        let mut pass = 0;
-        while pass < passes || (phase == 1 && ctl.warm_over.load(SeqCst) == 0) {
+        for pass in 0..passes {
             for line in 0..lines {
                 // SAFETY: inside the scene and the private output.
                 unsafe {
@@ -99,7 +93,6 @@ fn worker(w: usize, scene: *const u64, words: usize, passes: usize, ctl: &Contro
                     out.add(line).write_volatile(v ^ pass as u64);
                 }
             }
-            pass += 1;
         }
         done.fetch_add(1, SeqCst);
     }
@@ -112,11 +105,10 @@ fn worker(w: usize, scene: *const u64, words: usize, passes: usize, ctl: &Contro
 extern "C" fn program_main(sp: *const usize) -> ! {
     let arg = |i| arg(sp, i);
     let (Some(mib), Some(workers), Some(passes)) = (arg(1), arg(2), arg(3)) else {
-        write(b"usage: sharedscan SCENE_MIB WORKERS PASSES [PATCH_PAGES [MIN_WARM_MS]]\n");
+        write(b"usage: sharedscan SCENE_MIB WORKERS PASSES [PATCH_PAGES]\n");
         exit(2);
     };
     let patch = arg(4).unwrap_or(16);
-    let min_warm_ms = arg(5).unwrap_or(0);
     let words = (mib << 20) / 8;
     let (Some(scene), Some(ctl)) = (sys::mmap_anonymous(mib << 20, true), sys::mmap_anonymous(4096, true)) else {
         write(b"sharedscan: mmap failed\n");
@@ -143,10 +135,6 @@ extern "C" fn program_main(sp: *const usize) -> ! {
     for (phase, done) in [(1, &ctl.done1), (2, &ctl.done2)] {
         sys::roi_begin();
         ctl.phase.store(phase, SeqCst);
-        if phase == 1 {
-            sys::sleep_ms(min_warm_ms);
-            ctl.warm_over.store(1, SeqCst);
-        }
         wait_until(done, n);
         sys::roi_end();
     }
