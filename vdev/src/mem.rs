@@ -49,6 +49,15 @@ pub trait GuestMemory {
     /// which is right only when the guest is not running concurrently (as in
     /// host tests).
     fn fence(&self) {}
+    /// The guest gave the whole pages `[gpa, gpa + pages * 4096)` back (a
+    /// balloon's free page report; `gpa` page-aligned, the range checked
+    /// with [`Self::check_range`]): their contents are not needed any
+    /// more, and the memory may drop what backs them, so that they read as
+    /// zeros afterwards. Returns how many pages had backing that was
+    /// dropped. The default keeps everything.
+    fn discard(&mut self, _gpa: u64, _pages: u64) -> u64 {
+        0
+    }
 
     fn read_u16(&self, gpa: u64) -> Result<u16, MemError> {
         let mut b = [0; 2];
@@ -121,6 +130,17 @@ impl GuestMemory for VecMemory {
 
     fn check_range(&self, gpa: u64, len: u64) -> Result<(), MemError> {
         self.span(gpa, len).map(|_| ())
+    }
+
+    /// Zeroes the pages (what a fresh frame would hold).
+    fn discard(&mut self, gpa: u64, pages: u64) -> u64 {
+        match self.span(gpa, pages.saturating_mul(4096)) {
+            Ok(span) => {
+                self.bytes[span].fill(0);
+                pages
+            }
+            Err(_) => 0,
+        }
     }
 }
 

@@ -134,6 +134,7 @@ impl Boot {
                     share_group: None,
                     disks: vec![],
                     net: None,
+                    balloon: false,
                 }],
                 placement: self.placement.clone(),
                 census: false,
@@ -223,7 +224,7 @@ pub fn manifest_command(
             Some(p) => image(p, format!("kernel-{}", vm.name))?,
         };
         // The kernel's virtio modules come with the disk tools.
-        let plain = vm.disks.is_empty() && vm.net.is_none();
+        let plain = vm.disks.is_empty() && vm.net.is_none() && !vm.balloon;
         let base = match (&vm.initrd, plain) {
             (Some(own), _) => own.clone(),
             (None, true) => env.base_initrd.clone(),
@@ -262,6 +263,7 @@ pub fn manifest_command(
                 .map(|d| crate::bundle::Disk { image: d.image.clone(), read_only: d.read_only, cow: d.cow })
                 .collect(),
             net: vm.net.as_ref().map(|n| n.mac),
+            balloon: vm.balloon,
         });
         extras.extend(initrd_extra);
     }

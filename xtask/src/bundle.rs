@@ -35,6 +35,7 @@
 //!             max-restarts = <5>;              // u32, optional: restart while booted at most this often
 //!             home-node = <0>;                 // u32, optional: preferred NUMA node
 //!             share-group = "g";               // string, optional: trust group for sharing ("none": nobody)
+//!             balloon;                         // empty, optional: a virtio-balloon device
 //!             disk@0 {                         // optional, up to 4: vda, vdb, ... in order
 //!                 image = "data";              // string: an image of the physical disk's header
 //!                 mode = "persistent";         // string: "persistent" (reads and writes go to
@@ -79,6 +80,8 @@ pub struct Vm {
     pub disks: Vec<Disk>,
     /// The MAC of its virtio-net device, if it has one.
     pub net: Option<[u8; 6]>,
+    /// A virtio-balloon device (free page reporting): property `balloon`.
+    pub balloon: bool,
 }
 
 /// One disk of a VM in the bundle.
@@ -179,6 +182,10 @@ impl Bundle {
             if let Some(g) = &vm.share_group {
                 w.property_string("share-group", g)?;
             }
+            // Properties before the child nodes.
+            if vm.balloon {
+                w.property_null("balloon")?;
+            }
             for (d, disk) in vm.disks.iter().enumerate() {
                 let n = w.begin_node(&format!("disk@{d}"))?;
                 w.property_string("image", &disk.image)?;
@@ -227,6 +234,7 @@ mod tests {
                         Disk { image: "debian".into(), read_only: false, cow: true },
                     ],
                     net: Some([2, 0, 0, 0, 0, 1]),
+                    balloon: true,
                 },
                 Vm {
                     name: "vm1".into(),
@@ -242,6 +250,7 @@ mod tests {
                     share_group: None,
                     disks: vec![],
                     net: None,
+                    balloon: false,
                 },
             ],
             placement: Default::default(),

@@ -26,11 +26,13 @@ use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// The modules a disk or network guest loads (their dependencies come
-/// along: `virtio_net` needs `net_failover` and `failover`).
+/// The modules a guest with disks, a network or a balloon loads (their
+/// dependencies come along: `virtio_net` needs `net_failover` and
+/// `failover`).
 /// crc32c: ext4 and jbd2 checksum metadata through the crypto API, which
 /// finds the implementation by name, so no `depends=` names it.
-const ROOT_MODULES: &[&str] = &["crc32c_generic", "virtio_mmio", "virtio_blk", "ext4", "overlay", "virtio_net"];
+const ROOT_MODULES: &[&str] =
+    &["crc32c_generic", "virtio_mmio", "virtio_blk", "ext4", "overlay", "virtio_net", "virtio_balloon"];
 /// Packages behind `mke2fs`, and the libraries it loads (`readelf -d`).
 const E2FS_DEBS: &[&str] = &["e2fsprogs", "libext2fs2", "libcom-err2", "libblkid1", "libuuid1", "libc6"];
 const E2FS_LIBS: &[&str] = &[

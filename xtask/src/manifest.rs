@@ -21,6 +21,8 @@
 //!                            # this many times (resets count as boots)
 //! home_node = 1              # optional: a node of the machine
 //! share_group = "g"          # optional: who shares boot images and disk blocks with it (default: the run's one group; "none": nobody)
+//! balloon = true             # optional (default false): a virtio-balloon device; the guest's free page
+//!                            # reporting gives memory it does not use back to the machine
 //!
 //! [[vm.disk]]                # optional, up to 4 per VM: /dev/vda, /dev/vdb, ...
 //! image = "data"             # an image of the disk file (created if missing)
@@ -95,6 +97,8 @@ struct RawVm {
     home_node: Option<Spanned<u32>>,
     share_group: Option<Spanned<String>>,
     #[serde(default)]
+    balloon: bool,
+    #[serde(default)]
     disk: Vec<Spanned<RawDisk>>,
     #[serde(default)]
     net: Vec<Spanned<RawNet>>,
@@ -123,6 +127,8 @@ pub struct VmSpec {
     pub disks: Vec<DiskSpec>,
     /// Its virtio-net device (`eth0`), if any.
     pub net: Option<NetSpec>,
+    /// A virtio-balloon device with free page reporting.
+    pub balloon: bool,
 }
 
 /// A parsed manifest: the machine it names (if any) and its VMs.
@@ -366,6 +372,7 @@ pub fn parse(file: &str, text: &str, machine: &Machine, base: &Path) -> Result<M
         };
         vms.push(VmSpec {
             net,
+            balloon: v.balloon,
             disks,
             kernel: path(&v.kernel, "kernel")?,
             initrd: path(&v.initrd, "initrd")?,

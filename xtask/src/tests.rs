@@ -32,6 +32,7 @@ const GUEST_BOOT_MIB: u64 = 1024;
 /// An address that is neither guest RAM nor a guest device: see DESIGN.md.
 const WILD_ADDRESS: &str = "0x0a800000";
 
+mod balloon;
 mod cow_disk;
 mod disk;
 mod isolation;
@@ -143,6 +144,7 @@ fn integration(native: bool) -> Vec<Test> {
         v.push(t("persistent-disk", false, |e, _| disk::persistent_disk(e)));
         v.push(t("disk-malformed-queue", false, |e, _| disk::malformed_queue(e)));
         v.push(t("net-inter-vm", false, |e, _| net::inter_vm(e)));
+        v.push(t("balloon-report", false, |e, _| balloon::free_page_reporting(e)));
         v.push(t("monitor-code-local", false, |e, _| replication::monitor_code_local(e)));
         v.push(t("replicate-shared", false, |e, _| shared_pages::replicate_shared(e)));
         v.push(t("boot-image-shared", false, |e, _| sharing::boot_image_shared(e)));

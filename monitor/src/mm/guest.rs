@@ -83,4 +83,11 @@ impl GuestMemory for GuestRam<'_> {
     fn fence(&self) {
         mem::barrier();
     }
+
+    /// The pages lose their frames (`VmSpace::discard`); the next touch
+    /// gets a zeroed one.
+    fn discard(&mut self, gpa: u64, pages: u64) -> u64 {
+        let first = gpa / PAGE_SIZE;
+        self.space.lock().discard(first..first.saturating_add(pages), self.node) as u64
+    }
 }

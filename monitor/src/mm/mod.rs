@@ -5,7 +5,7 @@
 //! placement loop that migrates and replicates pages (`placement`,
 //! `replica`), what VMs share: boot images (`boot_image`, `merge`), disk
 //! blocks (`block_cache`), mapped copy-on-write (`cow`), and the census of
-//! it (`census`). Nothing here
+//! it (`census`), and pages the guest gives back (`discard`). Nothing here
 //! knows the scheduler or the VM registry: callers pass the space and the
 //! node.
 
@@ -15,6 +15,7 @@ pub mod census;
 pub mod code;
 pub mod counters;
 mod cow;
+mod discard;
 pub mod fault;
 pub mod frames;
 pub mod guest;

@@ -6,7 +6,8 @@
 //! nothing special): GICD 0x0800_0000, GICR 0x080a_0000 (0x20000 per vCPU),
 //! PL011 0x0900_0000 (SPI 1), virtio-mmio frames from 0x0a00_0000 (0x200
 //! apart, SPI 16 + n, where QEMU's `virt` puts its 32 transports: disks in
-//! slots 0-3, the network device in slot 4), RAM from 0x4000_0000.
+//! slots 0-3, the network device in slot 4, the balloon in slot 5), RAM
+//! from 0x4000_0000.
 
 use super::{Devices, End, Vm};
 use crate::{
@@ -48,6 +49,8 @@ pub enum Device {
     Blk(usize),
     /// The VM's virtio-net device (present if it has `[[vm.net]]`).
     Net,
+    /// The VM's virtio-balloon device (present with `balloon = true`).
+    Balloon,
 }
 
 /// One guest-physical device region.
@@ -82,6 +85,7 @@ pub const REGIONS: &[Region] = &[
     virtio(2, Device::Blk(2)),
     virtio(3, Device::Blk(3)),
     virtio(4, Device::Net),
+    virtio(5, Device::Balloon),
 ];
 
 /// Where the guest device tree puts the devices every VM has.
@@ -126,6 +130,7 @@ impl Vm {
             Device::Redistributors => self.gicr_size(),
             Device::Blk(n) if n >= self.disks.len() => 0,
             Device::Net if self.net.is_none() => 0,
+            Device::Balloon if self.balloon.is_none() => 0,
             _ => region.size,
         }
     }
@@ -150,6 +155,11 @@ impl Vm {
             complete_load(regs, access, read);
             return Ok(kick);
         }
+        if let (Device::Balloon, Some(spi)) = (region.device, region.spi) {
+            let (read, kick) = self.balloon_access(spi, offset, access, value)?;
+            complete_load(regs, access, read);
+            return Ok(kick);
+        }
         let mut devices = self.devices.lock();
         let (read, kick) = match region.device {
             Device::Distributor => {
@@ -164,7 +174,7 @@ impl Vm {
                 let read = perform(&mut devices.uart, offset, access, value)?;
                 (read, self.uart_changed(&mut devices))
             }
-            Device::Blk(_) | Device::Net => return Err(MmioError::Unmapped),
+            Device::Blk(_) | Device::Net | Device::Balloon => return Err(MmioError::Unmapped),
         };
         drop(devices);
         complete_load(regs, access, read);
@@ -233,7 +243,7 @@ impl Vm {
     pub fn virtio_nodes(&self) -> alloc::vec::Vec<VirtioMmioNode> {
         REGIONS
             .iter()
-            .filter(|r| matches!(r.device, Device::Blk(_) | Device::Net) && self.region_size(r) > 0)
+            .filter(|r| matches!(r.device, Device::Blk(_) | Device::Net | Device::Balloon) && self.region_size(r) > 0)
             .filter_map(|r| r.spi.map(|spi| VirtioMmioNode { base: r.base, spi }))
             .collect()
     }

@@ -46,6 +46,8 @@ pub struct VmSpec {
     pub disks: Vec<DiskSpec>,
     /// Its virtio-net device, if it has one.
     pub net: Option<NetSpec>,
+    /// A virtio-balloon device (free page reporting): property `balloon`.
+    pub balloon: bool,
 }
 
 /// The `net@0` of a VM: its port on the switch.
@@ -193,6 +195,7 @@ fn parse_vm(fdt: &Fdt<'static>, vm: FdtNode<'_, 'static>) -> Result<VmSpec, Stri
         share_group,
         disks,
         net,
+        balloon: vm.property("balloon").is_some(),
     })
 }
 

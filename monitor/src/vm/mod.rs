@@ -4,9 +4,10 @@
 //! Guest-physical map (the QEMU `virt` layout, so the stock kernel needs
 //! nothing special): GICD 0x0800_0000, GICR 0x080a_0000 (0x20000 per vCPU),
 //! PL011 0x0900_0000 (SPI 1), virtio-blk disks from 0x0a00_0000 (SPI 16 +
-//! n), virtio-net at 0x0a00_0800 (SPI 20), RAM from 0x4000_0000 (the
-//! table is `bus::REGIONS`).
+//! n), virtio-net at 0x0a00_0800 (SPI 20), virtio-balloon at 0x0a00_0a00
+//! (SPI 21), RAM from 0x4000_0000 (the table is `bus::REGIONS`).
 
+pub mod balloon;
 pub mod bus;
 pub mod manifest;
 pub mod net;
@@ -145,6 +146,9 @@ pub struct Vm {
     /// Its virtio-net device (`bus::Device::Net`), if the manifest gives
     /// it one: a port of the switch between VMs (`io::net`).
     pub net: Option<net::GuestNet>,
+    /// Its virtio-balloon device (`bus::Device::Balloon`), with `balloon =
+    /// true`: free page reporting gives guest memory back.
+    pub balloon: Option<Mutex<balloon::GuestBalloon>>,
     /// Per vCPU (bit = index; at most 64 vCPUs): its vGIC state may have
     /// changed since it last looked (`virq::sync`), which otherwise skips
     /// the devices lock that all of the VM's vCPUs share.
@@ -206,6 +210,7 @@ impl Vm {
             }),
             disks,
             net: spec.net.as_ref().map(|n| net::GuestNet::new(n.mac, bus::net_spi())),
+            balloon: spec.balloon.then(balloon::GuestBalloon::new),
             vgic_dirty: AtomicU64::new(u64::MAX),
             slots: mpidrs.iter().map(|_| Slot::new()).collect(),
             mpidrs,
@@ -390,6 +395,9 @@ impl Vm {
         };
         self.stats.print(&self.name, &frames);
         if let Some(line) = self.net_stats_line() {
+            crate::println!("{line}");
+        }
+        if let Some(line) = self.balloon_stats_line() {
             crate::println!("{line}");
         }
         for (n, disk) in self.disks.iter().enumerate() {

@@ -53,7 +53,7 @@ impl GuestNet {
 const TX_ROUNDS: usize = QUEUE_SIZE as usize / TX_BATCH + 1;
 
 impl Vm {
-    fn ram(&self) -> GuestRam<'_> {
+    pub(super) fn ram(&self) -> GuestRam<'_> {
         GuestRam { space: &self.space, base: RAM_BASE, size: self.ram_size, node: self.home() }
     }
 

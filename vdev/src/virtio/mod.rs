@@ -1,6 +1,7 @@
 //! Virtio devices for guests (virtio 1.2): the virtio-mmio transport
 //! ([`transport::VirtioMmio`]), split virtqueues ([`queue::SplitQueue`]) and
-//! device models ([`blk::VirtioBlk`], [`net::VirtioNet`]), and the
+//! device models ([`blk::VirtioBlk`], [`net::VirtioNet`],
+//! [`balloon::VirtioBalloon`]), and the
 //! forwarding decision of the switch between VMs' network devices
 //! ([`switch::route`]).
 //!
@@ -13,6 +14,7 @@
 //!
 //! [`MmioDevice`]: crate::mmio::MmioDevice
 
+pub mod balloon;
 pub mod blk;
 pub mod net;
 pub mod queue;

@@ -1,6 +1,7 @@
 //! Tests of the virtio transport, queues and block device, driven the way
 //! Linux's `virtio_mmio` and `virtio_blk` drivers drive them.
 
+mod balloon;
 mod chains;
 mod fuzz;
 mod net;

@@ -39,7 +39,7 @@ fn seeds() -> Vec<Vec<u8>> {
     .iter()
     .map(|d| d.to_vec())
     .collect();
-    let vm = |name: &str, net| Vm {
+    let vm = |name: &str, net: Option<[u8; 6]>| Vm {
         name: name.into(),
         vcpus: 2,
         memory_size: 64 << 20,
@@ -52,6 +52,7 @@ fn seeds() -> Vec<Vec<u8>> {
         home_node: Some(1),
         share_group: Some("g".into()),
         disks: vec![crate::bundle::Disk { image: "data".into(), read_only: false, cow: false }],
+        balloon: net.is_some(),
         net,
     };
     let bundle = Bundle {

@@ -18,6 +18,8 @@ pub struct Watched {
     pub accesses: Cell<u64>,
     /// Successful writes since the last [`Watched::take_writes`].
     pub writes: Vec<(u64, u64)>,
+    /// Pages a device discarded (a balloon's): (address, pages).
+    pub discards: Vec<(u64, u64)>,
 }
 
 impl Watched {
@@ -27,6 +29,7 @@ impl Watched {
             failed: Cell::new(0),
             accesses: Cell::new(0),
             writes: Vec::new(),
+            discards: Vec::new(),
         }
     }
 
@@ -63,6 +66,15 @@ impl GuestMemory for Watched {
     }
     fn check_range(&self, gpa: u64, len: u64) -> Result<(), MemError> {
         self.note(self.mem.check_range(gpa, len))
+    }
+    /// Only whole pages inside RAM may be discarded (the monitor frees
+    /// their frames).
+    fn discard(&mut self, gpa: u64, pages: u64) -> u64 {
+        let len = pages.checked_mul(4096).expect("page count overflows");
+        assert!(gpa % 4096 == 0 && pages > 0, "discard of {gpa:#x}+{pages} pages: not whole pages");
+        assert!(self.mem.check_range(gpa, len).is_ok(), "discard of {gpa:#x}+{len:#x}: outside guest RAM");
+        self.discards.push((gpa, pages));
+        self.mem.discard(gpa, pages)
     }
 }
 

@@ -13,6 +13,7 @@ mod psci;
 mod text;
 mod vgic;
 mod virtio_blk;
+mod virtio_balloon;
 mod virtio_net;
 mod virtqueue;
 
@@ -37,6 +38,7 @@ pub fn all() -> Vec<Target> {
         virtqueue::TARGET,
         virtio_blk::TARGET,
         virtio_net::TARGET,
+        virtio_balloon::TARGET,
         dtb::TARGET,
         machine::TARGET,
         manifest::TARGET,
