@@ -1,7 +1,8 @@
 //! `cargo xtask bench io`: inter-VM TCP throughput through the monitor's
-//! switch (issue 13, item 8's network part; the disk part is still to do).
+//! switch, and a guest's 4 KiB disk I/O under the monitor against native
+//! (`bench_io_disk`) (issue 13, item 8).
 //!
-//! One boot of two VMs with `[[vm.net]]`: `b` sends the same file of
+//! Network: one boot of two VMs with `[[vm.net]]`: `b` sends the same file of
 //! pseudo-random data to `a` over TCP with busybox `nc`, `--runs` times,
 //! and times each transfer itself (`/proc/uptime` before the connect and
 //! after `nc` returned, which it does once `a` has received everything and
@@ -29,6 +30,15 @@ pub struct IoArgs {
     /// MiB per transfer.
     #[arg(long, default_value_t = 8)]
     pub mib: u32,
+    /// Which part: `net`, `disk` or `all`.
+    #[arg(long, default_value = "all", value_parser = ["net", "disk", "all"])]
+    pub part: String,
+    /// Disk: MiB written and read sequentially in 4 KiB requests.
+    #[arg(long, default_value_t = 16)]
+    pub disk_mib: u32,
+    /// Disk: random 4 KiB writes, and as many reads.
+    #[arg(long, default_value_t = 2048)]
+    pub disk_ops: u32,
 }
 
 const MARK: &str = "io-bench:";
@@ -99,10 +109,38 @@ fn parse(lines: &[String]) -> Result<Vec<(String, f64)>> {
 }
 
 pub fn io_cmd(a: IoArgs) -> Result<u8> {
-    if a.runs == 0 || a.mib == 0 {
-        bail!("--runs and --mib must be at least 1");
+    if a.runs == 0 || a.mib == 0 || a.disk_mib == 0 || a.disk_ops == 0 {
+        bail!("--runs, --mib, --disk-mib and --disk-ops must be at least 1");
     }
     let m = machine::load(&a.machine)?;
+    let mut env = Env::prepare()?;
+    let mut json = serde_json::json!({ "machine": m.name });
+    let mut methods = Vec::new();
+    if a.part != "disk" {
+        let (net, method) = net(&mut env, &m, &a)?;
+        json["net"] = net;
+        methods.push(method);
+    }
+    if a.part != "net" {
+        let d = crate::bench_io_disk::DiskArgs { mib: a.disk_mib, ops: a.disk_ops, runs: a.runs };
+        let (disk, method) = crate::bench_io_disk::run(&mut env, &m, &d)?;
+        json["disk"] = disk;
+        methods.push(method);
+    }
+    for method in &methods {
+        println!("{}", wrap(method, 100));
+    }
+    json["method"] = methods.join(" ").into();
+    let dir = root().join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("io.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&json)?).with_context(|| format!("writing {}", rel(&path)))?;
+    println!("json: {}", rel(&path));
+    Ok(0)
+}
+
+/// The network part: its JSON and method.
+fn net(env: &mut Env, m: &crate::machine::Machine, a: &IoArgs) -> Result<(serde_json::Value, String)> {
     let text = format!(
         "[[vm]]\nname = \"a\"\nvcpus = 1\nmemory = \"{mem}M\"\nexec = '''\n{}\n'''\n[[vm.net]]\nip = \"10.0.0.1/24\"\n\n\
          [[vm]]\nname = \"b\"\nvcpus = 1\nmemory = \"{mem}M\"\nexec = '''\n{}\n'''\n[[vm.net]]\nip = \"10.0.0.2/24\"\n",
@@ -110,9 +148,8 @@ pub fn io_cmd(a: IoArgs) -> Result<u8> {
         sender(a.runs, a.mib),
         mem = 192 + 2 * a.mib,
     );
-    let man = manifest::parse("<bench io manifest>", &text, &m, &root())?;
-    let mut env = Env::prepare()?;
-    let cmd = boot::manifest_command(&mut env, &m, &man, "bench-io", false)?;
+    let man = manifest::parse("<bench io manifest>", &text, m, &root())?;
+    let cmd = boot::manifest_command(env, m, &man, "bench-io", false)?;
     // Boot, plus every transfer at 100 KiB/s.
     let timeout = Duration::from_secs(120 + u64::from(a.runs * a.mib) * 2 * 10);
     let out = exec::run_multi(Session::spawn(cmd, "bench-io", false)?, &["a", "b"], timeout)?;
@@ -139,7 +176,7 @@ pub fn io_cmd(a: IoArgs) -> Result<u8> {
     }
     println!("  monitor: {}", stats_line.trim());
     let method = format!(
-        "method: one boot of two VMs (1 vCPU, {} MiB each, [[vm.net]], 10.0.0.1 and .2) under the monitor on {} \
+        "method: network: one boot of two VMs (1 vCPU, {} MiB each, [[vm.net]], 10.0.0.1 and .2) under the monitor on {} \
          ({} CPUs; {} with TCG; host: {} CPUs). VM b writes {} MiB of /dev/urandom to its tmpfs, then \
          sends it {} times to VM a with busybox nc over TCP (MTU 1500, no offloads: every frame copied by the \
          monitor from b's transmit buffers into a's receive buffers), each time reading /proc/uptime (10 ms \
@@ -155,23 +192,13 @@ pub fn io_cmd(a: IoArgs) -> Result<u8> {
         a.mib,
         a.runs,
     );
-    println!("{}", wrap(&method, 100));
     let json = serde_json::json!({
-        "machine": m.name,
         "mib_per_transfer": a.mib,
-        "net": {
-            "inter_vm_tcp": { "seconds": switch, "median_mib_s": rate(median(&switch)) },
-            "loopback_tcp": { "seconds": lo, "median_mib_s": rate(median(&lo)) },
-            "monitor_stats": stats_line.trim(),
-        },
-        "method": method,
+        "inter_vm_tcp": { "seconds": switch, "median_mib_s": rate(median(&switch)) },
+        "loopback_tcp": { "seconds": lo, "median_mib_s": rate(median(&lo)) },
+        "monitor_stats": stats_line.trim(),
     });
-    let dir = root().join("target/bench");
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join("io.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&json)?).with_context(|| format!("writing {}", rel(&path)))?;
-    println!("json: {}", rel(&path));
-    Ok(0)
+    Ok((json, method))
 }
 
 #[cfg(test)]

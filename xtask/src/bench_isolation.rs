@@ -38,7 +38,7 @@ use crate::follow::{fail, spawn};
 use crate::isolation_report::{self as rep, Sample, WORKLOADS};
 use crate::machine;
 use crate::qemu::{self, Event};
-use crate::util::{cache_dir, rel, root, write_if_changed};
+use crate::util::{rel, root};
 use anyhow::{bail, Context, Result};
 use std::time::{Duration, Instant};
 
@@ -183,10 +183,7 @@ pub struct Initrds {
 impl Initrds {
     fn build(env: &mut Env) -> Result<Initrds> {
         let plain = initrd_with_memloop(env)?;
-        let mut data = std::fs::read(env.disk_initrd()?)?;
-        data.extend(std::fs::read(crate::numasim::payload()?)?);
-        let disk = cache_dir("initramfs")?.join("bench-isolation-disk.cpio");
-        write_if_changed(&disk, &data)?;
+        let disk = crate::bench_placement::disk_initrd_with_memloop(env)?;
         let s = |p: std::path::PathBuf| p.to_str().map(String::from).context("initrd path is not UTF-8");
         Ok(Initrds { plain: s(plain)?, disk: s(disk)? })
     }

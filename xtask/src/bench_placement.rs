@@ -116,6 +116,15 @@ pub(crate) fn initrd_with_memloop(env: &Env) -> Result<std::path::PathBuf> {
     Ok(path)
 }
 
+/// The same programs after the disk VMs' initramfs (virtio modules).
+pub(crate) fn disk_initrd_with_memloop(env: &mut Env) -> Result<std::path::PathBuf> {
+    let mut data = std::fs::read(env.disk_initrd()?)?;
+    data.extend(std::fs::read(payload()?)?);
+    let path = cache_dir("initramfs")?.join("bench-disk.cpio");
+    write_if_changed(&path, &data)?;
+    Ok(path)
+}
+
 /// memloop's checksum: one word per page holds the page's offset, and each
 /// pass reads the first word of every line of the hot part.
 fn expected_checksum(hot_mib: u32, passes: u32) -> u64 {

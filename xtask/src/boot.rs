@@ -346,7 +346,11 @@ fn disk_args(man: &Manifest) -> Result<Vec<String>> {
 /// give it.
 pub fn native_manifest_command(env: &mut Env, machine: &Machine, man: &Manifest, tag: &str) -> Result<Command> {
     let [vm] = man.vms.as_slice() else { bail!("{}: a native run boots one VM, not {}", man.file, man.vms.len()) };
-    let base = if vm.disks.is_empty() { env.base_initrd.clone() } else { env.disk_initrd()? };
+    let base = match &vm.initrd {
+        Some(own) => own.clone(),
+        None if vm.disks.is_empty() => env.base_initrd.clone(),
+        None => env.disk_initrd()?,
+    };
     let initrd = initramfs::with_exec(&base, vm.exec.as_deref(), tag)?;
     let mut bootargs = format!("{BASE_BOOTARGS} maxcpus={} mem={}M", vm.vcpus, vm.memory_mib);
     for extra in crate::manifest::mount_arg(&vm.disks).iter().chain(Some(&vm.cmdline).filter(|c| !c.is_empty())) {

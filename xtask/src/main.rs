@@ -7,6 +7,7 @@ extern crate alloc; // numa/src/code_table.rs (shared with the no_std side) uses
 
 mod bench;
 mod bench_io;
+mod bench_io_disk;
 mod bench_isolation;
 mod bench_placement;
 mod bench_scene;

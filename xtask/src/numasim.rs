@@ -167,7 +167,8 @@ pub fn payload() -> Result<PathBuf> {
     c.file("usr/bin/memloop", 0o755, &read(&memloop)?);
     c.file("usr/bin/sharedscan", 0o755, &read(&memloop.with_file_name("sharedscan"))?);
     // `bench isolation`'s well-behaved workloads, memory hog and UDP flood.
-    for bin in ["isoload", "memhog", "udpflood"] {
+    // ... and `bench io`'s direct disk I/O.
+    for bin in ["isoload", "memhog", "udpflood", "diskbench"] {
         c.file(&format!("usr/bin/{bin}"), 0o755, &read(&memloop.with_file_name(bin))?);
     }
     c.file("usr/bin/numactl", 0o755, &read(&g.join("usr/bin/numactl"))?);
