@@ -154,7 +154,7 @@ fn integration(native: bool) -> Vec<Test> {
         v.push(t("isolation-sweep", false, |e, _| isolation::isolation_sweep(e)));
         v.push(t("soak", false, |e, _| crate::soak::run(e, &crate::soak::SoakArgs::ci()).map(|_| ())));
         v.push(t("faults", false, |e, _| {
-            let r = crate::faults::run(e, &crate::faults::FaultsArgs::ci())?;
+            let (r, _) = crate::faults::run(e, &crate::faults::FaultsArgs::ci())?;
             r.lines.iter().for_each(|l| eprintln!("    {l}"));
             match r.problems.is_empty() {
                 true => Ok(()),

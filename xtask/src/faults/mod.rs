@@ -16,6 +16,7 @@
 //! CI runs a short campaign (the `faults` step of `cargo xtask test`).
 
 mod build;
+mod collect;
 pub mod plan;
 mod run;
 
@@ -44,6 +45,10 @@ pub struct FaultsArgs {
     /// campaign runs in parts: the same seed and count give the same plan.
     #[arg(long, value_name = "FIRST..LAST", value_parser = parse_boots)]
     pub boots: Option<(usize, usize)>,
+    /// Instead of a run: sum the JSON reports of a campaign's parts (the
+    /// `faults*.json` files `--boots` runs wrote) into one report.
+    #[arg(long, value_name = "FILE", num_args = 1.., conflicts_with_all = ["boots", "every_kind"])]
+    pub collect: Vec<std::path::PathBuf>,
 }
 
 fn parse_boots(text: &str) -> Result<(usize, usize), String> {
@@ -59,7 +64,14 @@ fn parse_boots(text: &str) -> Result<(usize, usize), String> {
 impl FaultsArgs {
     /// The `faults` step of `cargo xtask test`: every kind once.
     pub fn ci() -> Self {
-        FaultsArgs { count: plan::KINDS.len(), seed: 1, machine: "numa2".into(), every_kind: true, boots: None }
+        FaultsArgs {
+            count: plan::KINDS.len(),
+            seed: 1,
+            machine: "numa2".into(),
+            every_kind: true,
+            boots: None,
+            collect: Vec::new(),
+        }
     }
 }
 
@@ -68,8 +80,9 @@ fn median(v: &mut [Duration]) -> Option<Duration> {
     v.get(v.len() / 2).copied()
 }
 
-/// One campaign; Err if anything was not contained.
-pub fn run(env: &mut Env, a: &FaultsArgs) -> Result<Report> {
+/// One campaign (or part of one); Err if it could not run. The report's
+/// problems say what was not contained.
+pub fn run(env: &mut Env, a: &FaultsArgs) -> Result<(Report, collect::Summary)> {
     let m = machine::load(&a.machine)?;
     let whole = plan::plan(a.count, a.seed, a.every_kind);
     let (first, last) = a.boots.unwrap_or((1, whole.len()));
@@ -172,11 +185,33 @@ pub fn run(env: &mut Env, a: &FaultsArgs) -> Result<Report> {
     out.health(&mut r);
     let contained = if r.problems.is_empty() { total } else { 0 };
     r.lines.push(format!("contained: {contained} of {total} ({} problems); log {}", r.problems.len(), out.log));
-    Ok(r)
+    let summary = collect::Summary {
+        seed: a.seed,
+        count: a.count,
+        boots: (first, last),
+        planned,
+        injected: watch.injected.iter().map(|(k, n)| (k.name().to_string(), *n)).collect(),
+        total,
+        contained,
+        attacker_boots: out.vm("attacker").reboots + 1,
+        watchdog_resets: watch.watchdog_resets,
+        recoveries_s: watch.recoveries.iter().map(Duration::as_secs_f64).collect(),
+        victims: run::VMS[1..]
+            .iter()
+            .map(|name| (name.to_string(), run::victim_result(&out, name).unwrap_or((0, u64::MAX))))
+            .collect(),
+        monitor_faults: out.lines.iter().filter(|l| l.contains("MONITOR PANIC")).count(),
+        wall_s: wall.as_secs_f64(),
+        problems: r.problems.clone(),
+    };
+    Ok((r, summary))
 }
 
 /// `cargo xtask faults`.
 pub fn main(a: FaultsArgs) -> Result<u8> {
+    if !a.collect.is_empty() {
+        return collect::main(&a.collect);
+    }
     let mut env = Env::prepare()?;
     println!(
         "faults: {} injections (seed {}) by VM `attacker` (2 vCPUs; restart = always) on {}, beside victims \
@@ -187,11 +222,11 @@ pub fn main(a: FaultsArgs) -> Result<u8> {
         a.machine,
         plan::KINDS.map(|k| k.name()).join(", ")
     );
-    let r = run(&mut env, &a)?;
+    let (r, summary) = run(&mut env, &a)?;
     for l in &r.lines {
         println!("{l}");
     }
-    write_json(&a, &r)?;
+    write_json(&a, &r, &summary)?;
     if !r.problems.is_empty() {
         bail!("{}", r.problems.join("\n"));
     }
@@ -199,13 +234,13 @@ pub fn main(a: FaultsArgs) -> Result<u8> {
 }
 
 /// `target/bench/faults.json` (with `--boots`: `faults-seedS-bootsF-L.json`):
-/// the report's lines and problems.
-fn write_json(a: &FaultsArgs, r: &Report) -> Result<()> {
+/// the report's lines and problems, and the numbers `--collect` sums.
+fn write_json(a: &FaultsArgs, r: &Report, summary: &collect::Summary) -> Result<()> {
     let dir = root().join("target/bench");
     std::fs::create_dir_all(&dir)?;
     let json = serde_json::json!({
         "count": a.count, "seed": a.seed, "machine": a.machine, "boots": a.boots,
-        "report": r.lines, "problems": r.problems,
+        "report": r.lines, "problems": r.problems, "summary": summary,
     });
     let name = match a.boots {
         Some((f, l)) => format!("faults-seed{}-boots{f}-{l}.json", a.seed),
