@@ -50,14 +50,7 @@ impl Vm {
                 log::warn!("vm {}: balloon: malformed queue ({why}): device needs reset", self.name);
             }
         }
-        let level = mmio.irq_level();
-        if level == core::mem::replace(line, level) {
-            return Ok((read, 0));
-        }
-        // Lock order: the device, then the devices (as for disks).
-        let mut devices = self.devices.lock();
-        devices.vgic.set_spi_level(bus::SPI_INTID_BASE + spi, level);
-        Ok((read, self.pending_changed(&devices)))
+        Ok((read, self.drive_spi(spi, line, mmio.irq_level())))
     }
 
     /// The statistics line of its balloon, if it has one.

@@ -213,15 +213,21 @@ impl Vm {
                 log::warn!("vm {}: disk {n}: malformed request or queue ({why}): device needs reset", self.name);
             }
         }
-        let level = mmio.irq_level();
+        Ok((read, self.drive_spi(spi, line, mmio.irq_level())))
+    }
+
+    /// Gives the vGIC a device's interrupt line `level` on SPI `spi` if it
+    /// moved since `line` (most accesses leave it: no devices lock, no
+    /// vCPU resync then); returns the vCPUs to kick. Called under the
+    /// device's lock (order: device, then devices), so two vCPUs' updates
+    /// of the line cannot land in the wrong order.
+    pub(super) fn drive_spi(&self, spi: u32, line: &mut bool, level: bool) -> u64 {
         if level == core::mem::replace(line, level) {
-            return Ok((read, 0));
+            return 0;
         }
-        // Still under the disk's lock (order: disk, then devices), so two
-        // vCPUs' updates of the line cannot land in the wrong order.
         let mut devices = self.devices.lock();
         devices.vgic.set_spi_level(SPI_INTID_BASE + spi, level);
-        Ok((read, self.pending_changed(&devices)))
+        self.pending_changed(&devices)
     }
 
     /// The guest device tree's fixed devices (GIC distributor and

@@ -124,12 +124,7 @@ impl Vm {
     /// returns the vCPUs to kick. Lock order: device, then devices.
     fn net_line(&self, net: &GuestNet, nic: &mut GuestNic) -> u64 {
         let level = nic.mmio.irq_level();
-        if level == core::mem::replace(&mut nic.line, level) {
-            return 0;
-        }
-        let mut devices = self.devices.lock();
-        devices.vgic.set_spi_level(bus::SPI_INTID_BASE + net.spi, level);
-        self.pending_changed(&devices)
+        self.drive_spi(net.spi, &mut nic.line, level)
     }
 
     /// The network line of the VM's statistics, if it has a device.

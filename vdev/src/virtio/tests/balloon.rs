@@ -60,16 +60,7 @@ impl BalloonGuest {
         assert_eq!(r(&mut g.dev, DEVICE_ID), VIRTIO_ID_BALLOON);
         assert_ne!(negotiate(&mut g.dev, u64::MAX) & STATUS_FEATURES_OK, 0);
         assert_eq!(g.dev.driver_features(), VIRTIO_F_VERSION_1 | VIRTIO_F_INDIRECT_DESC | VIRTIO_BALLOON_F_REPORTING);
-        for q in [INFLATE_QUEUE, DEFLATE_QUEUE, REPORTING_QUEUE] {
-            let (desc, avail, used) = rings(q);
-            w(&mut g.dev, QUEUE_SEL, q.into());
-            assert_eq!(r(&mut g.dev, QUEUE_NUM_MAX), u32::from(QUEUE_SIZE));
-            w(&mut g.dev, QUEUE_NUM, QSIZE.into());
-            w(&mut g.dev, QUEUE_DESC_LOW, desc as u32);
-            w(&mut g.dev, QUEUE_DRIVER_LOW, avail as u32);
-            w(&mut g.dev, QUEUE_DEVICE_LOW, used as u32);
-            w(&mut g.dev, QUEUE_READY, 1);
-        }
+        setup_queues(&mut g.dev, &[INFLATE_QUEUE, DEFLATE_QUEUE, REPORTING_QUEUE], (QSIZE, QUEUE_SIZE), rings);
         w(&mut g.dev, QUEUE_SEL, 3);
         assert_eq!(r(&mut g.dev, QUEUE_NUM_MAX), 0, "only three queues");
         add_status(&mut g.dev, STATUS_DRIVER_OK);

@@ -87,6 +87,27 @@ pub fn setup_queue<D: VirtioDevice>(dev: &mut VirtioMmio<D>, size: u32) {
     w(dev, QUEUE_READY, 1);
 }
 
+/// Queues `queues` with `size` entries at `rings(q)` (descriptor table,
+/// avail, used; below 4 GiB), as Linux's `vm_setup_vq` programs each;
+/// each must offer `max` entries.
+pub fn setup_queues<D: VirtioDevice>(
+    dev: &mut VirtioMmio<D>,
+    queues: &[u16],
+    (size, max): (u16, u16),
+    rings: impl Fn(u16) -> (u64, u64, u64),
+) {
+    for &q in queues {
+        let (desc, avail, used) = rings(q);
+        w(dev, QUEUE_SEL, q.into());
+        assert_eq!(r(dev, QUEUE_NUM_MAX), u32::from(max), "queue {q}");
+        w(dev, QUEUE_NUM, size.into());
+        w(dev, QUEUE_DESC_LOW, desc as u32);
+        w(dev, QUEUE_DRIVER_LOW, avail as u32);
+        w(dev, QUEUE_DEVICE_LOW, used as u32);
+        w(dev, QUEUE_READY, 1);
+    }
+}
+
 /// A buffer for a chain: (guest address, length, device-writable).
 pub type Buf = (u64, u32, bool);
 

@@ -44,16 +44,7 @@ impl NetGuest {
         assert_ne!(negotiate(&mut g.dev, accept) & STATUS_FEATURES_OK, 0);
         let want = VIRTIO_F_VERSION_1 | VIRTIO_F_INDIRECT_DESC | VIRTIO_NET_F_MAC;
         assert_eq!(g.dev.driver_features(), want, "no offloads offered");
-        for q in [RX_QUEUE, TX_QUEUE] {
-            let (desc, avail, used) = rings(q);
-            w(&mut g.dev, QUEUE_SEL, q.into());
-            assert_eq!(r(&mut g.dev, QUEUE_NUM_MAX), u32::from(QUEUE_SIZE));
-            w(&mut g.dev, QUEUE_NUM, QSIZE.into());
-            w(&mut g.dev, QUEUE_DESC_LOW, desc as u32);
-            w(&mut g.dev, QUEUE_DRIVER_LOW, avail as u32);
-            w(&mut g.dev, QUEUE_DEVICE_LOW, used as u32);
-            w(&mut g.dev, QUEUE_READY, 1);
-        }
+        setup_queues(&mut g.dev, &[RX_QUEUE, TX_QUEUE], (QSIZE, QUEUE_SIZE), rings);
         add_status(&mut g.dev, STATUS_DRIVER_OK);
         assert_eq!(r(&mut g.dev, STATUS), 0xF);
         g
