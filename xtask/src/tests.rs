@@ -145,6 +145,7 @@ fn integration(native: bool) -> Vec<Test> {
         v.push(t("disk-malformed-queue", false, |e, _| disk::malformed_queue(e)));
         v.push(t("net-inter-vm", false, |e, _| net::inter_vm(e)));
         v.push(t("balloon-report", false, |e, _| balloon::free_page_reporting(e)));
+        v.push(t("balloon-target", false, |e, _| balloon::target(e)));
         v.push(t("monitor-code-local", false, |e, _| replication::monitor_code_local(e)));
         v.push(t("replicate-shared", false, |e, _| shared_pages::replicate_shared(e)));
         v.push(t("boot-image-shared", false, |e, _| sharing::boot_image_shared(e)));

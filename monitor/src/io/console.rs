@@ -82,8 +82,9 @@ pub fn print_emergency(args: fmt::Arguments) {
 pub const ESCAPE: u8 = 0x1d;
 static ESCAPED: AtomicBool = AtomicBool::new(false);
 /// The digit a command typed so far waits for: [`NO_DIGIT`], the VM of
-/// `Ctrl-] m V N` or `Ctrl-] r V` (`b'm'`, `b'r'`), or the node of
-/// `Ctrl-] m V N` (`b'n'`, the VM in [`DIGIT_VM`]).
+/// `Ctrl-] m V N`, `Ctrl-] r V` or `Ctrl-] b V N` (`b'm'`, `b'r'`,
+/// `b'b'`), the node of `Ctrl-] m V N` (`b'n'`) or the tenths of
+/// `Ctrl-] b V N` (`b't'`; the VM of both in [`DIGIT_VM`]).
 static DIGIT_FOR: AtomicU8 = AtomicU8::new(NO_DIGIT);
 static DIGIT_VM: AtomicUsize = AtomicUsize::new(0);
 const NO_DIGIT: u8 = 0;
@@ -108,6 +109,9 @@ pub enum Command {
     /// guest's operator would: a guest that masked its interrupts or
     /// disabled its interrupt controller cannot reset itself.
     Reset(usize),
+    /// `b`, VM digit, tenths digit: set a VM's balloon target to that many
+    /// tenths of its memory (0: give it all back).
+    Balloon { vm: usize, tenths: usize },
 }
 
 /// Bytes typed on the console since the last call, for the guest with the
@@ -156,9 +160,14 @@ fn command(key: u8) -> Option<Command> {
             DIGIT_FOR.store(b'r', Ordering::Relaxed);
             None
         }
+        b'b' => {
+            print(format_args!("\ndisco: balloon of which VM (0-9), then how many tenths of its memory (0-9)?\n"));
+            DIGIT_FOR.store(b'b', Ordering::Relaxed);
+            None
+        }
         _ => {
             print(format_args!(
-                "\ndisco console: Ctrl-] then: 0-9 = send input to VM n, s = statistics (and start a new window), c = hottest pages (miss counters), f = sharing census (frames in use, shared, possible), m V N = move VM V's vCPUs and memory to node N, r V = reset VM V, h = this help, Ctrl-] = send Ctrl-] to the guest\n"
+                "\ndisco console: Ctrl-] then: 0-9 = send input to VM n, s = statistics (and start a new window), c = hottest pages (miss counters), f = sharing census (frames in use, shared, possible), m V N = move VM V's vCPUs and memory to node N, r V = reset VM V, b V N = balloon VM V to N tenths of its memory (0 = deflate), h = this help, Ctrl-] = send Ctrl-] to the guest\n"
             ));
             None
         }
@@ -169,16 +178,24 @@ fn command(key: u8) -> Option<Command> {
 /// anything but a digit cancels.
 fn digit_key(waiting: u8, byte: u8) -> Option<Command> {
     let Some(digit) = (byte as char).to_digit(10).map(|d| d as usize) else {
-        print(format_args!("\ndisco: {} cancelled\n", if waiting == b'r' { "reset" } else { "move" }));
+        let what = match waiting {
+            b'r' => "reset",
+            b'b' | b't' => "balloon",
+            _ => "move",
+        };
+        print(format_args!("\ndisco: {what} cancelled\n"));
         return None;
     };
+    let then = |next: u8| {
+        DIGIT_VM.store(digit, Ordering::Relaxed);
+        DIGIT_FOR.store(next, Ordering::Relaxed);
+        None
+    };
     match waiting {
-        b'm' => {
-            DIGIT_VM.store(digit, Ordering::Relaxed);
-            DIGIT_FOR.store(b'n', Ordering::Relaxed);
-            None
-        }
+        b'm' => then(b'n'),
+        b'b' => then(b't'),
         b'n' => Some(Command::Move { vm: DIGIT_VM.load(Ordering::Relaxed), node: digit }),
+        b't' => Some(Command::Balloon { vm: DIGIT_VM.load(Ordering::Relaxed), tenths: digit }),
         _ => Some(Command::Reset(digit)),
     }
 }

@@ -311,6 +311,7 @@ pub fn console_input() {
             Command::Focus(id) => set_focus(id),
             Command::Move { vm, node } => move_vm(vm, node),
             Command::Reset(vm) => reset_vm(vm),
+            Command::Balloon { vm, tenths } => balloon_vm(vm, tenths),
         }
     }
     if input.is_empty() {
@@ -333,6 +334,19 @@ fn running(id: usize) -> Option<Arc<Vm>> {
         crate::println!("\ndisco: there is no running VM number {id}");
     }
     vm
+}
+
+/// Sets VM `id`'s balloon target to `tenths` of its memory (Ctrl-] b).
+fn balloon_vm(id: usize, tenths: usize) {
+    let Some(vm) = running(id) else { return };
+    let pages = (vm.ram_size / 4096 * tenths as u64 / 10) as u32;
+    match vm.set_balloon_target(pages) {
+        Some(kick) => {
+            crate::println!("\ndisco: vm {}: balloon target {pages} pages ({} MiB)", vm.name, pages >> 8);
+            sched::kick_mask(&vm, kick);
+        }
+        None => crate::println!("\ndisco: vm {} has no balloon (balloon = true in its manifest)", vm.name),
+    }
 }
 
 /// Moves VM `id` to `node` (Ctrl-] m): its vCPUs prefer that node's CPUs

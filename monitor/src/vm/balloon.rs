@@ -53,12 +53,28 @@ impl Vm {
         Ok((read, self.drive_spi(spi, line, mmio.irq_level())))
     }
 
+    /// Sets the balloon target to `pages` (4 KiB) and tells the driver
+    /// (a configuration change interrupt). Returns the vCPUs to kick;
+    /// None: the VM has no balloon.
+    pub fn set_balloon_target(&self, pages: u32) -> Option<u64> {
+        let balloon = self.balloon.as_ref()?;
+        let mut balloon = balloon.lock();
+        let GuestBalloon { mmio, line } = &mut *balloon;
+        mmio.device_mut().set_target(pages);
+        mmio.config_changed();
+        Some(self.drive_spi(bus::balloon_spi(), line, mmio.irq_level()))
+    }
+
     /// The statistics line of its balloon, if it has one.
     pub(super) fn balloon_stats_line(&self) -> Option<alloc::string::String> {
-        let s = self.balloon.as_ref()?.lock().mmio.device().stats();
+        let (s, target, actual) = {
+            let b = self.balloon.as_ref()?.lock();
+            let d = b.mmio.device();
+            (d.stats(), d.target(), d.actual())
+        };
         Some(alloc::format!(
-            "stats: vm {}: balloon: free page reports {}, pages reported {}, inflated {}, deflated {}; \
-             frames given back {} ({} KiB), unaligned bytes {}",
+            "stats: vm {}: balloon: target {target} pages, actual {actual}; free page reports {}, pages reported {}, \
+             inflated {}, deflated {}; frames given back {} ({} KiB), unaligned bytes {}",
             self.name,
             s.reports,
             s.reported_pages,

@@ -108,7 +108,16 @@ pub struct GuestDisk {
 
 /// The network device's SPI, from [`REGIONS`].
 pub fn net_spi() -> u32 {
-    REGIONS.iter().find(|r| r.device == Device::Net).and_then(|r| r.spi).expect("the network device has an SPI")
+    spi_of(Device::Net)
+}
+
+/// The balloon's SPI, from [`REGIONS`].
+pub fn balloon_spi() -> u32 {
+    spi_of(Device::Balloon)
+}
+
+fn spi_of(device: Device) -> u32 {
+    REGIONS.iter().find(|r| r.device == device).and_then(|r| r.spi).expect("the device has an SPI")
 }
 
 /// How many disk slots [`REGIONS`] has.

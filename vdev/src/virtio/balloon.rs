@@ -90,6 +90,11 @@ impl VirtioBalloon {
         self.num_pages = pages;
     }
 
+    /// The balloon target (`num_pages`).
+    pub fn target(&self) -> u32 {
+        self.num_pages
+    }
+
     /// What the driver says the balloon holds (`actual`).
     pub fn actual(&self) -> u32 {
         self.actual

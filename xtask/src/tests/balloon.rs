@@ -82,3 +82,79 @@ echo sums=$(cat /tmp/sum),$(md5sum < /tmp/again | cut -d' ' -f1)"
     }
     with_log(&out, errs)
 }
+
+/// Types `Ctrl-] b 0 5` when the guest asks for inflation and `Ctrl-] b 0 0`
+/// when it asks for deflation.
+struct Operator {
+    typed: u8,
+}
+
+impl exec::Observer for Operator {
+    fn line(&mut self, line: &str, s: &mut crate::qemu::Session) {
+        let keys: &[u8] = match (self.typed, line) {
+            (0, l) if l.contains("BALLOON-INFLATE-NOW") => b"\x1db05",
+            (1, l) if l.contains("BALLOON-DEFLATE-NOW") => b"\x1db00",
+            _ => return,
+        };
+        if s.send(keys).is_ok() {
+            self.typed += 1;
+        }
+    }
+}
+
+/// kB the guest's MemTotal must lose with half of its 256 MiB in the
+/// balloon (128 MiB = 131072 kB), and may stay short of its start after
+/// deflation.
+const MIN_INFLATED_KB: u64 = 100_000;
+const MAX_SHORT_KB: u64 = 8_000;
+
+/// `balloon-target`: VM `b` (256 MiB, `balloon = true`); xtask types
+/// `Ctrl-] b 0 5` (target: half its memory), then `Ctrl-] b 0 0`. The
+/// guest's `virtio_balloon` inflates (MemTotal drops by at least
+/// [`MIN_INFLATED_KB`]) and deflates (MemTotal back within
+/// [`MAX_SHORT_KB`]); the monitor's statistics count the inflated and
+/// deflated pages, and the driver's `actual` is 0 again at the end; every
+/// node reports `all frames returned`.
+pub fn target(env: &mut Env) -> Result<()> {
+    let script = "memtotal() { grep MemTotal /proc/meminfo | tr -s ' ' | cut -d' ' -f2; }
+t0=$(memtotal)
+echo memtotal0=$t0
+echo BALLOON-INFLATE-NOW
+i=0; t=$t0
+while [ $i -lt 90 ] && [ $t -gt $((t0 - 120000)) ]; do sleep 1; t=$(memtotal); i=$((i+1)); done
+echo memtotal1=$t
+echo BALLOON-DEFLATE-NOW
+i=0
+while [ $i -lt 90 ] && [ $t -lt $((t0 - 4000)) ]; do sleep 1; t=$(memtotal); i=$((i+1)); done
+echo memtotal2=$t";
+    let text =
+        format!("[[vm]]\nname = \"b\"\nvcpus = 1\nmemory = \"256M\"\nballoon = true\nexec = '''\n{script}\n'''\n");
+    let (s, names) = spawn(env, "balloon-target", &text, true)?;
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let out = exec::run_multi_with(s, &names, GUEST_TIMEOUT, &mut Operator { typed: 0 })?;
+    out.check()?;
+    let mut errs = Vec::new();
+    let lines = &out.vm("b").output;
+    let kb = |key: &str| field(lines, key).ok().and_then(|v| v.parse::<u64>().ok());
+    match (kb("memtotal0="), kb("memtotal1="), kb("memtotal2=")) {
+        (Some(t0), Some(t1), Some(t2)) if t1 + MIN_INFLATED_KB <= t0 && t2 + MAX_SHORT_KB >= t0 => {}
+        other => errs.push(format!(
+            "MemTotal kB (start, inflated, deflated) {other:?}: want a drop of >= {MIN_INFLATED_KB} and back within {MAX_SHORT_KB}"
+        )),
+    }
+    let line = out.lines.iter().find(|l| l.contains("stats: vm b: balloon:")).cloned().unwrap_or_default();
+    let (inflated, deflated) = (stat(&line, "inflated").unwrap_or(0), stat(&line, "deflated").unwrap_or(0));
+    if inflated < MIN_INFLATED_KB / 4 || deflated < MIN_INFLATED_KB / 4 || stat(&line, "actual") != Some(0) {
+        errs.push(format!("balloon statistics: inflated {inflated}, deflated {deflated}: `{line}`"));
+    }
+    if !out.lines.iter().any(|l| l.contains("vm b: balloon target 32768 pages (128 MiB)")) {
+        errs.push("no `disco: vm b: balloon target 32768 pages (128 MiB)` after Ctrl-] b 0 5".into());
+    }
+    if !out.lines.iter().any(|l| l.contains("all frames returned")) {
+        errs.push("no `all frames returned` after the VM ended".into());
+    }
+    if errs.is_empty() {
+        println!("  balloon-target: {inflated} pages inflated, {deflated} deflated");
+    }
+    with_log(&out, errs)
+}
