@@ -23,8 +23,23 @@ register_bitfields! {u64,
         RES1_9 OFFSET(9) NUMBITS(1) [],
         TZ OFFSET(8) NUMBITS(1) [],
         RES1_0_7 OFFSET(0) NUMBITS(8) []
+    ],
+    /// CNTHCTL_EL2 with HCR_EL2.E2H == 0 (Arm ARM D19.12.3): the EL1
+    /// counter access and the event stream (aarch64-cpu names only the
+    /// first two fields).
+    pub Cnthctl [
+        EVNTI OFFSET(4) NUMBITS(4) [],
+        EVNTDIR OFFSET(3) NUMBITS(1) [],
+        EVNTEN OFFSET(2) NUMBITS(1) [],
+        EL1PCEN OFFSET(1) NUMBITS(1) [],
+        EL1PCTEN OFFSET(0) NUMBITS(1) []
     ]
 }
+
+/// The event stream's period: about this many microseconds, so that a
+/// WFE wait ([`wait_for_event`]) ends within it even when nobody sends
+/// an event (Linux runs its stream at 10 kHz for the same reason).
+const EVENT_STREAM_US: u64 = 100;
 
 /// What TPIDR_EL2 points at. `regs` must stay the first field: vectors.S
 /// loads it to find where to save a guest's registers.
@@ -66,8 +81,11 @@ pub fn init(index: usize) {
     let mut cptr = cptr;
     cptr.write(Cptr::RES1_13::SET + Cptr::RES1_9::SET + Cptr::RES1_0_7.val(0xff) + Cptr::TZ::SET + Cptr::TSM::SET);
     CPTR_EL2.set(cptr.get());
-    // Guests may read the physical counter; the physical timer is the monitor's.
-    CNTHCTL_EL2.write(CNTHCTL_EL2::EL1PCTEN::SET);
+    // Guests may read the physical counter; the physical timer is the
+    // monitor's. The event stream bounds every WFE wait.
+    let mut cnthctl: LocalRegisterCopy<u64, Cnthctl::Register> = LocalRegisterCopy::new(0);
+    cnthctl.write(Cnthctl::EL1PCTEN::SET + Cnthctl::EVNTEN::SET + Cnthctl::EVNTI.val(event_stream_bit()));
+    CNTHCTL_EL2.set(cnthctl.get());
     CNTVOFF_EL2.set(0);
     // Debug registers are the guest's and switched with its context
     // (debug.rs). The PMU is not virtualized: it is hidden (idregs.rs) and
@@ -102,6 +120,28 @@ pub fn mpidr() -> u64 {
 pub fn wait_for_interrupt() {
     aarch64_cpu::asm::barrier::dsb(barrier::SY);
     aarch64_cpu::asm::wfi();
+}
+
+/// Waits for an event (another CPU's [`send_event`], the event stream, an
+/// exception return) with interrupts masked; a wait for something another
+/// CPU does, not for an interrupt.
+pub fn wait_for_event() {
+    aarch64_cpu::asm::wfe();
+}
+
+/// Wakes every CPU waiting in [`wait_for_event`] (after a DSB, so that
+/// what it waits for is visible first).
+pub fn send_event() {
+    aarch64_cpu::asm::barrier::dsb(barrier::ISH);
+    aarch64_cpu::asm::sev();
+}
+
+/// EVNTI: the stream ticks when counter bit EVNTI changes, every
+/// 2^(EVNTI+1) counter ticks; the largest period not above
+/// [`EVENT_STREAM_US`].
+fn event_stream_bit() -> u64 {
+    let ticks = (super::timer::frequency() * EVENT_STREAM_US / 1_000_000).max(2);
+    (63 - u64::from(ticks.leading_zeros())).saturating_sub(1).min(15)
 }
 
 /// Stops this CPU for good.

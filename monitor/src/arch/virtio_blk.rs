@@ -2,7 +2,8 @@
 //! the `virtio-drivers` MMIO transport over the device's registers, its
 //! `Hal` (DMA pages from an allocator the caller registers; the monitor's
 //! identity mapping makes a buffer's address its machine address), and
-//! requests whose buffers the device holds until they complete.
+//! requests whose buffers the device holds until they complete, queued
+//! and taken back through the caller's [`Requests`].
 
 use super::mmu;
 use core::ptr::NonNull;
@@ -45,26 +46,38 @@ pub fn open(base: u64, size: u64, pages: DmaPages) -> Result<Option<Driver>, Err
     VirtIOBlk::new(transport).map(Some)
 }
 
-/// Reads whole sectors into `buf`; `wait` returns once the request
-/// `token` is the next used one (the device then no longer touches `buf`).
-pub fn read(d: &mut Driver, sector: u64, buf: &mut [u8], wait: impl FnOnce(&mut Driver, u16)) -> Result<(), Error> {
-    let (mut req, mut resp) = (BlkReq::default(), BlkResp::default());
-    // SAFETY: `req`, `resp` and `buf` stay borrowed here, untouched, until
-    // the request completes just below (`wait` only looks at the queue).
-    let token = unsafe { d.read_blocks_nb(sector as usize, &mut req, buf, &mut resp) }?;
-    wait(d, token);
-    // SAFETY: the same buffers as for read_blocks_nb.
-    unsafe { d.complete_read_blocks(token, &req, buf, &mut resp) }
+/// How requests share one driver among CPUs (`io::disk` decides): a
+/// request is queued by `submit` and taken back by `complete`, each
+/// running its closure on the driver under the owner's lock, so that
+/// other CPUs can queue theirs while the device works on it.
+pub trait Requests {
+    /// Runs `add` once the queue has room (`add` returns
+    /// [`Error::QueueFull`] when it has none, changing nothing) and
+    /// returns the request's token.
+    fn submit(&self, add: impl FnMut(&mut Driver) -> Result<u16, Error>) -> Result<u16, Error>;
+    /// Runs `pop` once request `token` is the next used one (the driver
+    /// takes used requests in order), and returns what `pop` returns.
+    fn complete(&self, token: u16, pop: impl FnOnce(&mut Driver) -> Result<(), Error>) -> Result<(), Error>;
 }
 
-/// Writes whole sectors from `data`; `wait` as for [`read`].
-pub fn write(d: &mut Driver, sector: u64, data: &[u8], wait: impl FnOnce(&mut Driver, u16)) -> Result<(), Error> {
+/// Reads whole sectors into `buf` through `queue`.
+pub fn read(queue: &impl Requests, sector: u64, buf: &mut [u8]) -> Result<(), Error> {
+    let (mut req, mut resp) = (BlkReq::default(), BlkResp::default());
+    // SAFETY: `req`, `resp` and `buf` stay borrowed by this frame, and
+    // untouched, from the add to the pop: `complete` returns only after
+    // the request was popped (or, on an error, never added).
+    let token = queue.submit(|d| unsafe { d.read_blocks_nb(sector as usize, &mut req, buf, &mut resp) })?;
+    // SAFETY: the same buffers as those added.
+    queue.complete(token, |d| unsafe { d.complete_read_blocks(token, &req, buf, &mut resp) })
+}
+
+/// Writes whole sectors from `data` through `queue`.
+pub fn write(queue: &impl Requests, sector: u64, data: &[u8]) -> Result<(), Error> {
     let (mut req, mut resp) = (BlkReq::default(), BlkResp::default());
     // SAFETY: as in `read`.
-    let token = unsafe { d.write_blocks_nb(sector as usize, &mut req, data, &mut resp) }?;
-    wait(d, token);
-    // SAFETY: the same buffers as for write_blocks_nb.
-    unsafe { d.complete_write_blocks(token, &req, data, &mut resp) }
+    let token = queue.submit(|d| unsafe { d.write_blocks_nb(sector as usize, &mut req, data, &mut resp) })?;
+    // SAFETY: the same buffers as those added.
+    queue.complete(token, |d| unsafe { d.complete_write_blocks(token, &req, data, &mut resp) })
 }
 
 /// `virtio-drivers`' view of the monitor's memory.

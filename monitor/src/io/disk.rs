@@ -4,14 +4,19 @@
 //! its `cow_disk` header, the table of named images that guests' disks are
 //! carved from.
 //!
-//! One request is in flight at a time, under one lock: the CPU that makes
-//! it routes the disk's interrupt to itself, queues the request and sleeps
-//! (WFI, interrupts masked) until the device has used it, then acks the
-//! device's interrupt. Without an interrupt in the host device tree it
-//! polls instead. Requests in flight from several CPUs at once are the next
-//! step (issue 13, item 2). An interrupt that reaches a CPU later (the
-//! device raised it after the ack) is acked by [`take_interrupt`] from the
-//! dispatcher.
+//! Requests from several CPUs are in flight at once: the driver's lock is
+//! held only to queue a request and to take it back, not while the device
+//! works. The driver takes used requests in ring order, so each CPU waits
+//! until its own is the next used one, then pops it. One waiter at a time
+//! is the *sleeper*: the disk's interrupt is routed to it, it acks the
+//! device before it looks at the ring and sleeps in WFI, so a completion
+//! always wakes it. The others sleep in WFE and are woken by an event:
+//! whoever sees another's request done (the sleeper, a CPU popping its
+//! own, the dispatcher taking a stray interrupt) sends one, and the event
+//! stream (`arch::cpu`) bounds every wait. Without an interrupt in the
+//! host device tree every waiter uses WFE. A disk interrupt that reaches
+//! a CPU which is not waiting ([`take_interrupt`]) is passed on to the
+//! sleeper, or acked when there is none.
 //!
 //! DMA memory (the virtqueue rings) is frames from the memmap, recorded
 //! as `Use::Monitor`; data buffers are the callers' own memory.
@@ -24,6 +29,7 @@ use crate::{
     mm::frames,
 };
 use alloc::{format, string::String, vec::Vec};
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use cow_disk::header::{DiskHeader, HEADER_BYTES, SECTOR_BYTES};
 use numa::memmap::{Frame, Use};
 use spin::{Mutex, Once};
@@ -47,10 +53,20 @@ pub struct Candidate {
     pub irq: Option<DiskIrq>,
 }
 
+/// The driver and who waits on it.
+struct Queue {
+    driver: Driver,
+    /// Requests queued and not yet popped.
+    in_flight: u16,
+    /// The waiter the interrupt is routed to (its MPIDR).
+    sleeper: Option<u64>,
+}
+
 /// The physical disk, once [`probe`] found one.
 pub struct Disk {
-    driver: Mutex<Driver>,
+    queue: Mutex<Queue>,
     irq: Option<DiskIrq>,
+    counts: Counts,
     /// Capacity in 512-byte sectors.
     pub sectors: u64,
     pub header: DiskHeader,
@@ -71,48 +87,33 @@ impl Disk {
     /// Reads whole sectors from `sector` into `buf`.
     pub fn read(&self, sector: u64, buf: &mut [u8]) -> Result<(), DiskError> {
         self.check(sector, buf.len())?;
-        let mut d = self.start();
-        let result = virtio_blk::read(&mut d, sector, buf, |d, token| self.wait(d, token));
-        d.ack_interrupt();
-        result.map_err(|e| failed("read", sector, e))
+        self.counts.reads.fetch_add(1, Relaxed);
+        virtio_blk::read(self, sector, buf).map_err(|e| failed("read", sector, e))
     }
 
     /// Writes whole sectors at `sector`.
     pub fn write(&self, sector: u64, data: &[u8]) -> Result<(), DiskError> {
         self.check(sector, data.len())?;
-        let mut d = self.start();
-        let result = virtio_blk::write(&mut d, sector, data, |d, token| self.wait(d, token));
-        d.ack_interrupt();
-        result.map_err(|e| failed("write", sector, e))
+        self.counts.writes.fetch_add(1, Relaxed);
+        virtio_blk::write(self, sector, data).map_err(|e| failed("write", sector, e))
     }
 
     /// VIRTIO_BLK_T_FLUSH on the physical disk: every completed write is
     /// durable (in QEMU: written to the disk file) when this returns. The
-    /// driver has no split flush, so this one polls.
+    /// driver has no split flush and its blocking one expects to be the
+    /// only request in flight, so this waits until no request is, then
+    /// keeps the lock for the flush (others queue theirs after it).
     pub fn flush(&self) -> Result<(), DiskError> {
-        let mut d = self.driver.lock();
-        let result = d.flush();
-        d.ack_interrupt();
-        result.map_err(|e| failed("flush", 0, e))
-    }
-
-    /// Takes the driver and points the interrupt at this CPU.
-    fn start(&self) -> spin::MutexGuard<'_, Driver> {
-        let d = self.driver.lock();
-        if let Some(irq) = self.irq {
-            (irq.route)(irq.intid, cpu::mpidr());
-        }
-        d
-    }
-
-    /// Until the device used request `token` (the only one in flight).
-    fn wait(&self, d: &mut Driver, token: u16) {
-        while d.peek_used() != Some(token) {
-            if self.irq.is_some() {
-                cpu::wait_for_interrupt();
-            } else {
-                core::hint::spin_loop();
+        self.counts.flushes.fetch_add(1, Relaxed);
+        loop {
+            let mut q = self.queue.lock();
+            if q.in_flight == 0 {
+                let result = q.driver.flush();
+                q.driver.ack_interrupt();
+                return result.map_err(|e| failed("flush", 0, e));
             }
+            drop(q);
+            cpu::wait_for_event();
         }
     }
 
@@ -133,16 +134,133 @@ fn failed(what: &str, sector: u64, e: virtio_drivers::Error) -> DiskError {
     DiskError
 }
 
-/// A physical interrupt taken by the dispatcher: if it is the disk's,
-/// acks it at the device (which lowers the line) and returns true.
-pub fn take_interrupt(intid: u32) -> bool {
-    match DISK.get() {
-        Some(disk) if disk.irq.is_some_and(|i| i.intid == intid) => {
-            disk.driver.lock().ack_interrupt();
-            true
+impl virtio_blk::Requests for Disk {
+    fn submit(&self, mut add: impl FnMut(&mut Driver) -> Result<u16, virtio_drivers::Error>) -> Result<u16, virtio_drivers::Error> {
+        loop {
+            let mut q = self.queue.lock();
+            match add(&mut q.driver) {
+                Err(virtio_drivers::Error::QueueFull) => {
+                    drop(q);
+                    self.counts.queue_full.fetch_add(1, Relaxed);
+                    cpu::wait_for_event();
+                }
+                Ok(token) => {
+                    q.in_flight += 1;
+                    self.counts.note_in_flight(q.in_flight);
+                    return Ok(token);
+                }
+                Err(e) => return Err(e),
+            }
         }
-        _ => false,
     }
+
+    fn complete(
+        &self,
+        token: u16,
+        pop: impl FnOnce(&mut Driver) -> Result<(), virtio_drivers::Error>,
+    ) -> Result<(), virtio_drivers::Error> {
+        let me = cpu::mpidr();
+        loop {
+            let mut q = self.queue.lock();
+            let sleeper = match self.irq {
+                Some(irq) if q.sleeper.is_none() => {
+                    (irq.route)(irq.intid, me);
+                    q.sleeper = Some(me);
+                    true
+                }
+                Some(_) => q.sleeper == Some(me),
+                None => false,
+            };
+            if sleeper {
+                // Lowers the line: a completion from now on raises it again.
+                q.driver.ack_interrupt();
+            }
+            match q.driver.peek_used() {
+                Some(used) if used == token => {
+                    let result = pop(&mut q.driver);
+                    q.in_flight -= 1;
+                    if sleeper {
+                        q.sleeper = None;
+                    }
+                    drop(q);
+                    // Another waiter becomes the sleeper, or its request is next.
+                    cpu::send_event();
+                    return result;
+                }
+                Some(_) => {
+                    // Another CPU's request is next: wake its owner.
+                    drop(q);
+                    cpu::send_event();
+                    cpu::wait_for_event();
+                }
+                None if sleeper => {
+                    drop(q);
+                    cpu::wait_for_interrupt();
+                }
+                None => {
+                    drop(q);
+                    cpu::wait_for_event();
+                }
+            }
+        }
+    }
+}
+
+/// A physical interrupt taken by the dispatcher: if it is the disk's,
+/// routes it on to the waiting sleeper, or (nobody sleeps) acks it at the
+/// device, which lowers the line; wakes the other waiters; returns true.
+pub fn take_interrupt(intid: u32) -> bool {
+    let Some(disk) = DISK.get() else { return false };
+    let Some(irq) = disk.irq.filter(|i| i.intid == intid) else { return false };
+    let mut q = disk.queue.lock();
+    match q.sleeper {
+        Some(sleeper) if sleeper != cpu::mpidr() => (irq.route)(intid, sleeper),
+        _ => {
+            q.driver.ack_interrupt();
+        }
+    }
+    drop(q);
+    cpu::send_event();
+    true
+}
+
+/// What the disk did: requests by kind and how many overlapped.
+#[derive(Default)]
+struct Counts {
+    reads: AtomicU64,
+    writes: AtomicU64,
+    flushes: AtomicU64,
+    /// Requests queued while another was in flight.
+    overlapped: AtomicU64,
+    /// The most in flight at once.
+    most_in_flight: AtomicU64,
+    /// Times a request found the queue full and waited for room.
+    queue_full: AtomicU64,
+}
+
+impl Counts {
+    fn note_in_flight(&self, now: u16) {
+        if now > 1 {
+            self.overlapped.fetch_add(1, Relaxed);
+        }
+        self.most_in_flight.fetch_max(u64::from(now), Relaxed);
+    }
+}
+
+/// The physical disk's statistics line (nothing without a disk).
+pub fn print_stats() {
+    let Some(disk) = DISK.get() else { return };
+    let c = &disk.counts;
+    crate::println!(
+        "stats: physical disk: {} reads, {} writes, {} flushes; {} queued while another was in flight, \
+         at most {} in flight, {} waited for queue room",
+        c.reads.load(Relaxed),
+        c.writes.load(Relaxed),
+        c.flushes.load(Relaxed),
+        c.overlapped.load(Relaxed),
+        c.most_in_flight.load(Relaxed),
+        c.queue_full.load(Relaxed)
+    );
 }
 
 /// Looks at each virtio-mmio frame of the host device tree, takes the
@@ -181,7 +299,8 @@ pub fn probe(frames: impl Iterator<Item = Candidate>) -> Result<Option<&'static 
             names(&header),
             irq.map_or(String::from("polled"), |i| format!("interrupt {}", i.intid))
         );
-        return Ok(Some(DISK.call_once(|| Disk { driver: Mutex::new(driver), irq, sectors, header })));
+        let queue = Mutex::new(Queue { driver, in_flight: 0, sleeper: None });
+        return Ok(Some(DISK.call_once(|| Disk { queue, irq, counts: Counts::default(), sectors, header })));
     }
     Ok(None)
 }

@@ -285,6 +285,7 @@ fn print_stats() {
         vm.print_stats();
     }
     stats::print_cpus(sched::cpu_count());
+    crate::io::disk::print_stats();
 }
 
 /// Prints the sharing census of every VM in the registry.
@@ -391,6 +392,7 @@ fn finish() -> ! {
         }
     }
     stats::print_cpus(sched::cpu_count());
+    crate::io::disk::print_stats();
     if mm::counters::present() {
         crate::println!("{}", mm::counters::report(10));
     }

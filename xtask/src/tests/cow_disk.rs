@@ -94,11 +94,33 @@ echo root-rw=$(grep -c '^/dev/vda / ext4 rw' /proc/mounts)"
     if out.lines.iter().filter(|l| l.contains("all frames returned")).count() < 2 {
         errs.push("not every node reports `all frames returned`".into());
     }
+    check_overlap(&out.lines, &mut errs);
     let after = base_md5(&disk_file)?;
     if after != before {
         errs.push(format!("the base image changed: md5 {before} before the run, {after} after"));
     }
     with_log(&out, errs)
+}
+
+/// The physical disk's statistics line must show requests of several
+/// CPUs in flight at once (three VMs boot from the base image together):
+/// at least one queued while another was in flight, at most two or more.
+fn check_overlap(lines: &[String], errs: &mut Vec<String>) {
+    let Some(line) = lines.iter().find(|l| l.contains("stats: physical disk: ")) else {
+        errs.push("no `stats: physical disk:` line".into());
+        return;
+    };
+    let number = |key: &str, before: bool| -> u64 {
+        let (head, tail) = line.split_once(key).unwrap_or(("", ""));
+        let word = if before { head.split_whitespace().last() } else { tail.split_whitespace().next() };
+        word.and_then(|w| w.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok()).unwrap_or(0)
+    };
+    let overlapped = number(" queued while another was in flight", true);
+    let most = number("at most ", false);
+    println!("  physical disk: {overlapped} requests queued while another was in flight, at most {most} in flight");
+    if overlapped == 0 || most < 2 {
+        errs.push(format!("the physical disk never had two requests in flight at once: `{}`", line.trim()));
+    }
 }
 
 /// A big file of the base image (gcc's cc1, 27 MiB).
