@@ -51,24 +51,9 @@ fn plan(a: &FigArgs, m: &Machine, dir: &Path) -> Result<Vec<Spec>> {
         for mode in &modes {
             let id = format!("{w}-{mode}");
             specs.push(Spec {
-                id: id.clone(),
-                fig: "fig5".into(),
-                out: dir.join(&id),
-                machine: m.name.clone(),
-                workload: w.clone(),
-                size: a.size.clone(),
-                vms: 1,
                 vcpus: VCPUS,
-                memory: 1024,
                 native: mode == "native",
-                numa_balancing: 0,
-                placement: "first-touch".into(),
-                placement_params: String::new(),
-                numa_sim: a.params.clone(),
-                share: String::new(),
-                census: false,
-                disk: "base".into(),
-                hold: 0,
+                ..Spec::new("fig5", id, dir, &m.name, w, &a.size, &a.params)
             });
         }
     }

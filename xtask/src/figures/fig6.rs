@@ -54,24 +54,14 @@ fn plan(a: &FigArgs, m: &Machine, dir: &Path) -> Result<Vec<Spec>> {
             for mode in &modes {
                 let id = format!("{w}-{n}vm-{mode}");
                 specs.push(Spec {
-                    id: id.clone(),
-                    fig: "fig6".into(),
-                    out: dir.join(&id),
-                    machine: m.name.clone(),
-                    workload: w.clone(),
-                    size: a.size.clone(),
                     vms: n,
                     vcpus: 1,
                     memory,
-                    native: false,
-                    numa_balancing: 0,
-                    placement: "first-touch".into(),
-                    placement_params: String::new(),
-                    numa_sim: NO_SIM.into(),
                     share: if mode == "shared" { GROUP.into() } else { "none".into() },
                     census: true,
                     disk: "cow".into(),
                     hold: a.hold.unwrap_or(HOLD.0 + HOLD.1 * u64::from(n)),
+                    ..Spec::new("fig6", id, dir, &m.name, w, &a.size, NO_SIM)
                 });
             }
         }

@@ -46,24 +46,10 @@ fn plan(a: &FigArgs, m: &Machine, dir: &Path) -> Result<Vec<Spec>> {
         for mode in &modes {
             let id = format!("{w}-{mode}");
             let mut s = Spec {
-                id: id.clone(),
-                fig: "fig8".into(),
-                out: dir.join(&id),
-                machine: m.name.clone(),
-                workload: w.clone(),
-                size: a.size.clone(),
-                vms: 1,
                 vcpus: m.cpus() as u32,
-                memory: 1024,
                 native: mode.starts_with("native"),
                 numa_balancing: u8::from(mode == "native-on"),
-                placement: "first-touch".into(),
-                placement_params: String::new(),
-                numa_sim: a.params.clone(),
-                share: String::new(),
-                census: false,
-                disk: "base".into(),
-                hold: 0,
+                ..Spec::new("fig8", id, dir, &m.name, w, &a.size, &a.params)
             };
             match mode.as_str() {
                 "migrate" | "replicate" => {

@@ -113,6 +113,32 @@ fn split(line: &str) -> Result<Vec<String>> {
 }
 
 impl Spec {
+    /// One VM of `workload` under the monitor with first-touch placement,
+    /// the read-only base root and the given plugin parameters: what every
+    /// figure's run starts from before its mode changes it.
+    pub fn new(fig: &str, id: String, dir: &Path, machine: &str, workload: &str, size: &str, numa_sim: &str) -> Spec {
+        Spec {
+            out: dir.join(&id),
+            id,
+            fig: fig.into(),
+            machine: machine.into(),
+            workload: workload.into(),
+            size: size.into(),
+            vms: 1,
+            vcpus: 2,
+            memory: 1024,
+            native: false,
+            numa_balancing: 0,
+            placement: "first-touch".into(),
+            placement_params: String::new(),
+            numa_sim: numa_sim.into(),
+            share: String::new(),
+            census: false,
+            disk: "base".into(),
+            hold: 0,
+        }
+    }
+
     /// The job's shell command line.
     pub fn to_line(&self) -> Result<String> {
         let pairs = [
