@@ -124,25 +124,30 @@ fn only_whole_aligned_pages_are_discarded() {
 #[test]
 fn inflate_discards_the_pages_named_and_deflate_only_counts() {
     let mut g = BalloonGuest::new();
-    let pfns = [(BASE >> 12) as u32 + 0x30, (BASE >> 12) as u32 + 0x31];
+    // Out of order, with a gap: two runs, one discard each.
+    let first = (BASE >> 12) as u32;
+    let pfns = [first + 0x31, first + 0x40, first + 0x30, first + 0x32];
     for (i, p) in pfns.iter().enumerate() {
         g.mem.write_u32(PFNS + 4 * i as u64, *p).unwrap();
     }
-    assert_eq!(g.send(INFLATE_QUEUE, &[(PFNS, 8, false)]), 1);
-    assert_eq!(g.mem.ranges, vec![(BASE + 0x30000, 1), (BASE + 0x31000, 1)]);
-    assert_eq!(g.send(DEFLATE_QUEUE, &[(PFNS, 8, false)]), 1);
+    assert_eq!(g.send(INFLATE_QUEUE, &[(PFNS, 16, false)]), 1);
+    assert_eq!(g.mem.ranges, vec![(BASE + 0x30000, 3), (BASE + 0x40000, 1)]);
+    assert_eq!(g.send(DEFLATE_QUEUE, &[(PFNS, 16, false)]), 1);
     assert_eq!(g.mem.ranges.len(), 2, "deflate frees nothing");
     let s = g.dev.device().stats();
-    assert_eq!((s.inflated_pages, s.deflated_pages, s.freed_pages), (2, 2, 2));
+    // The recording memory says half of each run's pages (rounded up) held a frame.
+    assert_eq!((s.inflated_pages, s.deflated_pages, s.freed_pages), (4, 4, 3));
     assert!(!g.dev.needs_reset());
 }
 
 #[test]
 fn inflating_a_page_outside_ram_needs_a_reset() {
     for pfn in [7, u32::MAX] {
+        // A good page first: nothing of a malformed request is dropped.
         let mut g = BalloonGuest::new();
-        g.mem.write_u32(PFNS, pfn).unwrap();
-        g.send(INFLATE_QUEUE, &[(PFNS, 4, false)]);
+        g.mem.write_u32(PFNS, (BASE >> 12) as u32 + 0x30).unwrap();
+        g.mem.write_u32(PFNS + 4, pfn).unwrap();
+        g.send(INFLATE_QUEUE, &[(PFNS, 8, false)]);
         assert!(g.dev.needs_reset(), "page {pfn:#x}");
         assert!(g.mem.ranges.is_empty());
     }
