@@ -45,6 +45,7 @@ pub mod monitor_code;
 pub mod region;
 pub mod regs;
 pub mod report;
+pub mod roi;
 pub mod vm_time;
 
 pub use numa::counters;
@@ -55,7 +56,7 @@ use hostmap::HostMap;
 use monitor_code::MonitorCode;
 use qemu_plugin_sys::*;
 use region::Region;
-use report::{Charged, CpuStats, Report, Roi};
+use report::{Charged, CpuStats, Report};
 use std::cell::{Cell, UnsafeCell};
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -127,7 +128,7 @@ struct Sim {
     /// Host -> guest physical for code, built at the first translation.
     hostmap: OnceLock<HostMap>,
     /// Open region-of-interest snapshots and finished intervals.
-    roi: Mutex<RoiState>,
+    roi: Mutex<roi::Regions>,
     /// Which VM each CPU runs, and per-VM simulated time.
     vms: Mutex<VmClock>,
     /// The monitor's instruction-fetch misses, local and remote.
@@ -137,10 +138,6 @@ struct Sim {
 // SAFETY: the scoreboard handle is only used through QEMU's thread-safe API.
 unsafe impl Sync for Sim {}
 unsafe impl Send for Sim {}
-
-/// The open region of interest (opening vCPU, snapshot, and the VM it ran
-/// with that VM's times) and the finished ones.
-type RoiState = (Option<(u32, Vec<CpuStats>, Option<(u16, VmTimes)>)>, Vec<Roi>);
 
 static SIM: OnceLock<Sim> = OnceLock::new();
 
@@ -376,15 +373,9 @@ unsafe extern "C" fn marker_cb(vcpu: c_uint, userdata: *mut c_void) {
     let vm = sim.vm_now(vcpu as usize);
     let mut g = sim.roi.lock().unwrap_or_else(|e| e.into_inner());
     if kind == MARK_ROI_BEGIN {
-        g.0 = Some((vcpu, snap, vm));
-    } else if let Some((begin_vcpu, before, vm_before)) = g.0.take() {
-        let cpus = snap.iter().zip(&before).map(|(a, b)| a.since(b)).collect();
-        // The VM that opened the region, if it also closed it.
-        let vm = match (vm_before, vm) {
-            (Some((id, t0)), Some((end_id, t1))) if id == end_id => Some((id, t1.since(&t0))),
-            _ => None,
-        };
-        g.1.push(Roi { begin_vcpu, end_vcpu: vcpu, cpus, vm });
+        g.begin(vcpu, snap, vm);
+    } else {
+        g.end(vcpu, snap, vm);
     }
 }
 
@@ -476,7 +467,7 @@ unsafe extern "C" fn flush_cb(_id: qemu_plugin_id_t) {
 unsafe extern "C" fn exit_cb(_id: qemu_plugin_id_t, _: *mut c_void) {
     let Some(sim) = SIM.get() else { return };
     let cpus = sim.snapshot();
-    let rois = sim.roi.lock().map(|g| g.1.clone()).unwrap_or_default();
+    let rois = sim.roi.lock().map(|g| g.finished().to_vec()).unwrap_or_default();
     let vms = sim.vms.lock().map(|k| k.all(|c| sim.cpu_sim_ps(c))).unwrap_or_default();
     let l = sim.region.layout;
     let top = report::top_pages(sim.region.counters(), sim.cfg.nodes(), l.first_pfn, sim.cfg.top, |pfn| {
@@ -554,7 +545,7 @@ fn setup(argc: c_int, argv: *const *const c_char, max_vcpus: usize) -> Result<Si
         insns,
         region,
         hostmap: OnceLock::new(),
-        roi: Mutex::new((None, Vec::new())),
+        roi: Mutex::new(roi::Regions::default()),
         vms: Mutex::new(VmClock::new(max_vcpus.max(cpu_nodes.len()))),
         monitor: MonitorCode::new(max_vcpus.max(cpu_nodes.len())),
         cfg,
