@@ -1,7 +1,8 @@
 #!/bin/sh
 # database: PostgreSQL 15 with a decision-support query set over tables
 # made by generate_series (TPC-H-shaped: scan, join, aggregate, sort).
-#   database.sh [small|full]
+#   database.sh [small|full]    (STREAMS=S: S sessions run the query set at
+#                                once, bench fig7; each must get the same rows)
 # small: 30000 line items; full: 3000000 (plus a pgbench OLTP run).
 # Server set-up and loading are untimed; the query set is the timed
 # region. checksum = md5 of the query results as `psql -At` prints them.
@@ -39,8 +40,9 @@ CREATE INDEX ON customer (c_custkey);
 ANALYZE;
 SQL
 
-begin database
-sql -d postgres >results.txt <<'SQL'
+STREAMS=${STREAMS:-1}
+case "$STREAMS" in '' | *[!0-9]* | 0) echo "database: STREAMS is a count >= 1, not $STREAMS" >&2; exit 2 ;; esac
+cat >queries.sql <<'SQL'
 -- Q1: pricing summary (scan + aggregate)
 SELECT 'q1', l_returnflag, count(*), sum(l_quantity), sum(l_price), sum(l_price * (100 - l_discount))
   FROM lineitem WHERE l_shipdate <= 2300 GROUP BY l_returnflag ORDER BY l_returnflag;
@@ -62,7 +64,20 @@ SELECT 'q14', p_type, count(*), sum(l_quantity) FROM lineitem JOIN part ON l_par
 -- a sort: the 5 most expensive line items
 SELECT 'top', l_id, l_price FROM lineitem ORDER BY l_price DESC, l_id LIMIT 5;
 SQL
+begin database
+s=1
+while [ $s -le "$STREAMS" ]; do
+    sql -d postgres -f queries.sql >results.$s.txt 2>&1 &
+    s=$((s + 1))
+done
+wait
 end database
+s=2
+while [ $s -le "$STREAMS" ]; do
+    cmp -s results.1.txt results.$s.txt || { echo "database: stream $s got other rows than stream 1" >&2; exit 1; }
+    s=$((s + 1))
+done
+mv results.1.txt results.txt
 QUERY_SECONDS=$SECONDS_TAKEN
 cat results.txt
 CHECK=$(md5 <results.txt)
@@ -74,4 +89,4 @@ if [ "$SIZE" = full ]; then
     end pgbench
     TPS=" pgbench_tps=$TPS"
 fi
-echo "RESULT workload=database size=$SIZE lineitems=$N seconds=$QUERY_SECONDS rows=$(wc -l <results.txt)$TPS checksum=$CHECK"
+echo "RESULT workload=database size=$SIZE lineitems=$N seconds=$QUERY_SECONDS rows=$(wc -l <results.txt) streams=$STREAMS$TPS checksum=$CHECK"

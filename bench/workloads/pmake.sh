@@ -2,6 +2,8 @@
 # pmake: a parallel compile of GNU chess (what Disco's pmake compiled),
 # gnuchess 6.2.7 from its Debian source tarball (apt-get source).
 #   pmake.sh [small|full]     (NPROC=N sets make -jN; default: the CPUs)
+#   PART=I/K pmake.sh small   (bench fig7: compile only part I of K of the
+#                              engine's objects, 0-based, and no link)
 # full:  ./configure --without-readline (untimed: about 200 s under TCG,
 #        and serial), then `make -jN` of the real build system (timed).
 # small: only the chess engine (src/engine: Fruit 2.1, 33 C++ files) plus
@@ -25,6 +27,15 @@ if [ "$SIZE" = full ]; then
     echo "pmake: configure took $(awk -v a="$T" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN { printf "%.1f", b - a }') s"
     set -- make -j"$NPROC"
     BIN="src/gnuchess --uci"
+elif [ -n "${PART:-}" ]; then
+    I=${PART%/*} K=${PART#*/}
+    case "$I/$K" in *[!0-9/]* | /* | */) echo "pmake: PART is I/K (0 <= I < K), not $PART" >&2; exit 2 ;; esac
+    [ "$I" -lt "$K" ] || { echo "pmake: PART is I/K (0 <= I < K), not $PART" >&2; exit 2; }
+    # Every K-th object of the engine's, uci-main.o among them.
+    TARGETS=$({ ls src/engine/*.cpp | sed 's/\.cpp$/.o/'; echo src/engine/uci-main.o; } | sort |
+        awk -v i="$I" -v k="$K" '(NR - 1) % k == i')
+    set -- make -f "$W/pmake/Makefile" -j"$NPROC" CXXFLAGS=-O0 $TARGETS
+    BIN=
 else
     set -- make -f "$W/pmake/Makefile" -j"$NPROC" CXXFLAGS=-O0 src/engine/uci
     BIN=src/engine/uci
@@ -34,6 +45,13 @@ begin pmake
 end pmake
 OBJECTS=$(find src -name '*.o' | wc -l)
 echo "pmake: make -j$NPROC compiled $OBJECTS objects in $SECONDS_TAKEN s"
+# Each object's md5, so that builds split differently can be compared.
+find src -name '*.o' | sort | xargs md5sum | awk '{ print "OBJECT " $2 " " $1 }'
+if [ -z "$BIN" ]; then
+    CHECK=$(find src -name '*.o' | sort | xargs md5sum | md5)
+    echo "RESULT workload=pmake size=$SIZE part=$PART jobs=$NPROC seconds=$SECONDS_TAKEN files=$OBJECTS answer=none checksum=$CHECK"
+    exit 0
+fi
 # UCI: ask, then wait (at most 120 s) for the answer before quitting.
 FEN='rnbqkbnr/pppp1ppp/8/4p3/6P1/5P2/PPPPP2P/RNBQKBNR b KQkq g3 0 2'
 : >chess.out

@@ -163,6 +163,8 @@ enum BenchCmd {
     /// Disco's Fig. 6: 1, 2, 4 and 8 VMs from one copy-on-write root, with sharing and without: machine memory in use (the census), sharing captured of possible, workload time (default engineering small; pmake with --workloads, slow under TCG).
     #[command(alias = "footprint")]
     Fig6(figures::FigArgs),
+    /// Disco's Fig. 7: pmake and database with 8 CPUs of work natively, in one VM of 8 vCPUs and in 8 VMs of 1 vCPU (machine numa4-big): simulated CPU time normalized to native.
+    Fig7(figures::FigArgs),
     /// Disco's Fig. 8: engineering and raytrace with first-touch, migration, replication, the all-local bound and native Linux with NUMA balancing off/on.
     Fig8(figures::FigArgs),
     /// One run of a figure, as the lines of `bench figN --jobs FILE` give it (writes its --out directory).
@@ -205,6 +207,7 @@ fn dispatch(cmd: Cmd) -> Result<u8> {
         Cmd::Bench { what: BenchCmd::Isolation(a) } => bench_isolation::isolation_cmd(a),
         Cmd::Bench { what: BenchCmd::Fig5(a) } => figures::main(&figures::fig5::FIGURE, a),
         Cmd::Bench { what: BenchCmd::Fig6(a) } => figures::main(&figures::fig6::FIGURE, a),
+        Cmd::Bench { what: BenchCmd::Fig7(a) } => figures::main(&figures::fig7::FIGURE, a),
         Cmd::Bench { what: BenchCmd::Fig8(a) } => figures::main(&figures::fig8::FIGURE, a),
         Cmd::Bench { what: BenchCmd::FigRun(s) } => figures::run::run(&mut boot::Env::prepare()?, &s).map(|_| 0),
         Cmd::Disk { cmd } => disk::main(cmd),

@@ -19,7 +19,7 @@ use anyhow::Result;
 use std::fmt::Write;
 use std::path::Path;
 
-pub const FIGURE: Figure = Figure { name: "fig8", plan, report };
+pub const FIGURE: Figure = Figure { name: "fig8", machine: "numa2", plan, report };
 
 const WORKLOADS: [&str; 2] = ["engineering", "raytrace"];
 /// Rows per workload, in table order.

@@ -70,6 +70,9 @@ pub struct Spec {
     /// Seconds VM 0 sleeps after its workload (after a `DISCO-HOLD status=N` line; the others twice as long), so that all are alive at once.
     #[arg(long, default_value_t = 0)]
     pub hold: u64,
+    /// The workload script's environment, `VAR=VALUE` words (fig7: `PART={i}/{n}`, `STREAMS=8`); `{i}` and `{n}` become the VM's index and the run's VM count.
+    #[arg(long, default_value = "")]
+    pub env: String,
 }
 
 #[derive(Parser, Debug)]
@@ -136,6 +139,7 @@ impl Spec {
             census: false,
             disk: "base".into(),
             hold: 0,
+            env: String::new(),
         }
     }
 
@@ -173,6 +177,9 @@ impl Spec {
         }
         if self.hold != 0 {
             w.extend(["--hold".into(), self.hold.to_string()]);
+        }
+        if !self.env.is_empty() {
+            w.extend(["--env".into(), self.env.clone()]);
         }
         let words: Result<Vec<String>> = w.iter().map(|x| quote(x)).collect();
         Ok(format!("{RUN_CMD} {}", words?.join(" ")))
@@ -235,6 +242,7 @@ pub(crate) mod tests {
             census: false,
             disk: "base".into(),
             hold: 0,
+            env: String::new(),
         }
     }
 
@@ -246,7 +254,9 @@ pub(crate) mod tests {
         (n.placement, n.placement_params) = ("first-touch".into(), String::new());
         let mut f6 = spec("f6");
         (f6.share, f6.census, f6.disk, f6.hold, f6.numa_sim) = ("fig6".into(), true, "cow".into(), 90, "off".into());
-        for s in [spec("a"), n, f6] {
+        let mut f7 = spec("f7");
+        (f7.vms, f7.env) = (8, "PART={i}/{n} NPROC=1".into());
+        for s in [spec("a"), n, f6, f7] {
             let line = s.to_line().unwrap();
             assert!(line.starts_with("cargo xtask bench fig-run --fig fig8 --id "), "{line}");
             assert_eq!(Spec::parse_line(&line).unwrap(), s, "{line}");

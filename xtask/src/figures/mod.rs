@@ -1,4 +1,4 @@
-//! `cargo xtask bench fig5|fig6|fig8`: Disco's figures (issue 15, item 3), each
+//! `cargo xtask bench fig5|fig6|fig7|fig8`: Disco's figures (issue 15, item 3), each
 //! a set of independent runs (`jobs.rs`) of the Debian workloads under the
 //! ccNUMA plugin, then one report: a table beside the paper's numbers, the
 //! method, `target/bench/figN.json` and `target/bench/figN.svg`.
@@ -12,6 +12,7 @@
 pub mod collect;
 pub mod fig5;
 pub mod fig6;
+pub mod fig7;
 pub mod fig8;
 pub mod footprint;
 pub mod jobs;
@@ -30,8 +31,9 @@ use std::path::{Path, PathBuf};
 /// Options shared by the figure commands.
 #[derive(clap::Args, Debug, Clone)]
 pub struct FigArgs {
-    #[arg(long, short, default_value = "numa2")]
-    pub machine: String,
+    /// The machine (default: numa2; fig7: numa4-big, 8 CPUs).
+    #[arg(long, short)]
+    pub machine: Option<String>,
     /// Workloads, comma-separated (fig5: engineering,raytrace,database by default, and pmake; fig6: engineering by default, and pmake, slow under TCG; fig8: engineering,raytrace).
     #[arg(long, value_delimiter = ',')]
     pub workloads: Option<Vec<String>>,
@@ -70,6 +72,8 @@ pub struct FigArgs {
 /// What a figure module gives: its runs, and its report from their outcomes.
 pub struct Figure {
     pub name: &'static str,
+    /// The machine when `--machine` is not given.
+    pub machine: &'static str,
     pub plan: fn(&FigArgs, &Machine, &Path) -> Result<Vec<Spec>>,
     pub report: fn(&[Outcome]) -> Result<Report>,
 }
@@ -89,7 +93,7 @@ pub fn main(fig: &Figure, a: FigArgs) -> Result<u8> {
     if let Some(dir) = &a.collect {
         return finish(fig, &collect::all(dir)?);
     }
-    let m = machine::load(&a.machine)?;
+    let m = machine::load(a.machine.as_deref().unwrap_or(fig.machine))?;
     let dir = a.out.clone().unwrap_or_else(|| PathBuf::from(format!("target/bench/{}-runs", fig.name)));
     let specs = (fig.plan)(&a, &m, &dir)?;
     if specs.is_empty() {

@@ -28,7 +28,7 @@ fn console(s: &Spec) -> &'static str {
 
 fn args(workloads: &[&str]) -> FigArgs {
     FigArgs {
-        machine: "numa2".into(),
+        machine: Some("numa2".into()),
         workloads: Some(workloads.iter().map(|w| w.to_string()).collect()),
         modes: None,
         size: "small".into(),

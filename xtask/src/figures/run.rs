@@ -39,7 +39,9 @@ pub fn vm_name(n: u32, i: u32) -> String {
 /// that `bench placement` shortens stay out of reach: Linux's defaults
 /// apply (scan delay 1 s, period 1-60 s).
 fn command(s: &Spec, vm: u32) -> String {
-    let work = format!("sh /opt/disco/workloads/{}.sh {}", s.workload, s.size);
+    let env = s.env.replace("{i}", &vm.to_string()).replace("{n}", &s.vms.to_string());
+    let env = if env.is_empty() { env } else { env + " " };
+    let work = format!("{env}sh /opt/disco/workloads/{}.sh {}", s.workload, s.size);
     if !s.native && s.hold > 0 {
         // The workload, then alive and idle (fig6: all VMs at once): VM 0
         // for `hold` s, the others twice as long, so that VM 0 ends first
@@ -176,6 +178,8 @@ mod tests {
                 && command(&s, 0).contains("echo DISCO-HOLD status=$st\nsleep 60")
                 && command(&s, 1).contains("sleep 120")
         );
+        s.env = "PART={i}/{n} NPROC=1".into();
+        assert!(command(&s, 2).starts_with("PART=2/3 NPROC=1 sh /opt/disco/workloads/engineering.sh small\n"));
         s.native = true;
         assert!(command(&s, 0).contains("numa_balancing") && command(&s, 0).contains("engineering.sh small"));
     }
