@@ -6,13 +6,19 @@
 
 use super::collect;
 use super::jobs::{self, Spec};
-use super::{fig5, fig6, fig8, write_report, FigArgs, Figure};
+use super::{fig5, fig6, fig7, fig8, write_report, FigArgs, Figure};
 use crate::machine;
 use std::path::{Path, PathBuf};
 
 const REPORT: &str = include_str!("fixtures/numasim.json");
 
 fn console(s: &Spec) -> &'static str {
+    match s.id.as_str() {
+        "pmake-native" if s.fig == "fig7" => return include_str!("fixtures/fig7-pmake-native.console.txt"),
+        "pmake-1vm" => return include_str!("fixtures/fig7-pmake-1vm.console.txt"),
+        "pmake-8vm" => return include_str!("fixtures/fig7-pmake-8vm.console.txt"),
+        _ => {}
+    }
     match (s.fig.as_str(), s.share.as_str()) {
         ("fig6", "none") => return include_str!("fixtures/fig6-2-private.console.txt"),
         ("fig6", _) => return include_str!("fixtures/fig6-2-shared.console.txt"),
@@ -23,6 +29,16 @@ fn console(s: &Spec) -> &'static str {
         ("engineering", true) => include_str!("fixtures/engineering-native.console.txt"),
         ("raytrace", false) => include_str!("fixtures/raytrace-monitor.console.txt"),
         _ => include_str!("fixtures/raytrace-native.console.txt"),
+    }
+}
+
+/// The plugin's report of a run: fig7's from its own runs (one region per VM).
+fn report(s: &Spec) -> &'static str {
+    match (s.fig.as_str(), s.id.as_str()) {
+        ("fig7", "pmake-native") => include_str!("fixtures/fig7-pmake-native.numasim.json"),
+        ("fig7", "pmake-1vm") => include_str!("fixtures/fig7-pmake-1vm.numasim.json"),
+        ("fig7", "pmake-8vm") => include_str!("fixtures/fig7-pmake-8vm.numasim.json"),
+        _ => REPORT,
     }
 }
 
@@ -52,7 +68,7 @@ fn fake_outputs(specs: &[Spec], dir: &Path) {
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join("console.txt"), console(s)).unwrap();
         if s.numa_sim != super::run::NO_SIM {
-            std::fs::write(d.join("numasim.json"), REPORT).unwrap();
+            std::fs::write(d.join("numasim.json"), report(s)).unwrap();
         }
         let run = serde_json::json!({ "job": s.to_line().unwrap(), "wall_s": 100.0 });
         std::fs::write(d.join("run.json"), run.to_string()).unwrap();
@@ -63,7 +79,7 @@ fn fake_outputs(specs: &[Spec], dir: &Path) {
 fn round_trip(fig: &Figure, a: &FigArgs) -> (usize, super::Report, PathBuf) {
     let tmp = std::env::temp_dir().join(format!("xtask-fig-{}-{}", fig.name, std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    let m = machine::load("numa2").unwrap();
+    let m = machine::load(fig.machine).unwrap();
     let specs = (fig.plan)(a, &m, Path::new("target/bench/x-runs")).unwrap();
     let file = tmp.join("jobs.sh");
     jobs::write(&file, fig.name, &specs).unwrap();
@@ -150,5 +166,43 @@ fn fig6_round_trips_through_jobs_and_collect() {
     assert!(r.table.contains("time cost of sharing, 2 VMs"), "{}", r.table);
     assert!(r.table.contains("beside Disco (Fig. 6, pmake): 1 VM 27 MB; 8 VMs 38 MB"), "{}", r.table);
     assert!(r.table.contains("needs the 1- and 8-VM rows"), "{}", r.table);
+    std::fs::remove_dir_all(tmp).unwrap();
+}
+
+#[test]
+fn fig7_round_trips_through_jobs_and_collect() {
+    // Collected from three real pmake runs (numa4-big, 2026-12-03).
+    let mut a = args(&["pmake"]);
+    a.machine = None;
+    let (n, r, tmp) = round_trip(&fig7::FIGURE, &a);
+    assert_eq!(n, 3);
+    assert!(r.wrong.is_empty(), "{:?}\n{}", r.wrong, r.table);
+    let rows = r.json["rows"].as_array().unwrap();
+    let get = |m: &str| rows.iter().find(|x| x["mode"] == m).unwrap();
+    let (native, eight) = (get("native"), get("8vm"));
+    assert_eq!(
+        (eight["vms"].as_u64(), eight["vcpus"].as_u64(), eight["regions"].as_u64()),
+        (Some(8), Some(1), Some(8))
+    );
+    // The eight VMs' own run times, summed; natively the region's CPUs.
+    assert!((eight["sim_ms"].as_f64().unwrap() - 76378.2).abs() < 0.1, "{eight}");
+    assert!((native["sim_ms"].as_f64().unwrap() - 54217.1).abs() < 0.1, "{native}");
+    assert!(eight["local_pct"].is_null() && native["local_pct"].as_f64().is_some());
+    assert!(r.table.contains("0.60"), "Disco's 8-VM bar: {}", r.table);
+    // A part whose objects differ from the native build's is wrong.
+    let eight_dir = tmp.join("runs/pmake-8vm/console.txt");
+    let text = std::fs::read_to_string(&eight_dir).unwrap().replacen(
+        "OBJECT src/engine/attack.o 7",
+        "OBJECT src/engine/attack.o 8",
+        1,
+    );
+    std::fs::write(&eight_dir, text).unwrap();
+    let outcomes = collect::all(&tmp.join("runs")).unwrap();
+    let r = (fig7::FIGURE.report)(&outcomes).unwrap();
+    assert_eq!(r.wrong, ["pmake-8vm"], "{}", r.table);
+    assert!(r.table.contains("1 differ from the native build's"), "{}", r.table);
+    // Eight CPUs only.
+    let m = machine::load("numa2").unwrap();
+    assert!((fig7::FIGURE.plan)(&args(&["pmake"]), &m, Path::new("d")).is_err());
     std::fs::remove_dir_all(tmp).unwrap();
 }
