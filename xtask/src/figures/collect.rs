@@ -45,6 +45,11 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// The run's mode: its id after `WORKLOAD-` (fig7, fig8: `native`, `8vm`, `migrate`, ...).
+    pub fn mode(&self) -> &str {
+        self.spec.id.strip_prefix(&format!("{}-", self.spec.workload)).unwrap_or(&self.spec.id)
+    }
+
     pub fn checksum(&self) -> &str {
         self.results.first().and_then(|r| r.get("checksum")).map(String::as_str).unwrap_or("")
     }

@@ -78,10 +78,6 @@ fn plan(a: &FigArgs, m: &Machine, dir: &Path) -> Result<Vec<Spec>> {
     Ok(specs)
 }
 
-fn mode_of(o: &Outcome) -> &str {
-    o.spec.id.strip_prefix(&format!("{}-", o.spec.workload)).unwrap_or(&o.spec.id)
-}
-
 /// The measure: see the module doc.
 fn sim_ms(o: &Outcome) -> f64 {
     if o.spec.native {
@@ -164,7 +160,7 @@ fn report(outcomes: &[Outcome]) -> Result<Report> {
     let mut groups: Vec<String> = outcomes.iter().map(|o| o.spec.workload.clone()).collect();
     groups.sort_by_key(|w| WORKLOADS.iter().position(|k| k == w));
     groups.dedup();
-    let get = |w: &str, m: &str| outcomes.iter().find(|o| o.spec.workload == w && mode_of(o) == m);
+    let get = |w: &str, m: &str| outcomes.iter().find(|o| o.spec.workload == w && o.mode() == m);
     let (mut rows, mut wrong) = (Vec::new(), Vec::new());
     let opt = |v: Option<f64>, p: usize| v.map_or("-".to_string(), |v| format!("{v:.p$}"));
     for w in &groups {
@@ -233,7 +229,7 @@ fn report(outcomes: &[Outcome]) -> Result<Report> {
 
 /// Per monitor mode, each workload's time against its native run.
 fn series_of(outcomes: &[Outcome], groups: &[String]) -> Vec<(String, Vec<Option<f64>>)> {
-    let get = |w: &str, m: &str| outcomes.iter().find(|o| o.spec.workload == w && mode_of(o) == m);
+    let get = |w: &str, m: &str| outcomes.iter().find(|o| o.spec.workload == w && o.mode() == m);
     [("1vm", "1 VM x 8 vCPUs"), ("8vm", "8 VMs x 1 vCPU")]
         .iter()
         .map(|(m, label)| {

@@ -67,10 +67,6 @@ fn plan(a: &FigArgs, m: &Machine, dir: &Path) -> Result<Vec<Spec>> {
     Ok(specs)
 }
 
-fn mode_of(o: &Outcome) -> &str {
-    o.spec.id.strip_prefix(&format!("{}-", o.spec.workload)).unwrap_or(&o.spec.id)
-}
-
 fn report(outcomes: &[Outcome]) -> Result<Report> {
     let mut t = String::new();
     let s0 = &outcomes[0].spec;
@@ -155,12 +151,12 @@ fn report(outcomes: &[Outcome]) -> Result<Report> {
 
 /// The run of workload `w` in mode `m`.
 fn find<'a>(outcomes: &'a [Outcome], w: &str, m: &str) -> Option<&'a Outcome> {
-    outcomes.iter().find(|o| o.spec.workload == w && mode_of(o) == m)
+    outcomes.iter().find(|o| o.spec.workload == w && o.mode() == m)
 }
 
 fn plot_of(outcomes: &[Outcome], groups: &[String]) -> Vec<Bars> {
     let get = |w: &str, m: &str| find(outcomes, w, m);
-    let modes: Vec<&str> = MODES.iter().copied().filter(|m| outcomes.iter().any(|o| mode_of(o) == *m)).collect();
+    let modes: Vec<&str> = MODES.iter().copied().filter(|m| outcomes.iter().any(|o| o.mode() == *m)).collect();
     let series = |f: &dyn Fn(&Outcome) -> Option<f64>| -> Vec<(String, Vec<Option<f64>>)> {
         modes.iter().map(|m| (m.to_string(), groups.iter().map(|w| get(w, m).and_then(f)).collect())).collect()
     };
