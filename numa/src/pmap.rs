@@ -208,8 +208,10 @@ impl Pmap {
     }
 
     /// Adds a replica (a frame on another node holding a copy) to a mapped
-    /// page and makes it ReadShared. `Err(frame)`: unmapped, or the master
-    /// or another replica is already on that node.
+    /// page and makes a Private page ReadShared; a CowShared one stays
+    /// CowShared (its master is another owner's frame, and a write copies
+    /// it, replicas dropped). `Err(frame)`: unmapped, or the master or
+    /// another replica is already on that node.
     pub fn add_replica(&mut self, gpfn: u64, frame: Frame) -> Result<(), Frame> {
         let Some(i) = self.index(gpfn) else { return Err(frame) };
         let Some(info) = self.get(gpfn) else { return Err(frame) };
@@ -219,7 +221,9 @@ impl Pmap {
         self.replicas.entry(gpfn).or_default().push(frame);
         let s = &mut self.slots[i];
         s.replicated = true;
-        s.set_state(PageState::ReadShared);
+        if s.state() != PageState::CowShared {
+            s.set_state(PageState::ReadShared);
+        }
         Ok(())
     }
 
@@ -234,11 +238,14 @@ impl Pmap {
     }
 
     /// Takes every replica of the page out (a write to a ReadShared page);
-    /// the page becomes Private again. Empty when it had none.
+    /// the page becomes Private again, a CowShared one stays CowShared.
+    /// Empty when it had none.
     pub fn collapse(&mut self, gpfn: u64) -> Vec<Frame> {
         let Some(s) = self.slot_mut(gpfn) else { return Vec::new() };
         s.replicated = false;
-        s.set_state(PageState::Private);
+        if s.state() != PageState::CowShared {
+            s.set_state(PageState::Private);
+        }
         self.replicas.remove(&gpfn).unwrap_or_default()
     }
 

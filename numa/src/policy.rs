@@ -39,6 +39,9 @@ pub struct Params {
     pub sharing: u32,
     /// Collapses after which a page is frozen instead of replicated again.
     pub max_collapses: u8,
+    /// Intervals a node stays a recent *reader* of a page after the
+    /// interval it read it in ([`Readers`]).
+    pub window: u32,
 }
 
 impl Default for Params {
@@ -62,6 +65,13 @@ impl Default for Params {
     ///   from a local copy to repay it within an interval.
     /// - `max_collapses` 2: a page written twice after being replicated is
     ///   read-write shared; replicating it again would only collapse again.
+    /// - `window` 8: nodes that stream through a read-shared data set
+    ///   seldom miss on one page in the same interval (one node's pass
+    ///   reaches it an interval before another's); measured with
+    ///   `replicate-shared`, a pass over its 8 MiB scene spans one to
+    ///   several intervals under the plugin, so readers are remembered
+    ///   for 8 to 16 (0.8-1.6 s), long enough to see every node of a
+    ///   pass, short enough to forget a node that stopped reading.
     /// - `batch` 1024: 4 MiB of copying per node per interval, about a
     ///   millisecond on hardware (1% of the interval), with one TLB
     ///   broadcast per batch. Measured under the ccNUMA plugin (`cargo
@@ -78,6 +88,7 @@ impl Default for Params {
             interval_ms: 100,
             sharing: 16,
             max_collapses: 2,
+            window: 8,
         }
     }
 }
@@ -87,7 +98,7 @@ impl fmt::Display for Params {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "trigger={},interval={},freeze={},batch={},dominance={},max-moves={},sharing={},max-collapses={}",
+            "trigger={},interval={},freeze={},batch={},dominance={},max-moves={},sharing={},max-collapses={},window={}",
             self.trigger,
             self.interval_ms,
             self.freeze_intervals,
@@ -95,7 +106,8 @@ impl fmt::Display for Params {
             self.dominance_percent,
             self.max_moves,
             self.sharing,
-            self.max_collapses
+            self.max_collapses,
+            self.window
         )
     }
 }
@@ -145,7 +157,7 @@ pub fn decide(p: &Params, counts: &[u32], home: NodeId, info: &PageInfo, now: u3
 /// What to do with one hot page several nodes use (replication).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Share {
-    /// Leave it (cold, one user, written, frozen, pinned, or COW-shared).
+    /// Leave it (cold, one user, written, frozen or pinned).
     None,
     /// Give these nodes (bit n = node n) a read-only copy each: every
     /// reader without one; never the master's node.
@@ -154,35 +166,93 @@ pub enum Share {
     Freeze,
 }
 
+/// The nodes that read a page recently: those with at least `sharing`
+/// misses on it in an interval of the current or the previous *epoch*
+/// (`window` intervals each), so a node is remembered for `window` to
+/// `2 * window` intervals. Two bit sets and an epoch number: a few bytes
+/// per page the policy has looked at.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Readers {
+    epoch: u32,
+    current: u64,
+    previous: u64,
+}
+
+impl Readers {
+    /// Records the readers among `counts` (misses per node) of interval `now`.
+    pub fn note(&mut self, p: &Params, counts: &[u32], now: u32) {
+        self.advance(p, now);
+        self.current |= readers_of(p, counts);
+    }
+
+    /// The nodes that read the page within the window before `now`
+    /// (bit n = node n), including what [`Readers::note`] recorded at `now`.
+    pub fn recent(&self, p: &Params, now: u32) -> u64 {
+        let mut r = *self;
+        r.advance(p, now);
+        r.current | r.previous
+    }
+
+    fn advance(&mut self, p: &Params, now: u32) {
+        let epoch = now / p.window.max(1);
+        if epoch != self.epoch {
+            self.previous = if epoch == self.epoch.wrapping_add(1) { self.current } else { 0 };
+            self.current = 0;
+            self.epoch = epoch;
+        }
+    }
+}
+
+/// The nodes (bit n = node n, n < 64) with at least `sharing` misses.
+fn readers_of(p: &Params, counts: &[u32]) -> u64 {
+    counts
+        .iter()
+        .enumerate()
+        .take(64)
+        .filter(|&(_, &c)| c > 0 && c >= p.sharing)
+        .fold(0u64, |set, (n, _)| set | 1 << n)
+}
+
+/// What the monitor remembers of a page beyond its pmap entry.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct History {
+    /// Someone wrote it in the interval (or since it was write-protected).
+    pub written: bool,
+    /// Its replicas were collapsed by a write this often since its last freeze.
+    pub collapses: u8,
+    /// [`Readers::recent`]: nodes that read it in the window.
+    pub recent: u64,
+}
+
 /// Decides replication for one page (Disco's policy after Verghese et al.):
-/// `counts[n]` are node n's misses in the interval, `written` says whether
-/// anyone wrote it in the interval, `collapses` how often its replicas were
-/// collapsed by a write since its last freeze.
+/// `counts[n]` are node n's misses in the interval, `h` what is known of
+/// the page's past.
 ///
-/// In order: frozen, pinned or COW-shared -> None; fewer than `trigger`
+/// A COW-shared page (a frame shared with other VMs: a merged boot-image
+/// page, a cached disk block) is read-only by construction, so it gets
+/// copies like any read-shared page, and a write replaces it by a private
+/// copy with the replicas dropped (kernel text merged back after boot is
+/// the case that matters: every vCPU runs it).
+///
+/// In order: frozen or pinned -> None; fewer than `trigger`
 /// misses -> None; fewer than two *readers* (nodes with at least `sharing`
-/// misses) -> None, which leaves a one-user page to [`decide`]; written ->
-/// None (a read-write shared page gains nothing from copies); collapsed
-/// `max_collapses` times -> Freeze; else Replicate(the readers without a
-/// copy), None when all have one.
-pub fn decide_shared(p: &Params, counts: &[u32], info: &PageInfo, written: bool, collapses: u8, now: u32) -> Share {
-    if now < info.frozen_until || info.pins > 0 || info.state == PageState::CowShared {
+/// misses now, or recently: `h.recent`) -> None, which leaves a one-user
+/// page to [`decide`]; written -> None (a read-write shared page gains
+/// nothing from copies); collapsed `max_collapses` times -> Freeze; else
+/// Replicate(the readers without a copy), None when all have one.
+pub fn decide_shared(p: &Params, counts: &[u32], info: &PageInfo, h: &History, now: u32) -> Share {
+    if now < info.frozen_until || info.pins > 0 {
         return Share::None;
     }
     let total: u64 = counts.iter().map(|&c| u64::from(c)).sum();
     if total == 0 || total < u64::from(p.trigger) {
         return Share::None;
     }
-    let readers = counts
-        .iter()
-        .enumerate()
-        .take(64)
-        .filter(|&(_, &c)| c > 0 && c >= p.sharing)
-        .fold(0u64, |set, (n, _)| set | 1 << n);
-    if readers.count_ones() < 2 || written {
+    let readers = readers_of(p, counts) | h.recent;
+    if readers.count_ones() < 2 || h.written {
         return Share::None;
     }
-    if collapses >= p.max_collapses {
+    if h.collapses >= p.max_collapses {
         return Share::Freeze;
     }
     let home = if info.node < 64 { 1u64 << info.node } else { 0 };
@@ -210,15 +280,19 @@ pub fn parse_params(s: &str) -> Result<Params, String> {
             "max-moves" => p.max_moves = number(key, value)?,
             "sharing" => p.sharing = number(key, value)?,
             "max-collapses" => p.max_collapses = number(key, value)?,
+            "window" => p.window = number(key, value)?,
             _ => {
                 return Err(format!(
-                    "unknown key `{key}` (known: trigger, interval, freeze, batch, dominance, max-moves, sharing, max-collapses)"
+                    "unknown key `{key}` (known: trigger, interval, freeze, batch, dominance, max-moves, sharing, max-collapses, window)"
                 ))
             }
         }
     }
     if p.interval_ms == 0 {
         return Err("interval: must be at least 1 ms".into());
+    }
+    if p.window == 0 {
+        return Err("window: must be at least 1 interval".into());
     }
     if !(1..=100).contains(&p.dominance_percent) {
         return Err(format!("dominance: {} is not a percentage in 1..=100", p.dominance_percent));

@@ -151,6 +151,26 @@ fn replicas_make_a_page_read_shared_until_collapsed() {
 }
 
 #[test]
+fn a_cow_shared_page_keeps_its_state_through_replicas() {
+    let map = machine();
+    let mut pmap = Pmap::new(0, 1);
+    pmap.map(0, frame(&map, 0, 0)).unwrap();
+    assert!(pmap.set_state(0, PageState::CowShared));
+    pmap.add_replica(0, frame(&map, 1, 0)).unwrap();
+    let info = pmap.get(0).unwrap();
+    assert_eq!((info.state, info.replicas), (PageState::CowShared, 0b10));
+    let new = pmap.replace(0, frame(&map, 1, 0)).unwrap_err();
+    assert!(map.free(new, 1), "a copy-on-write break collapses first");
+    let gone = pmap.collapse(0);
+    assert_eq!(gone.len(), 1);
+    assert_eq!((pmap.get(0).unwrap().state, pmap.get(0).unwrap().replicas), (PageState::CowShared, 0));
+    for f in gone.into_iter().chain(pmap.unmap(0)) {
+        let node = f.node();
+        assert!(map.free(f, node));
+    }
+}
+
+#[test]
 fn drain_takes_everything_even_pinned_and_replicas() {
     let map = machine();
     let mut pmap = Pmap::new(0, 4);

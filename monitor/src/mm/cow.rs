@@ -114,7 +114,8 @@ impl VmSpace {
     }
 
     /// Gives a `CowShared` page its own frame, a copy, mapped writable in
-    /// every root; the shared frame loses a reference. False: no memory.
+    /// every root; the shared frame loses a reference and the page's
+    /// replicas (`mm::replica`) are freed. False: no memory.
     pub(super) fn break_cow(&mut self, gpfn: u64, shared: u64, here: NodeId) -> bool {
         let Some(frame) = frames::alloc(here, Use::Guest { vm: self.vm(), gpfn }) else { return false };
         let (ipa, pa) = (gpfn * PAGE_SIZE, frame.pa());
@@ -122,6 +123,9 @@ impl VmSpace {
         // Another frame: break, invalidate, make.
         let _ = self.set(ipa, Pte::EMPTY);
         self.invalidate(&[ipa]);
+        for replica in self.pmap.collapse(gpfn) {
+            frames::free(replica, here);
+        }
         match self.pmap.replace(gpfn, frame) {
             Ok(old) => {
                 frames::free(old, here);

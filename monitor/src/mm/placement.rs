@@ -208,10 +208,13 @@ pub fn run(space: &Mutex<VmSpace>, hot: &Hot, interval: u32, here: NodeId, merge
             }
         }
         if replicating {
-            let s = space.sharing(gpfn);
-            match policy::decide_shared(params, counts, &info, s.written, s.collapses, interval) {
-                // Replicated only once an interval-long watch saw no write.
-                Share::Replicate(nodes) if s.watched => return copies.push((gpfn, nodes)),
+            let history = space.history(gpfn, params, counts, interval);
+            match policy::decide_shared(params, counts, &info, &history, interval) {
+                // Replicated only once a watch saw no write; a frame
+                // shared copy-on-write is never written in place.
+                Share::Replicate(nodes) if space.sharing(gpfn).watched || info.state == PageState::CowShared => {
+                    return copies.push((gpfn, nodes))
+                }
                 Share::Replicate(_) if info.state == PageState::Private => return watch.push(gpfn),
                 Share::Replicate(_) => return,
                 Share::Freeze => return freeze.push(gpfn),
@@ -274,7 +277,9 @@ pub fn run(space: &Mutex<VmSpace>, hot: &Hot, interval: u32, here: NodeId, merge
         space.reset_collapses(gpfn);
         space.stats.frozen += 1;
     }
-    let moved = if moves.is_empty() { 0 } else { space.migrate(&moves, here) };
+    // When replicating, a moved page is watched from its move on: if a
+    // node that reads it in turn shows up, it can be replicated at once.
+    let moved = if moves.is_empty() { 0 } else { space.migrate(&moves, here, replicating) };
     copies.truncate(config.params.batch);
     if !copies.is_empty() {
         space.replicate(&copies, here);

@@ -19,6 +19,11 @@
 //!   every root, invalidated, the replicas freed, and the master mapped
 //!   writable in every root. Replicas were read-only, so none diverged.
 //!
+//! A page mapped to a frame shared copy-on-write with other VMs (merged
+//! kernel text, `mm::cow`) is replicated the same way, without a watch (it
+//! is read-only anyway); its replicas are this VM's own frames, and the
+//! write that copies the shared frame drops them first.
+//!
 //! `numa::replication` model-checks this ordering with loom.
 
 use super::{frames, VmSpace};
@@ -27,7 +32,12 @@ use crate::arch::{
     stage2::{copy_frame, Stage2, PAGE_SIZE},
 };
 use alloc::vec::Vec;
-use numa::{memmap::Use, pmap::PageState, NodeId};
+use numa::{
+    memmap::Use,
+    pmap::PageState,
+    policy::{History, Params, Readers},
+    NodeId,
+};
 use stage2::{Perm, Pte};
 
 /// What the monitor knows about a page's sharing, beyond the pmap.
@@ -41,6 +51,8 @@ pub struct Sharing {
     pub collapses: u8,
     /// Times `mm::merge` watched it to merge it with its boot image.
     pub merge_tries: u8,
+    /// The nodes that read it lately, as the placement loop saw them.
+    pub readers: Readers,
 }
 
 /// How a write fault on a write-protected page was resolved.
@@ -63,6 +75,15 @@ impl VmSpace {
     /// The sharing record of a page (default: never watched).
     pub fn sharing(&self, gpfn: u64) -> Sharing {
         self.sharing.get(&gpfn).copied().unwrap_or_default()
+    }
+
+    /// Records which nodes read `gpfn` in interval `now` (`counts`: misses
+    /// per node) and returns what the replication policy needs to know
+    /// of its past, these readers included.
+    pub fn history(&mut self, gpfn: u64, p: &Params, counts: &[u32], now: u32) -> History {
+        let s = self.sharing.entry(gpfn).or_default();
+        s.readers.note(p, counts, now);
+        History { written: s.written, collapses: s.collapses, recent: s.readers.recent(p, now) }
     }
 
     /// Starts an interval of the replication policy: a page whose watch
@@ -111,9 +132,7 @@ impl VmSpace {
         // (gpfn, master descriptor, replica frames with their roots).
         let mut batch = Vec::new();
         for &(gpfn, nodes) in pages {
-            let Some(info) = self.page(gpfn).filter(|i| i.state != PageState::CowShared && i.pins == 0) else {
-                continue;
-            };
+            let Some(info) = self.page(gpfn).filter(|i| i.pins == 0) else { continue };
             let ipa = gpfn * PAGE_SIZE;
             let Some(pte) = self.lookup(ipa).filter(|p| p.is_valid() && p.addr() == info.pa) else { continue };
             let mut copies = Vec::new();
@@ -252,8 +271,11 @@ impl VmSpace {
             for root in 0..nodes.len() {
                 let _ = self.set_in(root, ipa, master);
             }
-            // Still write-protected: a write ends it like a watch.
-            self.sharing.insert(gpfn, Sharing { watched: true, written: false, ..self.sharing(gpfn) });
+            // Still write-protected: a write ends it like a watch (or
+            // copies a shared frame).
+            if info.state != PageState::CowShared {
+                self.sharing.insert(gpfn, Sharing { watched: true, written: false, ..self.sharing(gpfn) });
+            }
         }
         Stage2::publish();
         freed

@@ -287,8 +287,10 @@ impl VmSpace {
     /// batch: every old mapping is broken, one TLB invalidation covers
     /// them all, then each page is copied, remapped and its old frame
     /// freed. Pages whose target node is full, or that are pinned, stay.
+    /// With `watch`, each moved page is mapped read-only and watched
+    /// (`mm::replica`), at no extra cost: it is remapped anyway.
     /// Returns how many moved.
-    pub fn migrate(&mut self, moves: &[(u64, NodeId)], here: NodeId) -> usize {
+    pub fn migrate(&mut self, moves: &[(u64, NodeId)], here: NodeId, watch: bool) -> usize {
         let _cost = marker::Charged::begin();
         let mut batch: Vec<(u64, Frame, Pte)> = Vec::with_capacity(moves.len());
         for &(gpfn, node) in moves {
@@ -308,11 +310,17 @@ impl VmSpace {
         for (gpfn, frame, pte) in batch {
             let (old_pa, new_pa) = (pte.addr(), frame.pa());
             copy_frame(new_pa, old_pa);
-            let mapping = Pte(pte.0 & !stage2::pte::ADDR_MASK | new_pa);
+            let mut mapping = Pte(pte.0 & !stage2::pte::ADDR_MASK | new_pa);
             match self.pmap.replace(gpfn, frame) {
                 Ok(old) => {
                     frames::free(old, here);
                     moved += 1;
+                    if watch && mapping.is_valid() {
+                        mapping = mapping.with_perm(Perm::RX);
+                        let s = self.sharing.entry(gpfn).or_default();
+                        (s.watched, s.written) = (true, false);
+                        self.stats.watched += 1;
+                    }
                     let _ = self.set(gpfn * PAGE_SIZE, mapping);
                 }
                 Err(frame) => {
