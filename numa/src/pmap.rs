@@ -16,7 +16,7 @@ use alloc::collections::BTreeMap;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use crate::memmap::Frame;
+use crate::memmap::{Frame, MemMap};
 use crate::{NodeId, FRAME_SIZE};
 
 /// How a guest page's frame is shared.
@@ -166,6 +166,15 @@ impl Pmap {
     pub fn get(&self, gpfn: u64) -> Option<PageInfo> {
         let s = &self.slots[self.index(gpfn)?];
         s.mapped().then(|| self.info(gpfn, s))
+    }
+
+    /// Another reference to the page's master frame (`map`'s refcount +
+    /// 1), for a new holder that shares it, such as the boot-image cache
+    /// adopting a VM's stable copy. None: unmapped.
+    pub fn share_frame(&self, gpfn: u64, map: &MemMap) -> Option<Frame> {
+        let s = &self.slots[self.index(gpfn)?];
+        // The rebuilt token stays the pmap's; only the new reference leaves.
+        s.mapped().then(|| map.share(&s.frame()))
     }
 
     /// Maps `frame` at `gpfn`, Private, with fresh placement history.

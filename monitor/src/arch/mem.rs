@@ -35,6 +35,28 @@ pub unsafe fn slice(pa: u64, len: usize) -> &'static [u8] {
     unsafe { core::slice::from_raw_parts(pa as *const u8, len) }
 }
 
+/// Whether two 4 KiB frames hold the same bytes, read eight bytes at a
+/// time: slice `==` on bytes is `memcmp`, which compiler_builtins does a
+/// byte at a time, 4096 loads per frame. Under QEMU with the ccNUMA plugin
+/// every load is a callback, and `mm::merge` compares thousands of frames
+/// a round with the VM's space lock held: byte loads made such a round
+/// take over a second of wall time.
+///
+/// # Safety
+/// Both must be mapped RAM frames that nobody writes during the call.
+pub unsafe fn frames_equal(a: u64, b: u64) -> bool {
+    let (a, b) = (a as *const u64, b as *const u64);
+    // Volatile loads: one `ldr` each, neither merged back into `memcmp`
+    // nor moved through vector registers by way of the stack.
+    (0..512).step_by(8).all(|i| {
+        (i..i + 8).fold(0, |diff, w| {
+            // SAFETY: the caller's contract; RAM is identity mapped and
+            // `w` < 512 words, inside both frames.
+            diff | unsafe { a.add(w).read_volatile() ^ b.add(w).read_volatile() }
+        }) == 0
+    })
+}
+
 /// Fills one 4 KiB frame with zeroes, a cache block at a time with DC ZVA
 /// (one instruction per block, where a store loop needs dozens).
 pub fn zero_frame(pa: u64) {

@@ -20,7 +20,7 @@
 //! VM ended.
 
 use super::frames;
-use crate::arch::{mem, stage2::PAGE_SIZE};
+use crate::arch::mem;
 use alloc::vec::Vec;
 use numa::{
     memmap::{Frame, Use, MAX_VM},
@@ -66,21 +66,22 @@ pub fn register(data: &'static [u8], pages: usize, group: &'static str) -> usize
 /// A VM offers its copy (at machine address `pa`, read-only while this
 /// runs) of page `page` of image `index`: a reference to the image's
 /// booted frame if it has the same content (the caller maps it instead of
-/// its own), or if there was none yet (the copy becomes it, copied into a
-/// frame from `node`). None: a different content, or no memory.
-pub fn offer_booted(index: usize, page: usize, pa: u64, node: NodeId) -> Option<Frame> {
+/// its own), or if there was none yet: then the VM's own frame becomes the
+/// booted one (`adopt` gives another reference to it), relabelled in the
+/// memmap and kept, not copied: under the ccNUMA plugin a copy is a
+/// thousand modelled accesses, and a round adopts thousands of pages. None:
+/// a different content.
+pub fn offer_booted(index: usize, page: usize, pa: u64, adopt: impl FnOnce() -> Option<Frame>) -> Option<Frame> {
     let mut images = IMAGES.lock();
     let image = images.get_mut(index)?;
     let map = frames::memmap();
-    let block = page;
     match image.booted.get(page)? {
         // SAFETY: both are whole frames nobody writes: the caller's copy
         // is mapped read-only, a booted frame only ever read-only.
-        Some(frame) => unsafe { mem::slice(frame.pa(), PAGE_SIZE as usize) == mem::slice(pa, PAGE_SIZE as usize) }
-            .then(|| map.share(frame)),
+        Some(frame) => unsafe { mem::frames_equal(frame.pa(), pa) }.then(|| map.share(frame)),
         None => {
-            let frame = frames::alloc(node, owner(index, block))?;
-            crate::arch::stage2::copy_frame(frame.pa(), pa);
+            let frame = adopt()?;
+            map.set_owner(&frame, owner(index, page));
             let copy = map.share(&frame);
             image.booted[page] = Some(frame);
             Some(copy)

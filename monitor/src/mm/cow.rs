@@ -59,10 +59,7 @@ impl VmSpace {
             let pa = frame.pa();
             // SAFETY: both are whole frames: the VM's own, unmapped now,
             // and a shared one, only ever mapped read-only.
-            let differs = verify
-                && self.page(gpfn).is_some_and(|own| unsafe {
-                    mem::slice(own.pa, PAGE_SIZE as usize) != mem::slice(pa, PAGE_SIZE as usize)
-                });
+            let differs = verify && self.page(gpfn).is_some_and(|own| unsafe { !mem::frames_equal(own.pa, pa) });
             let replaced = if differs { Err(frame) } else { self.pmap.replace(gpfn, frame) };
             match replaced {
                 Ok(own) => {

@@ -22,7 +22,7 @@
 //! [`MAX_TRIES`] times, a merge counting as a try (written data pages
 //! stop costing).
 
-use super::{boot_image, VmSpace};
+use super::{boot_image, frames, VmSpace};
 use alloc::vec::Vec;
 use numa::{memmap::Frame, pmap::PageState, NodeId};
 use stage2::Perm;
@@ -62,16 +62,17 @@ impl VmSpace {
                 }
                 match s.watched {
                     // Read-only since the last round and never written.
-                    true => offers.push((gpfn, image, (gpfn - first) as usize, info.pa, info.node)),
+                    true => offers.push((gpfn, image, (gpfn - first) as usize, info.pa)),
                     false if watch.len() < BATCH => watch.push(gpfn),
                     false => {}
                 }
             }
         }
         let mut merges: Vec<(u64, Frame)> = Vec::new();
-        for (gpfn, image, page, pa, node) in offers {
+        for (gpfn, image, page, pa) in offers {
             self.tried(gpfn);
-            if let Some(frame) = boot_image::offer_booted(image, page, pa, node) {
+            let adopt = || self.pmap.share_frame(gpfn, frames::memmap());
+            if let Some(frame) = boot_image::offer_booted(image, page, pa, adopt) {
                 merges.push((gpfn, frame));
             }
         }
