@@ -16,25 +16,27 @@ const SCENE_MIB: usize = 8;
 const WORKERS: usize = 4;
 /// Passes per phase: phase 1 must outlast the policy, which needs two
 /// remote-miss events per scene page (the first migrates and watches it,
-/// the second, from the other node, replicates it), a pass or two each,
-/// and on a fast host a pass takes only about two 100 ms intervals
-/// (6 passes were too few there); phase 2 is measured.
-const PASSES: usize = 12;
+/// the second, from the other node, replicates it), a pass or two each;
+/// on a fast host a pass takes only one or two 100 ms intervals, and the
+/// boot-image merge rounds that run right after boot share those
+/// intervals. 6 passes left the steady phase at 67-99% local there, 12 at
+/// 86-99%; phase 2 is measured.
+const PASSES: usize = 24;
 /// Pages the parent rewrites before the final read.
 const PATCH: usize = 16;
 /// The steady phase's misses must be at least this % local: well above
 /// what first-touch and migration reach on a read-shared scene (50-56%,
 /// `bench placement`'s scene rows), so a replication that does not work
-/// fails. Issue 12's target is 90%: a slow host reached 97-99%, but on a
-/// fast one (CI) the policy plateaus at 67-99% (14 runs), since the
-/// placement intervals' work is slow under TCG against four busy vCPUs
-/// and the workload is over within 10-20 intervals. The measured value is
-/// printed; `bench placement` reports it beside the bound.
-const MIN_STEADY_LOCAL: f64 = 60.0;
+/// fails. Issue 12 asks for 90%: 16 runs on a quiet 2-core host after the
+/// reader window and the cheap merge rounds (2026-12-03) gave 88.2% once
+/// and 97.8-99.8% otherwise (median 99.5%), so the bound leaves room for
+/// a busier CI host; the measured value is printed.
+const MIN_STEADY_LOCAL: f64 = 85.0;
 /// Kernel-image pages that must end up replicated: the kernel text that
-/// every vCPU runs (runs on a fast host replicated 100-1090 of its 8000
-/// pages, as many as the intervals had time for; most of the image is
-/// code this workload never runs, data, or init text).
+/// every vCPU runs (runs replicated 600-1600 of its 8000 pages, 100-1090
+/// before pages merged back into the shared image could be replicated;
+/// most of the image is code this workload never runs, data, or init
+/// text).
 const MIN_KERNEL_REPLICATED: u64 = 20;
 
 /// The scene's word `i`, as sharedscan computes it.
