@@ -65,6 +65,8 @@ impl Default for Params {
     ///   from a local copy to repay it within an interval.
     /// - `max_collapses` 2: a page written twice after being replicated is
     ///   read-write shared; replicating it again would only collapse again.
+    ///   Two watches that ended in a write also end the attempts (without
+    ///   a freeze: migration still applies).
     /// - `window` 8: nodes that stream through a read-shared data set
     ///   seldom miss on one page in the same interval (one node's pass
     ///   reaches it an interval before another's); measured with
@@ -220,6 +222,8 @@ pub struct History {
     pub written: bool,
     /// Its replicas were collapsed by a write this often since its last freeze.
     pub collapses: u8,
+    /// Watches that ended in a write (it was never replicated then).
+    pub dirty: u8,
     /// [`Readers::recent`]: nodes that read it in the window.
     pub recent: u64,
 }
@@ -237,9 +241,11 @@ pub struct History {
 /// In order: frozen or pinned -> None; fewer than `trigger`
 /// misses -> None; fewer than two *readers* (nodes with at least `sharing`
 /// misses now, or recently: `h.recent`) -> None, which leaves a one-user
-/// page to [`decide`]; written -> None (a read-write shared page gains
-/// nothing from copies); collapsed `max_collapses` times -> Freeze; else
-/// Replicate(the readers without a copy), None when all have one.
+/// page to [`decide`]; written now, or `max_collapses` watches that ended
+/// in a write -> None (a read-write shared page gains nothing from copies;
+/// migration may still help it, so it is not frozen); collapsed
+/// `max_collapses` times -> Freeze; else Replicate(the readers without a
+/// copy), None when all have one.
 pub fn decide_shared(p: &Params, counts: &[u32], info: &PageInfo, h: &History, now: u32) -> Share {
     if now < info.frozen_until || info.pins > 0 {
         return Share::None;
@@ -249,7 +255,7 @@ pub fn decide_shared(p: &Params, counts: &[u32], info: &PageInfo, h: &History, n
         return Share::None;
     }
     let readers = readers_of(p, counts) | h.recent;
-    if readers.count_ones() < 2 || h.written {
+    if readers.count_ones() < 2 || h.written || h.dirty >= p.max_collapses {
         return Share::None;
     }
     if h.collapses >= p.max_collapses {

@@ -183,6 +183,10 @@ fn readers_are_forgotten_after_one_to_two_windows() {
 fn pages_that_keep_collapsing_freeze() {
     assert_eq!(decide_shared(&p(), &[40, 40], &page(), &History { collapses: 1, ..clean() }, 1), Share::Replicate(0b10));
     assert_eq!(decide_shared(&p(), &[40, 40], &page(), &History { collapses: 2, ..clean() }, 1), Share::Freeze);
+    // Watches that ended in writes stop the attempts, but freeze nothing:
+    // migration may still help a read-write page.
+    assert_eq!(decide_shared(&p(), &[40, 40], &page(), &History { dirty: 1, ..clean() }, 1), Share::Replicate(0b10));
+    assert_eq!(decide_shared(&p(), &[40, 40], &page(), &History { dirty: 2, ..clean() }, 1), Share::None);
 }
 
 proptest! {

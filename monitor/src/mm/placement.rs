@@ -225,7 +225,12 @@ pub fn run(space: &Mutex<VmSpace>, hot: &Hot, interval: u32, here: NodeId, merge
             // A page that moved before and now wants another node is read
             // by several nodes in turn (one interval sees one of them): if
             // nobody writes it, the new reader gets a replica instead.
-            Action::Migrate(node) if replicating && info.moves > 0 && !space.sharing(gpfn).written => {
+            Action::Migrate(node)
+                if replicating && info.moves > 0 && {
+                    let s = space.sharing(gpfn);
+                    !s.written && s.dirty < params.max_collapses
+                } =>
+            {
                 match space.sharing(gpfn).watched {
                     true => copies.push((gpfn, 1 << node)),
                     false => watch.push(gpfn),

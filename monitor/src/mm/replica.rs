@@ -47,8 +47,10 @@ pub struct Sharing {
     pub watched: bool,
     /// Written since the watch began or since it was replicated.
     pub written: bool,
-    /// Collapses (and writes that ended a watch) since its last freeze.
+    /// Collapses since its last freeze.
     pub collapses: u8,
+    /// Watches that ended in a write since its last freeze.
+    pub dirty: u8,
     /// Times `mm::merge` watched it to merge it with its boot image.
     pub merge_tries: u8,
     /// The nodes that read it lately, as the placement loop saw them.
@@ -83,19 +85,19 @@ impl VmSpace {
     pub fn history(&mut self, gpfn: u64, p: &Params, counts: &[u32], now: u32) -> History {
         let s = self.sharing.entry(gpfn).or_default();
         s.readers.note(p, counts, now);
-        History { written: s.written, collapses: s.collapses, recent: s.readers.recent(p, now) }
+        History { written: s.written, collapses: s.collapses, dirty: s.dirty, recent: s.readers.recent(p, now) }
     }
 
     /// Starts an interval of the replication policy: a page whose watch
-    /// ended in a write may be watched again (its `collapses` stay).
+    /// ended in a write may be watched again (its `dirty` count stays).
     pub fn forget_writes(&mut self) {
         self.sharing.values_mut().filter(|s| !s.watched).for_each(|s| s.written = false);
     }
 
-    /// Forgets a page's collapses (it was frozen).
+    /// Forgets a page's collapses and dirty watches (it was frozen).
     pub fn reset_collapses(&mut self, gpfn: u64) {
         if let Some(s) = self.sharing.get_mut(&gpfn) {
-            s.collapses = 0;
+            (s.collapses, s.dirty) = (0, 0);
         }
     }
 
@@ -222,7 +224,11 @@ impl VmSpace {
             self.stats.write_faults += 1;
         }
         if let Some(s) = self.sharing.get_mut(&gpfn) {
-            *s = Sharing { watched: false, written: true, collapses: s.collapses.saturating_add(1), ..*s };
+            let (collapses, dirty) = match resolved {
+                WriteFault::Collapsed => (s.collapses.saturating_add(1), s.dirty),
+                _ => (s.collapses, s.dirty.saturating_add(1)),
+            };
+            *s = Sharing { watched: false, written: true, collapses, dirty, ..*s };
         }
         Some(resolved)
     }
