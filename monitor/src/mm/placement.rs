@@ -215,7 +215,16 @@ pub fn run(space: &Mutex<VmSpace>, hot: &Hot, interval: u32, here: NodeId, merge
                 Share::Replicate(nodes) if space.sharing(gpfn).watched || info.state == PageState::CowShared => {
                     return copies.push((gpfn, nodes))
                 }
-                Share::Replicate(_) if info.state == PageState::Private => return watch.push(gpfn),
+                // Not known to be clean yet: watched, and moved meanwhile
+                // if one node dominates it now (the move watches it).
+                Share::Replicate(_) if info.state == PageState::Private => {
+                    if let Action::Migrate(node) = policy::decide(params, counts, info.node, &info, interval) {
+                        if moves.len() < params.batch {
+                            return moves.push((gpfn, node));
+                        }
+                    }
+                    return watch.push(gpfn);
+                }
                 Share::Replicate(_) => return,
                 Share::Freeze => return freeze.push(gpfn),
                 Share::None => {}
