@@ -185,6 +185,8 @@ pub fn run(space: &Mutex<VmSpace>, hot: &Hot, interval: u32, here: NodeId, merge
     if merge {
         space.merge_boot_pages(here);
     }
+    // In every mode: merge watches end in writes too.
+    space.forget_writes();
     if config.mode == Mode::FirstTouch {
         return 0;
     }
@@ -193,9 +195,6 @@ pub fn run(space: &Mutex<VmSpace>, hot: &Hot, interval: u32, here: NodeId, merge
     let mut freeze: Vec<u64> = Vec::new();
     let replicating = config.mode == Mode::Replicate;
     let (mut watch, mut copies): (Vec<u64>, Vec<(u64, u64)>) = (Vec::new(), Vec::new());
-    if replicating {
-        space.forget_writes();
-    }
     // Queued pages are remote by construction: they would skew the shares.
     let account = matches!(hot, Hot::Scan);
     let mut consider = |space: &mut VmSpace, gpfn: u64, counts: &[u32], params: &Params| {

@@ -90,8 +90,15 @@ impl VmSpace {
 
     /// Starts an interval of the replication policy: a page whose watch
     /// ended in a write may be watched again (its `dirty` count stays).
+    /// Costs the writes seen, not the pages ever looked at: the map holds
+    /// every page the policy considered, and this runs every interval with
+    /// the VM's lock held.
     pub fn forget_writes(&mut self) {
-        self.sharing.values_mut().filter(|s| !s.watched).for_each(|s| s.written = false);
+        for gpfn in core::mem::take(&mut self.written) {
+            if let Some(s) = self.sharing.get_mut(&gpfn).filter(|s| !s.watched) {
+                s.written = false;
+            }
+        }
     }
 
     /// Forgets a page's collapses and dirty watches (it was frozen).
@@ -229,6 +236,7 @@ impl VmSpace {
                 _ => (s.collapses, s.dirty.saturating_add(1)),
             };
             *s = Sharing { watched: false, written: true, collapses, dirty, ..*s };
+            self.written.push(gpfn);
         }
         Some(resolved)
     }

@@ -81,6 +81,9 @@ pub struct VmSpace {
     /// Replication state of pages being watched for writes, replicated or
     /// collapsed (`mm::replica`).
     pub(super) sharing: BTreeMap<u64, super::replica::Sharing>,
+    /// Pages whose `sharing` record says written since the interval began:
+    /// the next interval clears just these, not the whole map.
+    pub(super) written: Vec<u64>,
     /// Guest pages of the kernel image (for the statistics: how much of
     /// it is replicated).
     pub kernel_image: core::ops::Range<u64>,
@@ -105,6 +108,7 @@ impl VmSpace {
             sample_cursor: 0,
             stats: SpaceStats { local: vec![0; nodes], remote: vec![0; nodes], ..Default::default() },
             sharing: BTreeMap::new(),
+            written: Vec::new(),
             kernel_image: 0..0,
             boot_images: Vec::new(),
             nodes,
