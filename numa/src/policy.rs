@@ -207,12 +207,7 @@ impl Readers {
 
 /// The nodes (bit n = node n, n < 64) with at least `sharing` misses.
 fn readers_of(p: &Params, counts: &[u32]) -> u64 {
-    counts
-        .iter()
-        .enumerate()
-        .take(64)
-        .filter(|&(_, &c)| c > 0 && c >= p.sharing)
-        .fold(0u64, |set, (n, _)| set | 1 << n)
+    counts.iter().enumerate().take(64).filter(|&(_, &c)| c > 0 && c >= p.sharing).fold(0u64, |set, (n, _)| set | 1 << n)
 }
 
 /// What the monitor remembers of a page beyond its pmap entry.

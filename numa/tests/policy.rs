@@ -89,8 +89,10 @@ fn huge_counts_do_not_overflow() {
 
 #[test]
 fn parse_reads_every_key_and_keeps_defaults() {
-    let all = parse_params("trigger=32,interval=50,freeze=4,batch=128,dominance=90,max-moves=2,sharing=8,max-collapses=3,window=4")
-        .unwrap();
+    let all = parse_params(
+        "trigger=32,interval=50,freeze=4,batch=128,dominance=90,max-moves=2,sharing=8,max-collapses=3,window=4",
+    )
+    .unwrap();
     let want = Params {
         trigger: 32,
         interval_ms: 50,
@@ -143,7 +145,11 @@ fn read_shared_hot_page_is_replicated_to_its_readers() {
 
 #[test]
 fn pages_replication_cannot_help_are_left() {
-    assert_eq!(decide_shared(&p(), &[40, 20], &page(), &History { written: true, ..clean() }, 1), Share::None, "written");
+    assert_eq!(
+        decide_shared(&p(), &[40, 20], &page(), &History { written: true, ..clean() }, 1),
+        Share::None,
+        "written"
+    );
     assert_eq!(decide_shared(&p(), &[30, 30], &page(), &clean(), 1), Share::None, "60 misses: cold");
     assert_eq!(decide_shared(&p(), &[100, 15], &page(), &clean(), 1), Share::None, "one reader: migration's job");
     let frozen = PageInfo { frozen_until: 5, ..page() };
@@ -181,7 +187,10 @@ fn readers_are_forgotten_after_one_to_two_windows() {
 
 #[test]
 fn pages_that_keep_collapsing_freeze() {
-    assert_eq!(decide_shared(&p(), &[40, 40], &page(), &History { collapses: 1, ..clean() }, 1), Share::Replicate(0b10));
+    assert_eq!(
+        decide_shared(&p(), &[40, 40], &page(), &History { collapses: 1, ..clean() }, 1),
+        Share::Replicate(0b10)
+    );
     assert_eq!(decide_shared(&p(), &[40, 40], &page(), &History { collapses: 2, ..clean() }, 1), Share::Freeze);
     // Watches that ended in writes stop the attempts, but freeze nothing:
     // migration may still help a read-write page.
