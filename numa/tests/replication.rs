@@ -36,6 +36,9 @@ enum Op {
     Write(u64, NodeId, u32),
     Replicate(u64, NodeId),
     Migrate(u64, NodeId),
+    /// A move that keeps the old frame as the old node's replica
+    /// (`AfterMove::KeepOld`).
+    MigrateKeep(u64, NodeId),
     /// Merge the page into a shared frame of equal content (`mm::merge`).
     Share(u64),
 }
@@ -47,7 +50,8 @@ fn op() -> impl Strategy<Value = Op> {
         (page.clone(), node.clone()).prop_map(|(g, n)| Op::Read(g, n)),
         (page.clone(), node.clone(), any::<u32>()).prop_map(|(g, n, v)| Op::Write(g, n, v)),
         (page.clone(), node.clone()).prop_map(|(g, n)| Op::Replicate(g, n)),
-        (page.clone(), node).prop_map(|(g, n)| Op::Migrate(g, n)),
+        (page.clone(), node.clone()).prop_map(|(g, n)| Op::Migrate(g, n)),
+        (page.clone(), node).prop_map(|(g, n)| Op::MigrateKeep(g, n)),
         page.prop_map(Op::Share),
     ]
 }
@@ -141,6 +145,22 @@ impl World {
         }
     }
 
+    /// `VmSpace::after_move` with `KeepOld`: the private page moves and
+    /// its old frame, which holds the same content, becomes a replica.
+    fn migrate_keep(&mut self, gpfn: u64, node: NodeId) {
+        let Some(info) = self.pmap.get(gpfn).filter(|i| i.state == PageState::Private && i.node != node) else {
+            return;
+        };
+        let frame = self.map.alloc_on(node, Use::Guest { vm: VM, gpfn }).expect("memory");
+        let (new, value) = (frame.pa(), self.memory[&info.pa]);
+        let old = self.pmap.replace(gpfn, frame).expect("a private page is replaceable");
+        self.memory.insert(new, value);
+        assert!(self.map.set_owner(&old, Use::Replica { vm: VM, gpfn }));
+        if let Err(old) = self.pmap.add_replica(gpfn, old) {
+            panic!("the old frame on node {} was refused as a replica", old.node());
+        }
+    }
+
     /// `mm::merge`: a private, unreplicated page gives up its frame for a
     /// shared one of equal content, which the cache keeps a reference to.
     fn share(&mut self, gpfn: u64) {
@@ -189,6 +209,7 @@ proptest! {
                 Op::Write(g, n, v) => w.write(g, n, v),
                 Op::Replicate(g, n) => w.replicate(g, n),
                 Op::Migrate(g, n) => w.migrate(g, n),
+                Op::MigrateKeep(g, n) => w.migrate_keep(g, n),
                 Op::Share(g) => w.share(g),
             }
             w.check();

@@ -118,7 +118,7 @@ struct RunArgs {
     /// Load the ccNUMA cost-model plugin (bench/numa-sim); PARAMS: k=v,... of cache, assoc, line, local_ns, remote_ns, insn_ns, top, filter.
     #[arg(long, value_name = "PARAMS", num_args = 0..=1, require_equals = true, default_missing_value = "")]
     numa_sim: Option<String>,
-    /// Page placement under the monitor: `first-touch` (pages stay where first touched) or `migrate` (the placement loop moves hot pages to the node that uses them) or `replicate` (migration, and read-shared hot pages copied to every node that reads them; needs `--numa-sim`'s miss counters); default: the manifest's `placement`, else `migrate` under `--numa-sim` (miss counters) and `first-touch` without.
+    /// Page placement under the monitor: `first-touch` (pages stay where first touched) or `migrate` (the placement loop moves hot pages to the node that uses them) or `replicate` (migration, and read-shared hot pages copied to every node that reads them; needs `--numa-sim`'s miss counters); default: the manifest's `placement`, else `replicate` under `--numa-sim` (miss counters) and `first-touch` without.
     #[arg(long, value_name = "MODE")]
     placement: Option<String>,
     /// Placement policy parameters, e.g. `trigger=64,interval=100,freeze=8,batch=1024,dominance=80,max-moves=4`.

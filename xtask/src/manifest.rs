@@ -3,7 +3,7 @@
 //!
 //! ```toml
 //! machine = "numa2"          # optional: the topology (default numa2; --machine overrides)
-//! placement = "migrate"      # optional: "first-touch" | "migrate" | "replicate" (default: migrate under --numa-sim, else first-touch; --placement overrides)
+//! placement = "migrate"      # optional: "first-touch" | "migrate" | "replicate" (default: replicate under --numa-sim, else first-touch; --placement overrides)
 //! placement_params = "trigger=64,interval=100"  # optional: numa::policy parameters
 //! census = true              # optional (default false): the sharing census when the first VM ends
 //!                            # (hashes every mapped guest page: seconds per GiB of guests under TCG)
@@ -150,7 +150,7 @@ pub struct Manifest {
 /// How the monitor places guest pages (machine-wide; the bundle carries it).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Placement {
-    /// `first-touch`, `migrate` or `replicate`; None: the monitor's default (migrate with the plugin's miss counters, else first-touch).
+    /// `first-touch`, `migrate` or `replicate`; None: the monitor's default (replicate with the plugin's miss counters, else first-touch).
     pub mode: Option<String>,
     /// `k=v,...` of `numa::policy::parse_params`.
     pub params: Option<String>,

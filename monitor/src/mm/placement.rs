@@ -23,7 +23,7 @@
 //! One CPU at a time runs an interval (whichever claims it first; the
 //! scheduler arms CPU 0's timer for it), for all VMs.
 
-use super::{counters, frames, space::Touches, VmSpace};
+use super::{counters, frames, replica::AfterMove, space::Touches, VmSpace};
 use crate::arch::stage2::PAGE_SIZE;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -76,12 +76,18 @@ static INTERVAL: AtomicU32 = AtomicU32::new(0);
 /// Sets the mode and policy for the run; `ticks_per_ms` converts the
 /// interval. Prints which counter source the loop uses.
 ///
-/// The default mode is `migrate` where per-page miss counters exist (the
-/// ccNUMA plugin): there `cargo xtask bench placement` measured it 2.7x
-/// faster than first-touch on a workload whose data was left remote, and
-/// no slower on one that cannot gain. Elsewhere it is `first-touch`: plain
-/// QEMU has no NUMA cost for migration to save, only sampling faults and
-/// copies to pay, so there `migrate` is opt-in.
+/// The default mode is `replicate` (Disco's default: migration and
+/// replication) where per-page miss counters exist (the ccNUMA plugin):
+/// there `cargo xtask bench placement` measured migration 2.7x faster
+/// than first-touch on a workload whose data was left remote and no
+/// slower on one that cannot gain, and replication on top of it 1.6x
+/// faster than migration alone on a read-shared scene (9485 against 14934
+/// ms simulated), 18% faster on fig8's raytrace and 4% slower on its
+/// engineering (2026-12-03, single runs with about 25% run-to-run noise).
+/// A VM with vCPUs on one node has one root and is never replicated, so
+/// for it the mode is migration. Elsewhere it is `first-touch`: plain QEMU
+/// has no NUMA cost for migration to save, only sampling faults and copies
+/// to pay, so there `migrate` is opt-in.
 pub fn init(mode: Option<Mode>, params: Params, ticks_per_ms: u64, now: u64) {
     let source = if counters::present() { Source::Plugin } else { Source::Sampling };
     let ticks = ticks_per_ms * params.interval_ms.max(1) as u64;
@@ -90,7 +96,7 @@ pub fn init(mode: Option<Mode>, params: Params, ticks_per_ms: u64, now: u64) {
         (None, Source::Plugin) => " (the default with miss counters)",
         (None, Source::Sampling) => " (the default without miss counters)",
     };
-    let mode = mode.unwrap_or(if source == Source::Plugin { Mode::Migrate } else { Mode::FirstTouch });
+    let mode = mode.unwrap_or(if source == Source::Plugin { Mode::Replicate } else { Mode::FirstTouch });
     match mode {
         Mode::FirstTouch => log::info!("placement: first-touch{chosen} (pages never move)"),
         Mode::Migrate | Mode::Replicate => {
@@ -191,7 +197,7 @@ pub fn run(space: &Mutex<VmSpace>, hot: &Hot, interval: u32, here: NodeId, merge
         return 0;
     }
     let nodes = frames::memmap().node_count().min(MAX_COUNTED_NODES);
-    let mut moves: Vec<(u64, NodeId)> = Vec::new();
+    let mut moves: Vec<(u64, NodeId, AfterMove)> = Vec::new();
     let mut freeze: Vec<u64> = Vec::new();
     let replicating = config.mode == Mode::Replicate;
     let (mut watch, mut copies): (Vec<u64>, Vec<(u64, u64)>) = (Vec::new(), Vec::new());
@@ -206,8 +212,13 @@ pub fn run(space: &Mutex<VmSpace>, hot: &Hot, interval: u32, here: NodeId, merge
                 *total += count as u64;
             }
         }
+        // How a move leaves the page: when replicating, watched; and when
+        // its node read it lately too, with its old frame kept as that
+        // node's replica.
+        let mut after = AfterMove::Plain;
         if replicating {
             let history = space.history(gpfn, params, counts, interval);
+            after = if history.recent & 1 << info.node.min(63) != 0 { AfterMove::KeepOld } else { AfterMove::Watched };
             match policy::decide_shared(params, counts, &info, &history, interval) {
                 // Replicated only once a watch saw no write; a frame
                 // shared copy-on-write is never written in place.
@@ -219,7 +230,7 @@ pub fn run(space: &Mutex<VmSpace>, hot: &Hot, interval: u32, here: NodeId, merge
                 Share::Replicate(_) if info.state == PageState::Private => {
                     if let Action::Migrate(node) = policy::decide(params, counts, info.node, &info, interval) {
                         if moves.len() < params.batch {
-                            return moves.push((gpfn, node));
+                            return moves.push((gpfn, node, after));
                         }
                     }
                     return watch.push(gpfn);
@@ -244,7 +255,7 @@ pub fn run(space: &Mutex<VmSpace>, hot: &Hot, interval: u32, here: NodeId, merge
                     false => watch.push(gpfn),
                 }
             }
-            Action::Migrate(node) if moves.len() < params.batch => moves.push((gpfn, node)),
+            Action::Migrate(node) if moves.len() < params.batch => moves.push((gpfn, node, after)),
             Action::Freeze => freeze.push(gpfn),
             _ => {}
         }
@@ -292,7 +303,7 @@ pub fn run(space: &Mutex<VmSpace>, hot: &Hot, interval: u32, here: NodeId, merge
     }
     // When replicating, a moved page is watched from its move on: if a
     // node that reads it in turn shows up, it can be replicated at once.
-    let moved = if moves.is_empty() { 0 } else { space.migrate(&moves, here, replicating) };
+    let moved = if moves.is_empty() { 0 } else { space.migrate(&moves, here) };
     copies.truncate(config.params.batch);
     if !copies.is_empty() {
         space.replicate(&copies, here);

@@ -33,7 +33,7 @@ use crate::arch::{
 };
 use alloc::vec::Vec;
 use numa::{
-    memmap::Use,
+    memmap::{Frame, Use},
     pmap::PageState,
     policy::{History, Params, Readers},
     NodeId,
@@ -73,7 +73,63 @@ pub enum WriteFault {
 /// an optimisation and must not be what runs a node out of memory.
 const RESERVE_SHIFT: u32 = 4;
 
+/// Has `node` frames to spare for a replica (above its reserve)?
+fn spare_for_replica(node: NodeId) -> bool {
+    let map = frames::memmap();
+    map.free_frames(node) > map.total_frames(node) >> RESERVE_SHIFT
+}
+
+/// How [`VmSpace::migrate`] leaves a page it moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterMove {
+    /// Mapped as before, its old frame freed (migration alone).
+    Plain,
+    /// Mapped read-only and watched: a node that reads it in turn can get
+    /// a replica at once (replicate mode).
+    Watched,
+    /// The old frame stays as the old node's replica, both read-only: the
+    /// old node read the page lately too, and the copy just made is all a
+    /// replica needs (one copy instead of a move and then a replica).
+    KeepOld,
+}
+
 impl VmSpace {
+    /// Finishes the move of `gpfn` whose new frame `mapping` maps; `old`
+    /// is the frame it left.
+    pub(super) fn after_move(&mut self, gpfn: u64, mapping: Pte, old: Frame, after: AfterMove, here: NodeId) {
+        let ipa = gpfn * PAGE_SIZE;
+        let keep = match after {
+            AfterMove::KeepOld if mapping.is_valid() && spare_for_replica(old.node()) => self.root_of(old.node()),
+            _ => None,
+        };
+        let old = match keep {
+            Some(root) => {
+                let (old_pa, master) = (old.pa(), mapping.with_perm(Perm::RX));
+                frames::memmap().set_owner(&old, Use::Replica { vm: self.vm(), gpfn });
+                match self.pmap.add_replica(gpfn, old) {
+                    Ok(()) => {
+                        let _ = self.set(ipa, master);
+                        let _ = self.set_in(root, ipa, Pte(master.0 & !stage2::pte::ADDR_MASK | old_pa));
+                        self.sharing.insert(gpfn, Sharing { watched: false, written: false, ..self.sharing(gpfn) });
+                        self.stats.replicated += 1;
+                        return;
+                    }
+                    Err(old) => old,
+                }
+            }
+            None => old,
+        };
+        frames::free(old, here);
+        if after == AfterMove::Plain || !mapping.is_valid() {
+            let _ = self.set(ipa, mapping);
+            return;
+        }
+        let _ = self.set(ipa, mapping.with_perm(Perm::RX));
+        let s = self.sharing.entry(gpfn).or_default();
+        (s.watched, s.written) = (true, false);
+        self.stats.watched += 1;
+    }
+
     /// The sharing record of a page (default: never watched).
     pub fn sharing(&self, gpfn: u64) -> Sharing {
         self.sharing.get(&gpfn).copied().unwrap_or_default()
@@ -134,10 +190,6 @@ impl VmSpace {
     /// to spare), as one batch. Returns the replicas made.
     pub fn replicate(&mut self, pages: &[(u64, u64)], here: NodeId) -> usize {
         let _cost = marker::Charged::begin();
-        let reserve: Vec<usize> = {
-            let map = frames::memmap();
-            (0..map.node_count()).map(|n| map.total_frames(n) >> RESERVE_SHIFT).collect()
-        };
         // (gpfn, master descriptor, replica frames with their roots).
         let mut batch = Vec::new();
         for &(gpfn, nodes) in pages {
@@ -147,7 +199,7 @@ impl VmSpace {
             let mut copies = Vec::new();
             for node in (0..64).filter(|n| nodes & 1 << n != 0 && *n != info.node && info.replicas & 1 << n == 0) {
                 let Some(root) = self.root_of(node) else { continue };
-                if frames::memmap().free_frames(node) <= reserve.get(node).copied().unwrap_or(0) {
+                if !spare_for_replica(node) {
                     continue;
                 }
                 if let Some(frame) = frames::alloc_on(node, Use::Replica { vm: self.vm(), gpfn }) {

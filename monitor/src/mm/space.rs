@@ -4,7 +4,7 @@
 //! valid mapping here is break-before-make: invalid descriptor, TLB
 //! invalidation by IPA on every CPU, then the new descriptor.
 
-use super::frames;
+use super::{frames, replica::AfterMove};
 use crate::arch::stage2::{copy_frame, read_entry, write_entry, Stage2, PAGE_SIZE};
 use crate::arch::{cpu, marker};
 use alloc::{collections::BTreeMap, sync::Arc, vec, vec::Vec};
@@ -290,14 +290,12 @@ impl VmSpace {
     /// Moves each `(gpfn, node)` page to a new frame on that node, as one
     /// batch: every old mapping is broken, one TLB invalidation covers
     /// them all, then each page is copied, remapped and its old frame
-    /// freed. Pages whose target node is full, or that are pinned, stay.
-    /// With `watch`, each moved page is mapped read-only and watched
-    /// (`mm::replica`), at no extra cost: it is remapped anyway.
-    /// Returns how many moved.
-    pub fn migrate(&mut self, moves: &[(u64, NodeId)], here: NodeId, watch: bool) -> usize {
+    /// freed, or kept as a replica ([`AfterMove`]). Pages whose target node
+    /// is full, or that are pinned, stay. Returns how many moved.
+    pub fn migrate(&mut self, moves: &[(u64, NodeId, AfterMove)], here: NodeId) -> usize {
         let _cost = marker::Charged::begin();
-        let mut batch: Vec<(u64, Frame, Pte)> = Vec::with_capacity(moves.len());
-        for &(gpfn, node) in moves {
+        let mut batch: Vec<(u64, Frame, Pte, AfterMove)> = Vec::with_capacity(moves.len());
+        for &(gpfn, node, after) in moves {
             let movable = |i: &PageInfo| i.pins == 0 && i.node != node && i.state == PageState::Private;
             let Some(info) = self.pmap.get(gpfn).filter(movable) else { continue };
             let Some(pte) = self.lookup(gpfn * PAGE_SIZE).filter(|p| p.addr() == info.pa) else { continue };
@@ -306,26 +304,19 @@ impl VmSpace {
             if pte.is_valid() {
                 let _ = self.set(gpfn * PAGE_SIZE, Pte::EMPTY);
             }
-            batch.push((gpfn, frame, pte));
+            batch.push((gpfn, frame, pte, after));
         }
-        let ipas: Vec<u64> = batch.iter().filter(|(_, _, pte)| pte.is_valid()).map(|(g, _, _)| g * PAGE_SIZE).collect();
+        let ipas: Vec<u64> = batch.iter().filter(|b| b.2.is_valid()).map(|b| b.0 * PAGE_SIZE).collect();
         self.invalidate(&ipas);
         let mut moved = 0;
-        for (gpfn, frame, pte) in batch {
+        for (gpfn, frame, pte, after) in batch {
             let (old_pa, new_pa) = (pte.addr(), frame.pa());
             copy_frame(new_pa, old_pa);
-            let mut mapping = Pte(pte.0 & !stage2::pte::ADDR_MASK | new_pa);
+            let mapping = Pte(pte.0 & !stage2::pte::ADDR_MASK | new_pa);
             match self.pmap.replace(gpfn, frame) {
                 Ok(old) => {
-                    frames::free(old, here);
                     moved += 1;
-                    if watch && mapping.is_valid() {
-                        mapping = mapping.with_perm(Perm::RX);
-                        let s = self.sharing.entry(gpfn).or_default();
-                        (s.watched, s.written) = (true, false);
-                        self.stats.watched += 1;
-                    }
-                    let _ = self.set(gpfn * PAGE_SIZE, mapping);
+                    self.after_move(gpfn, mapping, old, after, here);
                 }
                 Err(frame) => {
                     frames::free(frame, here);
