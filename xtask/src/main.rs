@@ -121,7 +121,7 @@ struct RunArgs {
     /// Page placement under the monitor: `first-touch` (pages stay where first touched) or `migrate` (the placement loop moves hot pages to the node that uses them) or `replicate` (migration, and read-shared hot pages copied to every node that reads them; needs `--numa-sim`'s miss counters); default: the manifest's `placement`, else `replicate` under `--numa-sim` (miss counters) and `first-touch` without.
     #[arg(long, value_name = "MODE")]
     placement: Option<String>,
-    /// Placement policy parameters, e.g. `trigger=64,interval=100,freeze=8,batch=1024,dominance=80,max-moves=4`.
+    /// Placement policy parameters, e.g. `trigger=64,interval=100,freeze=8,batch=1024,dominance=80,max-moves=4` (replication: `sharing=16,max-collapses=2,window=8`).
     #[arg(long, value_name = "K=V,...")]
     placement_params: Option<String>,
 }
