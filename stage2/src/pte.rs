@@ -132,6 +132,12 @@ impl Pte {
         Pte(kept | perm_bits)
     }
 
+    /// The same descriptor (permissions, attributes, software bits) for
+    /// another frame: a moved page, a replica of a master.
+    pub fn with_addr(self, pa: u64) -> Pte {
+        Pte((self.0 & !ADDR_MASK) | (pa & ADDR_MASK))
+    }
+
     /// Software bits.
     pub fn sw(self) -> u64 {
         self.0 & SW_MASK

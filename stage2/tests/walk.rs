@@ -130,6 +130,15 @@ fn permissions_change_without_touching_address_or_software_bits() {
 }
 
 #[test]
+fn another_frame_keeps_permissions_and_software_bits() {
+    let pte = Pte::page(0x7654_3000, Perm::RX).with_sw(stage2::pte::SW_SHARED);
+    let moved = pte.with_addr(0x1234_5000);
+    assert_eq!(moved.addr(), 0x1234_5000);
+    assert_eq!((moved.perm(), moved.sw(), moved.is_valid()), (Perm::RX, stage2::pte::SW_SHARED, true));
+    assert_eq!(moved.with_addr(0x7654_3000), pte);
+}
+
+#[test]
 fn running_out_of_table_frames_is_an_error_not_a_panic() {
     let (mut t, root) = VecTables::new(2);
     assert_eq!(set_leaf(&mut t, root, RAM, Pte::page(0x9000_0000, Perm::RWX)), Err(WalkError::NoMemory));

@@ -301,8 +301,6 @@ pub fn run(space: &Mutex<VmSpace>, hot: &Hot, interval: u32, here: NodeId, merge
         space.reset_collapses(gpfn);
         space.stats.frozen += 1;
     }
-    // When replicating, a moved page is watched from its move on: if a
-    // node that reads it in turn shows up, it can be replicated at once.
     let moved = if moves.is_empty() { 0 } else { space.migrate(&moves, here) };
     copies.truncate(config.params.batch);
     if !copies.is_empty() {

@@ -109,7 +109,7 @@ impl VmSpace {
                 match self.pmap.add_replica(gpfn, old) {
                     Ok(()) => {
                         let _ = self.set(ipa, master);
-                        let _ = self.set_in(root, ipa, Pte(master.0 & !stage2::pte::ADDR_MASK | old_pa));
+                        let _ = self.set_in(root, ipa, master.with_addr(old_pa));
                         self.sharing.insert(gpfn, Sharing { watched: false, written: false, ..self.sharing(gpfn) });
                         self.stats.replicated += 1;
                         return;
@@ -227,7 +227,7 @@ impl VmSpace {
                 copy_frame(pa, master.addr());
                 match self.pmap.add_replica(gpfn, frame) {
                     Ok(()) => {
-                        let _ = self.set_in(root, ipa, Pte(master.0 & !stage2::pte::ADDR_MASK | pa));
+                        let _ = self.set_in(root, ipa, master.with_addr(pa));
                         made += 1;
                     }
                     Err(frame) => {

@@ -312,7 +312,7 @@ impl VmSpace {
         for (gpfn, frame, pte, after) in batch {
             let (old_pa, new_pa) = (pte.addr(), frame.pa());
             copy_frame(new_pa, old_pa);
-            let mapping = Pte(pte.0 & !stage2::pte::ADDR_MASK | new_pa);
+            let mapping = pte.with_addr(new_pa);
             match self.pmap.replace(gpfn, frame) {
                 Ok(old) => {
                     moved += 1;
